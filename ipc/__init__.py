@@ -1,0 +1,55 @@
+"""The control protocol between a supervisor, its workers and its command-line clients.
+
+Layers, bottom up; each imports only the ones above it in this list:
+
+- ``errors``: the exception tree.
+- ``messages``: one frozen dataclass per message kind, and the tag table that decodes them.
+- ``codec``: sans-IO framing (a 4-byte big-endian length, then a msgpack map). Bytes in,
+  messages out; no sockets, no clock.
+- ``handshake``: the protocol version and the rules of the first exchange.
+- ``transport``: byte streams over a Unix domain socket (POSIX) or a named pipe (Windows),
+  chosen per platform, and ``Connection``, which speaks messages over one of them.
+- ``address``: where a supervisor's control endpoint lives by default.
+
+This package imports neither ``supervisor`` nor ``worker``: both import it.
+"""
+
+from __future__ import annotations
+
+from .address import default_address
+from .codec import FrameDecoder, encode
+from .errors import (
+    AddressInUseError,
+    ConnectionClosedError,
+    FrameTooLargeError,
+    IPCError,
+    MalformedFrameError,
+    NoServerError,
+    ProtocolError,
+    UnknownMessageError,
+    VersionMismatchError,
+)
+from .handshake import PROTOCOL_VERSION
+from .messages import Message
+from .transport import Connection, Listener, connect, listen
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AddressInUseError",
+    "Connection",
+    "ConnectionClosedError",
+    "FrameDecoder",
+    "FrameTooLargeError",
+    "IPCError",
+    "Listener",
+    "MalformedFrameError",
+    "Message",
+    "NoServerError",
+    "ProtocolError",
+    "UnknownMessageError",
+    "VersionMismatchError",
+    "connect",
+    "default_address",
+    "encode",
+    "listen",
+]

@@ -1,0 +1,91 @@
+"""Unix domain socket transport (Linux, macOS).
+
+The socket lives in a folder only its owner may enter (0700) and is itself 0600. A socket file
+left behind by a dead supervisor is stale: nothing accepts on it, so it is removed and reused;
+one a live supervisor accepts on is refused as in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import sys
+from collections.abc import Callable
+
+from .errors import AddressInUseError, NoServerError
+
+assert sys.platform != "win32"
+
+# sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
+MAX_PATH_BYTES = 103 if sys.platform == "darwin" else 107
+
+ConnectCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
+
+
+def _check_length(path: str) -> None:
+    if len(os.fsencode(path)) > MAX_PATH_BYTES:
+        raise OSError(f"control socket path is too long ({len(path)} > {MAX_PATH_BYTES} bytes): {path}")
+
+
+async def open_connection(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    _check_length(path)
+    try:
+        return await asyncio.open_unix_connection(path)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise NoServerError(f"no supervisor is listening at {path}") from exc
+
+
+async def _clear_stale(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise AddressInUseError(f"{path} exists and is not a socket")
+    try:
+        _, writer = await asyncio.open_unix_connection(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # stale: its supervisor is gone
+        return
+    writer.close()
+    raise AddressInUseError(f"another supervisor is already listening at {path}")
+
+
+class Server:
+    def __init__(self, server: asyncio.AbstractServer, path: str) -> None:
+        self._server = server
+        self._path = path
+        self._inode = os.stat(path).st_ino
+
+    async def aclose(self) -> None:
+        # Not wait_closed(): since Python 3.12 it also waits for every accepted connection.
+        self._server.close()
+        try:
+            if os.stat(self._path).st_ino == self._inode:
+                os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+
+async def start_server(path: str, on_connect: ConnectCallback) -> Server:
+    _check_length(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    await _clear_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # Created 0600 from the start: no moment in which another user could connect.
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == getattr(os, "EADDRINUSE", 98):
+            raise AddressInUseError(f"control address {path} is in use") from exc
+        raise
+    server = await asyncio.start_unix_server(on_connect, sock=sock)
+    return Server(server, path)

@@ -1,0 +1,171 @@
+"""The ``supervisor`` command: ``start``, ``stop``, ``status``.
+
+Exit codes: 0 success; 1 an error the message explains (port in use, no supervisor running,
+a worker that failed to start); 2 bad usage; 3 the pool stopped but not cleanly (a worker was
+killed after the grace period, or exited with an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import NoReturn
+
+import anyio
+
+from ipc.address import check_name, default_address
+
+from . import client
+from .run import EXIT_ERROR, EXIT_OK, EXIT_UNCLEAN, EXIT_USAGE, Supervisor, SupervisorConfig
+from .sockets import parse_bind
+
+PROG = "supervisor"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
+
+
+def _name(text: str) -> str:
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bind(text: str) -> tuple[str, int]:
+    try:
+        return parse_bind(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", type=_name, default="default", help="the pool's name, for its default control address (default: %(default)s)")
+    parser.add_argument("--control", metavar="ADDRESS", help="control address: a socket path on POSIX, \\\\.\\pipe\\NAME on Windows")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="A multiprocess supervisor for ML inference workers.", epilog=__doc__.split("\n\n", 1)[1])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    start = commands.add_parser("start", help="start a pool and serve until stopped")
+    start.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: %(default)s)")
+    start.add_argument("--bind", type=_bind, default=("127.0.0.1", 8080), metavar="HOST:PORT", help="where to serve HTTP (default: 127.0.0.1:8080; port 0 picks one)")
+    start.add_argument("--grace", type=_seconds, default=30.0, metavar="SECONDS", help="how long a stop lets in-flight requests finish (default: %(default)s)")
+    start.add_argument("--ready-timeout", type=_seconds, default=120.0, metavar="SECONDS", help="how long workers may take to load and become ready (default: %(default)s)")
+    start.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", help="serve a model: NAME=path.npz or NAME=module:Factory (repeatable; default: the demo 'mlp')")
+    start.add_argument("--model-dir", action="append", default=[], metavar="DIR", help="serve every model in a repository folder (one model per subfolder)")
+    start.add_argument("--max-body-size", type=_positive_int, default=64 * 1024 * 1024, metavar="BYTES", help="largest request body accepted (default: %(default)s)")
+    _add_address(start)
+
+    stop = commands.add_parser("stop", help="drain and stop a running pool")
+    stop.add_argument("--grace", type=_seconds, default=None, metavar="SECONDS", help="override the pool's grace period")
+    _add_address(stop)
+
+    status = commands.add_parser("status", help="show a running pool, one row a worker")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    _add_address(status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    address = args.control or default_address(args.name)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.command == "start":
+            return _start(args, address)
+        if args.command == "stop":
+            return _stop(args, address)
+        return _status(args, address)
+    except client.ControlError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _start(args: argparse.Namespace, address: str) -> int:
+    models = list(args.model)
+    for spec in models:
+        name, sep, source = spec.partition("=")
+        if not sep or not name or not source:
+            print(f"{PROG}: error: --model {spec!r} is not NAME=PATH.npz or NAME=module:Factory", file=sys.stderr)
+            return EXIT_USAGE
+        if source.endswith(".npz") and not os.path.isfile(source):
+            print(f"{PROG}: error: --model {name}: no such file {source}", file=sys.stderr)
+            return EXIT_ERROR
+    for folder in args.model_dir:
+        if not os.path.isdir(folder):
+            print(f"{PROG}: error: --model-dir: no such folder {folder}", file=sys.stderr)
+            return EXIT_ERROR
+        models.append("dir:" + os.path.abspath(folder))
+    host, port = args.bind
+    config = SupervisorConfig(
+        control=address,
+        workers=args.workers,
+        host=host,
+        port=port,
+        grace=args.grace,
+        ready_timeout=args.ready_timeout,
+        models=[_absolute(spec) for spec in models],
+        max_body_size=args.max_body_size,
+    )
+    return anyio.run(Supervisor(config).run)
+
+
+def _absolute(spec: str) -> str:
+    """Workers may run elsewhere: make weight-file paths absolute."""
+    name, _, source = spec.partition("=")
+    if source.endswith(".npz"):
+        return f"{name}={os.path.abspath(source)}"
+    return spec
+
+
+def _stop(args: argparse.Namespace, address: str) -> int:
+    reply = anyio.run(client.stop, address, args.grace)
+    for worker in reply.workers:
+        detail = f"{worker.get('completed', 0)} completed, {worker.get('dropped', 0)} dropped" if "completed" in worker else ""
+        print(f"worker {worker['id']} (pid {worker['pid']}): {worker['state']}, exit {worker['exit_code']}" + (f"; {detail}" if detail else ""))
+    print("stopped cleanly" if reply.clean else "stopped, not cleanly")
+    return EXIT_OK if reply.clean else EXIT_UNCLEAN
+
+
+def _status(args: argparse.Namespace, address: str) -> int:
+    reply = anyio.run(client.status, address)
+    if args.json:
+        body = {"supervisor_pid": reply.supervisor_pid, "url": reply.url, "state": reply.state, "workers": reply.workers}
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    print(f"pool {reply.state} at {reply.url} (supervisor pid {reply.supervisor_pid})")
+    print(f"{'ID':>4}  {'PID':>8}  STATE")
+    for worker in reply.workers:
+        print(f"{worker['id']:>4}  {worker['pid']:>8}  {worker['state']}")
+    return EXIT_OK

@@ -1,0 +1,59 @@
+"""The command line's end of the control channel: ``supervisor stop`` and ``supervisor status``."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+
+import ipc
+from ipc.messages import Error, Hello, Message, StatusReply, StatusRequest, StopReply, StopRequest, Welcome
+
+
+class ControlError(Exception):
+    """The supervisor could not be reached or refused the request; the message is for the user."""
+
+
+async def request(address: str, message: Message, timeout: float | None = None) -> Message:
+    """Send one request to the supervisor at ``address`` and return its reply."""
+    try:
+        connection = await ipc.connect(address)
+    except ipc.NoServerError as exc:
+        raise ControlError(f"no supervisor is running at {address}") from exc
+    except OSError as exc:
+        raise ControlError(f"cannot reach the supervisor at {address}: {exc}") from exc
+    async with connection:
+        try:
+            with anyio.fail_after(10):
+                await connection.send(Hello(ipc.PROTOCOL_VERSION, "client", os.getpid()))
+                welcome = await connection.receive()
+            if isinstance(welcome, Error):
+                raise ControlError(f"the supervisor refused: {welcome.message}")
+            if not isinstance(welcome, Welcome):
+                raise ControlError(f"unexpected {welcome.kind} from the supervisor")
+            await connection.send(message)
+            with anyio.fail_after(timeout):
+                reply = await connection.receive()
+        except ipc.ConnectionClosedError as exc:
+            raise ControlError("the supervisor closed the connection without replying") from exc
+        except ipc.ProtocolError as exc:
+            raise ControlError(f"the supervisor broke the protocol: {exc}") from exc
+        except TimeoutError as exc:
+            raise ControlError("the supervisor did not answer in time") from exc
+    if isinstance(reply, Error):
+        raise ControlError(f"the supervisor refused: {reply.message}")
+    return reply
+
+
+async def status(address: str) -> StatusReply:
+    reply = await request(address, StatusRequest(), timeout=10)
+    if not isinstance(reply, StatusReply):
+        raise ControlError(f"unexpected {reply.kind} from the supervisor")
+    return reply
+
+
+async def stop(address: str, grace: float | None) -> StopReply:
+    reply = await request(address, StopRequest(grace))
+    if not isinstance(reply, StopReply):
+        raise ControlError(f"unexpected {reply.kind} from the supervisor")
+    return reply

@@ -1,0 +1,84 @@
+"""The supervisor's side of control connections: handshake, then route by role.
+
+A worker's connection goes to the pool for its whole life; a client's carries requests
+(``status``, ``stop``) and their replies. A peer that breaks the protocol gets an ``Error``
+with the reason and is disconnected; the supervisor carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.abc
+
+import ipc
+from ipc.handshake import check_hello
+from ipc.messages import Error, Hello, StatusReply, StatusRequest, StopRequest, Welcome
+
+from .pool import Pool
+
+logger = logging.getLogger("supervisor")
+
+#: A connection must say Hello within this time.
+HANDSHAKE_TIMEOUT = 10.0
+
+#: Stops the pool and sends the StopReply on the connection once it has stopped.
+StopHandler = Callable[[ipc.Connection, float | None], Awaitable[None]]
+
+
+class ControlServer:
+    def __init__(self, listener: ipc.Listener, pool: Pool, url: str, on_stop: StopHandler) -> None:
+        self.listener = listener
+        self.pool = pool
+        self.url = url
+        self._on_stop = on_stop
+
+    async def serve(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Accept connections until cancelled, each in its own task of ``task_group``."""
+        async for connection in self.listener:
+            task_group.start_soon(self._handle, connection)
+
+    async def _handle(self, connection: ipc.Connection) -> None:
+        async with connection:
+            try:
+                with anyio.fail_after(HANDSHAKE_TIMEOUT):
+                    hello = await connection.receive_a(Hello)
+                check_hello(hello)
+                if hello.role == "worker":
+                    await self.pool.attach(hello, connection)
+                else:
+                    await connection.send(Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
+                    await self._serve_client(connection)
+            except ipc.ProtocolError as exc:
+                logger.warning("control: refused a connection: %s", exc)
+                await _try_send(connection, Error("protocol", str(exc)))
+            except TimeoutError:
+                await _try_send(connection, Error("timeout", "no hello within the handshake timeout"))
+            except ipc.ConnectionClosedError:
+                pass
+
+    async def _serve_client(self, connection: ipc.Connection) -> None:
+        while True:
+            request = await connection.receive()
+            if isinstance(request, StatusRequest):
+                state = "stopping" if self.pool.stopping else "ready" if self.pool.all_ready() else "starting"
+                workers = [handle.describe() for handle in self.pool.workers.values()]
+                await connection.send(StatusReply(os.getpid(), self.url, state, workers))
+            elif isinstance(request, StopRequest):
+                if request.grace is not None and request.grace < 0:
+                    await connection.send(Error("bad_request", "grace must be >= 0"))
+                    continue
+                await self._on_stop(connection, request.grace)
+                return
+            else:
+                await connection.send(Error("bad_request", f"a client may not send {request.kind}"))
+
+
+async def _try_send(connection: ipc.Connection, message: ipc.Message) -> None:
+    try:
+        await connection.send(message)
+    except ipc.ConnectionClosedError:
+        pass

@@ -1,0 +1,193 @@
+"""The frame codec, a byte at a time: no I/O anywhere."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipc import FrameDecoder, encode
+from ipc.errors import FrameTooLargeError, MalformedFrameError, ProtocolError, UnknownMessageError, VersionMismatchError
+from ipc.handshake import PROTOCOL_VERSION, check_hello
+from ipc.messages import KINDS, Configure, Hello, Ready, StatusReply, Stop, StopRequest
+
+
+def frame_of(obj: object) -> bytes:
+    payload = msgpack.packb(obj, use_bin_type=True)
+    return struct.pack(">I", len(payload)) + payload
+
+
+SAMPLES = [
+    Hello(PROTOCOL_VERSION, "worker", 1234, 3),
+    Configure({"grace": 2.5, "models": ["a=b.npz"]}, listen_fd=7),
+    Configure({}, listen_share=b"\x00\x01binary"),
+    Ready(99, ["mlp"]),
+    Stop(0.0),
+    StopRequest(None),
+    StatusReply(1, "http://127.0.0.1:1", "ready", [{"id": 0, "pid": 5, "state": "ready"}]),
+]
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: m.kind)
+def test_round_trip_split_at_every_byte(message):
+    frame = encode(message)
+    for cut in range(len(frame) + 1):
+        decoder = FrameDecoder()
+        decoder.feed(frame[:cut])
+        if cut < len(frame):
+            assert decoder.next_message() is None
+            decoder.feed(frame[cut:])
+        assert decoder.next_message() == message
+        assert decoder.next_message() is None
+        assert decoder.buffered == 0
+
+
+def test_one_byte_at_a_time():
+    stream = b"".join(encode(m) for m in SAMPLES)
+    decoder = FrameDecoder()
+    received = []
+    for byte in stream:
+        decoder.feed(bytes([byte]))
+        while (message := decoder.next_message()) is not None:
+            received.append(message)
+    assert received == SAMPLES
+
+
+def test_several_frames_in_one_read():
+    decoder = FrameDecoder()
+    decoder.feed(b"".join(encode(m) for m in SAMPLES) + encode(SAMPLES[0])[:3])
+    assert [decoder.next_message() for _ in SAMPLES] == SAMPLES
+    assert decoder.next_message() is None
+    assert decoder.buffered == 3
+
+
+def test_oversized_prefix_is_refused_before_the_body_arrives():
+    decoder = FrameDecoder(max_frame_size=1024)
+    decoder.feed(struct.pack(">I", 1025))
+    with pytest.raises(FrameTooLargeError, match="1025"):
+        decoder.next_message()
+    assert decoder.buffered == 0
+
+
+def test_huge_prefix_costs_nothing():
+    decoder = FrameDecoder()
+    decoder.feed(b"\xff\xff\xff\xff")
+    with pytest.raises(FrameTooLargeError):
+        decoder.next_message()
+
+
+def test_decoder_is_dead_after_an_error():
+    decoder = FrameDecoder()
+    decoder.feed(frame_of({"kind": "no_such_kind"}))
+    with pytest.raises(UnknownMessageError):
+        decoder.next_message()
+    with pytest.raises(UnknownMessageError):
+        decoder.feed(encode(Stop(1.0)))
+    with pytest.raises(UnknownMessageError):
+        decoder.next_message()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xc1",  # never used in msgpack
+        b"\x92\x01",  # array of 2 with one element
+        b"\x81\xa4kind",  # map missing its value
+        b"\xa3abc\x01",  # extra data after one object
+    ],
+)
+def test_garbage_is_a_malformed_frame(payload):
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", len(payload)) + payload)
+    with pytest.raises(MalformedFrameError):
+        decoder.next_message()
+
+
+@pytest.mark.parametrize(
+    "obj, error",
+    [
+        ([1, 2, 3], "must be a map"),
+        ({"no": "kind"}, "needs a string 'kind'"),
+        ({"kind": 7}, "needs a string 'kind'"),
+        ({"kind": "stop"}, "missing field 'grace'"),
+        ({"kind": "stop", "grace": "soon"}, "field 'grace'"),
+        ({"kind": "stop", "grace": True}, "field 'grace'"),
+        ({"kind": "hello", "protocol_version": 1, "role": "worker", "pid": "x"}, "field 'pid'"),
+        ({"kind": "ready", "pid": 1, "models": ["a", 2]}, "field 'models'"),
+        ({"kind": "configure", "settings": {1: 2}}, "not valid msgpack|field 'settings'"),
+    ],
+)
+def test_bad_fields_are_malformed(obj, error):
+    decoder = FrameDecoder()
+    decoder.feed(frame_of(obj))
+    with pytest.raises(MalformedFrameError, match=error):
+        decoder.next_message()
+
+
+def test_ext_types_are_refused():
+    payload = msgpack.packb({"kind": "stop", "grace": msgpack.ExtType(5, b"x")})
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", len(payload)) + payload)
+    with pytest.raises(MalformedFrameError, match="extension"):
+        decoder.next_message()
+
+
+def test_unknown_message_kind():
+    decoder = FrameDecoder()
+    decoder.feed(frame_of({"kind": "launch_missiles"}))
+    with pytest.raises(UnknownMessageError, match="launch_missiles"):
+        decoder.next_message()
+
+
+def test_unknown_extra_fields_are_ignored():
+    decoder = FrameDecoder()
+    decoder.feed(frame_of({"kind": "stop", "grace": 1.5, "added_in_v2": [1, 2]}))
+    assert decoder.next_message() == Stop(1.5)
+
+
+def test_wrong_protocol_version():
+    decoder = FrameDecoder()
+    decoder.feed(frame_of({"kind": "hello", "protocol_version": 99, "role": "client", "pid": 1}))
+    hello = decoder.next_message()
+    assert isinstance(hello, Hello)
+    with pytest.raises(VersionMismatchError, match="99"):
+        check_hello(hello)
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [Hello(PROTOCOL_VERSION, "admin", 1), Hello(PROTOCOL_VERSION, "worker", 1, None)],
+)
+def test_bad_hello(hello):
+    with pytest.raises(ProtocolError):
+        check_hello(hello)
+
+
+def test_every_kind_is_unique_and_registered():
+    assert len(KINDS) == len({cls.kind for cls in KINDS.values()})
+    assert all(cls.kind == tag for tag, cls in KINDS.items())
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_decode_or_raise_a_protocol_error(data):
+    decoder = FrameDecoder(max_frame_size=64)
+    decoder.feed(data)
+    try:
+        while decoder.next_message() is not None:
+            pass
+    except ProtocolError:
+        pass
+
+
+@given(st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8) | st.none(), max_size=5))
+def test_any_map_decodes_or_raises_a_protocol_error(fields):
+    for kind in KINDS:
+        decoder = FrameDecoder()
+        try:
+            decoder.feed(frame_of({**fields, "kind": kind}))
+            decoder.next_message()
+        except ProtocolError:
+            pass

@@ -1,0 +1,15 @@
+"""``python -m worker --control ADDRESS --id N``: started by the supervisor, not by hand."""
+
+import signal
+import sys
+
+# First, before anything slow: a terminal's Ctrl+C reaches every process in its foreground
+# group (every process on the console, on Windows). Only the supervisor acts on it; workers
+# drain when the supervisor tells them to, over the control channel.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.platform == "win32":
+    signal.signal(signal.SIGBREAK, signal.SIG_IGN)
+
+from worker.main import main  # noqa: E402
+
+sys.exit(main())

@@ -1,0 +1,270 @@
+"""The ASGI application: routing, bodies, errors, draining and in-flight accounting."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..models import Model, ModelError
+from . import tensors
+from .errors import HTTPError, bad_request, not_found
+from .stats import ModelStats, as_triton
+
+logger = logging.getLogger("worker.api")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: Returns the pool-wide snapshots per model name, given this worker's own.
+PoolStats = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+SERVER_NAME = "inference-supervisor"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+JSON = [(b"content-type", b"application/json")]
+
+_V2_MODEL = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/config|/stats|/infer)?")
+_V1_MODEL = re.compile(r"/v1/models/(?P<model>[^/:]+)(?P<verb>:predict|:explain)?")
+
+
+@dataclasses.dataclass
+class ServingState:
+    """What the worker's control side and the HTTP side share."""
+
+    draining: bool = False
+    in_flight: int = 0
+    completed: int = 0
+    dropped: int = 0
+    #: Set once the ASGI lifespan has started: the server is about to accept.
+    started: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+
+
+class InferenceApp:
+    """ASGI app serving ``models``; ``pool_stats`` answers ``/stats`` for the whole pool."""
+
+    def __init__(
+        self,
+        models: list[Model],
+        state: ServingState,
+        *,
+        max_body_size: int = 64 * 1024 * 1024,
+        pool_stats: PoolStats | None = None,
+    ) -> None:
+        self.models = {model.name: model for model in models}
+        self.stats = {model.name: ModelStats(model.name, model.version) for model in models}
+        self.state = state
+        self.max_body_size = max_body_size
+        self._pool_stats = pool_stats
+        self._pid = str(os.getpid()).encode()
+
+    def own_stats(self) -> dict[str, Any]:
+        return {name: stats.snapshot() for name, stats in self.stats.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.state.started.set()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.state.in_flight += 1
+        try:
+            try:
+                status, body, headers = await self._route(scope, receive)
+            except HTTPError as exc:
+                status, body, headers = exc.status, _error_body(exc.message), JSON
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode()), (b"x-worker-pid", self._pid)],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            self.state.completed += 1
+        except anyio.get_cancelled_exc_class():
+            self.state.dropped += 1
+            raise
+        finally:
+            self.state.in_flight -= 1
+
+    async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        method, path = scope["method"], scope["path"]
+        if path in ("/v2/health/live", "/v2/health/ready", "/", "/v2", "/v1/models", "/v2/models/stats"):
+            _allow(method, "GET")
+            if path == "/v2/health/live":
+                return _json({"live": True})
+            if path == "/v2/health/ready":
+                return _json({"ready": not self.state.draining}, 503 if self.state.draining else 200)
+            if path == "/":
+                return _json({"status": "alive"})
+            if path == "/v2":
+                return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+            if path == "/v1/models":
+                return _json({"models": list(self.models)})
+            return _json({"model_stats": await self._model_stats(list(self.models))})
+        if match := _V2_MODEL.fullmatch(path):
+            model = self._model(match["model"], match["version"])
+            action = match["action"]
+            if action == "/infer":
+                _allow(method, "POST")
+                return await self._infer(model, scope, receive)
+            _allow(method, "GET")
+            if action is None:
+                return _json(tensors.model_metadata(model))
+            if action == "/ready":
+                return self._ready(model, {"name": model.name, "ready": not self.state.draining})
+            if action == "/config":
+                return _json(tensors.model_config(model))
+            return _json({"model_stats": await self._model_stats([model.name])})
+        if match := _V1_MODEL.fullmatch(path):
+            model = self._model(match["model"], None)
+            if match["verb"] == ":predict":
+                _allow(method, "POST")
+                return await self._predict_v1(model, scope, receive)
+            if match["verb"] == ":explain":
+                raise not_found(f"model {model.name!r} has no explainer")
+            _allow(method, "GET")
+            return self._ready(model, {"name": model.name, "ready": not self.state.draining})
+        raise not_found(f"no route for {method} {path}")
+
+    def _model(self, name: str, version: str | None) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise not_found(f"unknown model {name!r}")
+        if version is not None and version != model.version:
+            raise not_found(f"model {name!r} has no version {version!r}")
+        return model
+
+    def _ready(self, model: Model, body: dict[str, Any]) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        return _json(body, 503 if self.state.draining else 200)
+
+    async def _model_stats(self, names: list[str]) -> list[dict[str, Any]]:
+        own = self.own_stats()
+        pool = own
+        if self._pool_stats is not None:
+            pool = await self._pool_stats(own)
+        return [as_triton(name, pool.get(name, own[name])) for name in names]
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        headers = _headers(scope)
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_size:
+            raise HTTPError(413, f"request body of {declared} bytes is over the limit of {self.max_body_size}")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPError(400, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_size:
+                raise HTTPError(413, f"request body is over the limit of {self.max_body_size} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        encoding = headers.get("content-encoding", "identity").lower()
+        if encoding in ("gzip", "deflate"):
+            body = _decompress(body, encoding, self.max_body_size)
+        elif encoding != "identity":
+            raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
+        return body
+
+    async def _infer(self, model: Model, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        arrived = time.perf_counter_ns()
+        stats = self.stats[model.name]
+        try:
+            body = await self._body(scope, receive)
+            parse_start = time.perf_counter_ns()
+            request = tensors.decode_infer(model, body, _headers(scope).get(tensors.HEADER_LENGTH))
+            parsed = time.perf_counter_ns()
+            results, infer_ns = await _run_model(model, request.inputs)
+            encode_start = time.perf_counter_ns()
+            payload, headers = tensors.encode_infer(model, request, results)
+        except HTTPError:
+            stats.record_failure(time.perf_counter_ns() - arrived)
+            raise
+        done = time.perf_counter_ns()
+        batch = next(iter(request.inputs.values())).shape[0] if model.max_batch_size > 0 else 1
+        queue_ns = max(0, encode_start - parsed - infer_ns) + (parse_start - arrived)
+        stats.record_success(batch, queue_ns, parsed - parse_start, infer_ns, done - encode_start)
+        return 200, payload, headers
+
+    async def _predict_v1(self, model: Model, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        body = await self._body(scope, receive)
+        array = tensors.v1_instances(model, body)
+        results, _ = await _run_model(model, {model.inputs[0].name: array})
+        output = results[model.outputs[0].name]
+        return _json({"predictions": output.tolist()})
+
+
+def _timed_predict(model: Model, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
+    start = time.perf_counter_ns()
+    results = model.predict(inputs)
+    return results, time.perf_counter_ns() - start
+
+
+async def _run_model(model: Model, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
+    """``model.predict`` on a worker thread, so the event loop keeps answering."""
+    try:
+        results, ns = await anyio.to_thread.run_sync(_timed_predict, model, inputs)
+    except ModelError as exc:
+        raise bad_request(f"model {model.name!r} refused the input: {exc}") from None
+    except Exception as exc:
+        logger.exception("model %r failed", model.name)
+        raise HTTPError(500, f"model {model.name!r} failed: {type(exc).__name__}: {exc}") from None
+    missing = [spec.name for spec in model.outputs if spec.name not in results]
+    if missing:
+        raise HTTPError(500, f"model {model.name!r} did not return outputs {missing}")
+    return results, ns
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    try:
+        decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        data = decompressor.decompress(body, limit + 1)
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise bad_request(f"body is not valid {encoding}: {exc}") from None
+    if len(data) > limit:
+        raise HTTPError(413, f"decompressed request body is over the limit of {limit} bytes")
+    return data
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise HTTPError(405, f"method {method} is not allowed here; use {allowed}")
+
+
+def _json(body: Any, status: int = 200) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return status, json.dumps(body, separators=(",", ":")).encode(), JSON
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message or "error"}).encode()

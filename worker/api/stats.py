@@ -1,0 +1,89 @@
+"""Per-model inference statistics, in the shape of Triton's statistics extension.
+
+A worker keeps cumulative counters; the supervisor sums them over every worker (see
+``supervisor.stats``), so counters here only ever grow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+#: The eight duration counters perf_analyzer reads without checking they exist.
+DURATIONS = (
+    "success",
+    "fail",
+    "queue",
+    "compute_input",
+    "compute_infer",
+    "compute_output",
+    "cache_hit",
+    "cache_miss",
+)
+
+
+class ModelStats:
+    """Cumulative counters of one model in one worker (thread-safe)."""
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name = name
+        self.version = version
+        self._lock = threading.Lock()
+        self.last_inference = 0
+        self.inference_count = 0
+        self.execution_count = 0
+        self.durations = {key: [0, 0] for key in DURATIONS}
+
+    def record_success(self, batch: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        with self._lock:
+            self.last_inference = int(time.time() * 1000)
+            self.inference_count += batch
+            self.execution_count += 1
+            for key, ns in (
+                ("queue", queue_ns),
+                ("compute_input", input_ns),
+                ("compute_infer", infer_ns),
+                ("compute_output", output_ns),
+                ("success", queue_ns + input_ns + infer_ns + output_ns),
+            ):
+                self.durations[key][0] += 1
+                self.durations[key][1] += ns
+
+    def record_failure(self, ns: int) -> None:
+        with self._lock:
+            self.durations["fail"][0] += 1
+            self.durations["fail"][1] += ns
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain data, for the control channel."""
+        with self._lock:
+            return {
+                "version": self.version,
+                "last_inference": self.last_inference,
+                "inference_count": self.inference_count,
+                "execution_count": self.execution_count,
+                "inference_stats": {key: {"count": c, "ns": ns} for key, (c, ns) in self.durations.items()},
+            }
+
+
+def as_triton(name: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """One entry of ``model_stats`` from a (possibly pool-summed) snapshot."""
+    inference_stats = snapshot.get("inference_stats", {})
+    return {
+        "name": name,
+        "version": str(snapshot.get("version", "1")),
+        "last_inference": int(snapshot.get("last_inference", 0)),
+        "inference_count": int(snapshot.get("inference_count", 0)),
+        "execution_count": int(snapshot.get("execution_count", 0)),
+        "inference_stats": {
+            key: {
+                "count": int(inference_stats.get(key, {}).get("count", 0)),
+                "ns": int(inference_stats.get(key, {}).get("ns", 0)),
+            }
+            for key in DURATIONS
+        },
+        "batch_stats": [],
+        "response_stats": {},
+        "memory_usage": [],
+    }

@@ -1,0 +1,256 @@
+"""Inference requests in, inference responses out: JSON and Triton's binary tensor extension.
+
+Sans-IO, like the codec in ``ipc``: bytes and headers in, arrays out; arrays in, bytes and
+headers out. Every refusal is an :class:`~worker.api.errors.HTTPError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..models import Model, TensorSpec
+from .errors import bad_request
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+@dataclasses.dataclass
+class InferRequest:
+    """A decoded request: arrays by input name, and how each output is to be returned."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    #: (output spec, as binary?) in response order.
+    outputs: list[tuple[TensorSpec, bool]]
+
+
+def _load_json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"malformed JSON: {exc}") from None
+
+
+def _shape(raw: object, where: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+        raise bad_request(f"{where}: 'shape' must be a list of non-negative integers")
+    return tuple(raw)
+
+
+def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: str) -> np.ndarray:
+    if data is None:
+        raise bad_request(f"{where}: needs 'data' or parameters.binary_data_size")
+    try:
+        array = np.asarray(data, dtype=spec.dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise bad_request(f"{where}: 'data' must be a (flat or nested) list of {spec.datatype} values") from None
+    if array.size != math.prod(shape):
+        raise bad_request(f"{where}: 'data' has {array.size} elements but shape {list(shape)} needs {math.prod(shape)}")
+    return array.reshape(shape)
+
+
+def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferRequest:
+    """Decode an infer request body for ``model``."""
+    blobs = b""
+    if header_length is not None:
+        try:
+            json_length = int(header_length)
+        except ValueError:
+            raise bad_request(f"{HEADER_LENGTH} must be an integer, not {header_length!r}") from None
+        if json_length < 0 or json_length > len(body):
+            raise bad_request(f"{HEADER_LENGTH} is {json_length} but the body has {len(body)} bytes")
+        if json_length == 0:
+            return _decode_raw(model, body)
+        body, blobs = body[:json_length], body[json_length:]
+    request = _load_json(body)
+    if not isinstance(request, dict):
+        raise bad_request("the request must be a JSON object")
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise bad_request("'inputs' must be a non-empty list")
+
+    specs = {spec.name: spec for spec in model.inputs}
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for i, raw in enumerate(raw_inputs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise bad_request(f"inputs[{i}] must be an object with a 'name'")
+        name = raw["name"]
+        where = f"input {name!r}"
+        spec = specs.get(name)
+        if spec is None:
+            raise bad_request(f"unknown input {name!r} for model {model.name!r}; expected {sorted(specs)}")
+        if name in inputs:
+            raise bad_request(f"{where} is given twice")
+        if raw.get("datatype") != spec.datatype:
+            raise bad_request(f"{where}: datatype must be {spec.datatype}, not {raw.get('datatype')!r}")
+        shape = _shape(raw.get("shape"), where)
+        if not spec.accepts(shape):
+            raise bad_request(f"{where}: shape {list(shape)} does not match {list(spec.shape)}")
+        parameters = raw.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise bad_request(f"{where}: 'parameters' must be an object")
+        size = parameters.get("binary_data_size")
+        if size is None:
+            inputs[name] = _json_array(raw.get("data"), spec, shape, where)
+            continue
+        expected = math.prod(shape) * spec.dtype.itemsize
+        if not isinstance(size, int) or isinstance(size, bool) or size != expected:
+            raise bad_request(f"{where}: binary_data_size is {size!r} but shape {list(shape)} of {spec.datatype} needs {expected}")
+        if offset + size > len(blobs):
+            raise bad_request(f"{where}: the body holds {len(blobs) - offset} bytes of binary data, not {size}")
+        inputs[name] = np.frombuffer(blobs, dtype=spec.dtype, count=math.prod(shape), offset=offset).reshape(shape)
+        offset += size
+    if offset != len(blobs):
+        raise bad_request(f"the body has {len(blobs) - offset} bytes of binary data that no input claims")
+    missing = sorted(set(specs) - set(inputs))
+    if missing:
+        raise bad_request(f"missing inputs {missing} for model {model.name!r}")
+    _check_batch(model, inputs)
+    return InferRequest(_request_id(request), inputs, _requested_outputs(model, request))
+
+
+def _request_id(request: Mapping[str, Any]) -> str | None:
+    value = request.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad_request("'id' must be a string")
+    return value
+
+
+def _requested_outputs(model: Model, request: Mapping[str, Any]) -> list[tuple[TensorSpec, bool]]:
+    parameters = request.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise bad_request("'parameters' must be an object")
+    default_binary = parameters.get("binary_data_output") is True
+    raw_outputs = request.get("outputs")
+    if raw_outputs is None:
+        return [(spec, default_binary) for spec in model.outputs]
+    if not isinstance(raw_outputs, list):
+        raise bad_request("'outputs' must be a list")
+    specs = {spec.name: spec for spec in model.outputs}
+    chosen = []
+    for i, raw in enumerate(raw_outputs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise bad_request(f"outputs[{i}] must be an object with a 'name'")
+        spec = specs.get(raw["name"])
+        if spec is None:
+            raise bad_request(f"unknown output {raw['name']!r} for model {model.name!r}; expected {sorted(specs)}")
+        out_parameters = raw.get("parameters") or {}
+        if not isinstance(out_parameters, dict):
+            raise bad_request(f"output {spec.name!r}: 'parameters' must be an object")
+        binary = out_parameters.get("binary_data", default_binary)
+        chosen.append((spec, binary is True))
+    return chosen
+
+
+def _decode_raw(model: Model, body: bytes) -> InferRequest:
+    """``Inference-Header-Content-Length: 0``: the whole body is the model's only input."""
+    if len(model.inputs) != 1:
+        raise bad_request(f"a raw binary request needs a model with one input; {model.name!r} has {len(model.inputs)}")
+    (spec,) = model.inputs
+    fixed = math.prod(d for d in spec.shape if d != -1)
+    itemsize = spec.dtype.itemsize
+    if spec.shape.count(-1) > 1 or fixed == 0 or len(body) % (fixed * itemsize):
+        raise bad_request(f"a raw body of {len(body)} bytes does not fit input {spec.name!r} {list(spec.shape)}")
+    free = len(body) // (fixed * itemsize)
+    shape = tuple(free if d == -1 else d for d in spec.shape)
+    inputs = {spec.name: np.frombuffer(body, dtype=spec.dtype).reshape(shape)}
+    _check_batch(model, inputs)
+    return InferRequest(None, inputs, [(out, True) for out in model.outputs])
+
+
+def _check_batch(model: Model, inputs: Mapping[str, np.ndarray]) -> None:
+    if model.max_batch_size <= 0:
+        return
+    for name, array in inputs.items():
+        if array.ndim and array.shape[0] > model.max_batch_size:
+            raise bad_request(f"input {name!r}: batch of {array.shape[0]} is over max_batch_size {model.max_batch_size}")
+
+
+def encode_infer(
+    model: Model, request: InferRequest, results: Mapping[str, np.ndarray]
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The response body and its extra headers."""
+    outputs = []
+    blobs: list[bytes] = []
+    for spec, binary in request.outputs:
+        array = np.ascontiguousarray(results[spec.name], dtype=spec.dtype)
+        entry: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": list(array.shape)}
+        if binary:
+            blob = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel().tolist()
+        outputs.append(entry)
+    response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request.id is not None:
+        response["id"] = request.id
+    response["outputs"] = outputs
+    header = json.dumps(response, separators=(",", ":")).encode()
+    if not blobs:
+        return header, [(b"content-type", b"application/json")]
+    return header + b"".join(blobs), [
+        (b"content-type", b"application/octet-stream"),
+        (HEADER_LENGTH.encode(), str(len(header)).encode()),
+    ]
+
+
+def model_metadata(model: Model) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": model.platform,
+        "inputs": [spec.as_json() for spec in model.inputs],
+        "outputs": [spec.as_json() for spec in model.outputs],
+    }
+
+
+def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
+    dims = list(spec.shape[1:] if batched else spec.shape)
+    return {"name": spec.name, "data_type": f"TYPE_{'STRING' if spec.datatype == 'BYTES' else spec.datatype}", "dims": dims}
+
+
+def model_config(model: Model) -> dict[str, Any]:
+    """Triton's ModelConfig, as perf_analyzer reads it."""
+    batched = model.max_batch_size > 0
+    return {
+        "name": model.name,
+        "platform": model.platform,
+        "backend": "python",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": model.max_batch_size,
+        "input": [_config_tensor(spec, batched) for spec in model.inputs],
+        "output": [_config_tensor(spec, batched) for spec in model.outputs],
+        "model_transaction_policy": {"decoupled": False},
+        "response_cache": {"enable": False},
+    }
+
+
+def v1_instances(model: Model, body: bytes) -> np.ndarray:
+    """The single input of a V1 ``:predict`` request, from ``instances`` (or ``inputs``)."""
+    request = _load_json(body)
+    if not isinstance(request, dict):
+        raise bad_request("the request must be a JSON object")
+    instances = request.get("instances", request.get("inputs"))
+    if not isinstance(instances, list) or not instances:
+        raise bad_request("'instances' must be a non-empty list")
+    if len(model.inputs) != 1:
+        raise bad_request(f"V1 predict needs a model with one input; {model.name!r} has {len(model.inputs)}")
+    (spec,) = model.inputs
+    try:
+        array = np.asarray(instances, dtype=spec.dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise bad_request(f"'instances' must be a list of equal-length lists of {spec.datatype} values") from None
+    if not spec.accepts(array.shape):
+        raise bad_request(f"'instances' has shape {list(array.shape)}, but {spec.name!r} needs {list(spec.shape)}")
+    _check_batch(model, {spec.name: array})
+    return array

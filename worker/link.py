@@ -1,0 +1,102 @@
+"""The worker's end of the control channel: handshake, then messages both ways.
+
+The supervisor speaks first after the handshake (``Configure``), then at any time sends
+``Stop`` or ``StatsRequest``; the worker sends ``Ready``, ``Stopped``, and asks for pool-wide
+statistics with ``PoolStatsRequest``. The channel closing is itself a message: the supervisor
+is gone, so the worker drains and exits rather than live on as an orphan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+import ipc
+from ipc.messages import (
+    Configure,
+    Error,
+    Hello,
+    Message,
+    PoolStatsReply,
+    PoolStatsRequest,
+    StatsReport,
+    StatsRequest,
+    Stop,
+    Welcome,
+)
+
+logger = logging.getLogger("worker")
+
+#: How long a /stats request waits for the pool's answer before serving this worker's own.
+POOL_STATS_TIMEOUT = 5.0
+
+
+class HandshakeError(Exception):
+    """The supervisor refused this worker, or answered out of protocol."""
+
+
+class SupervisorLink:
+    def __init__(self, connection: ipc.Connection) -> None:
+        self.connection = connection
+        self._ids = itertools.count(1)
+        self._replies: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
+
+    async def handshake(self, worker_id: int) -> Configure:
+        """Introduce ourselves; return the supervisor's configuration for us."""
+        await self.connection.send(Hello(ipc.PROTOCOL_VERSION, "worker", os.getpid(), worker_id))
+        reply = await self.connection.receive()
+        if isinstance(reply, Error):
+            raise HandshakeError(f"supervisor refused this worker: {reply.message}")
+        if not isinstance(reply, Welcome):
+            raise HandshakeError(f"expected welcome, got {reply.kind}")
+        return await self.connection.receive_a(Configure)
+
+    async def send(self, message: Message) -> bool:
+        """Send if the channel is up; whether it was."""
+        try:
+            await self.connection.send(message)
+        except ipc.ConnectionClosedError:
+            return False
+        return True
+
+    async def pool_stats(self, own: dict[str, Any]) -> dict[str, Any]:
+        """The pool's statistics; this worker's own if the supervisor cannot answer in time."""
+        request_id = next(self._ids)
+        event = anyio.Event()
+        slot: list[dict[str, Any]] = []
+        self._replies[request_id] = (event, slot)
+        try:
+            if not await self.send(PoolStatsRequest(request_id, own)):
+                return own
+            with anyio.move_on_after(POOL_STATS_TIMEOUT):
+                await event.wait()
+        finally:
+            del self._replies[request_id]
+        return slot[0] if slot else own
+
+    async def serve(self, on_stop: Callable[[float | None], None], own_stats: Callable[[], dict[str, Any]]) -> None:
+        """Handle the supervisor's messages until the channel closes; ``on_stop(None)`` then."""
+        try:
+            while True:
+                message = await self.connection.receive()
+                if isinstance(message, Stop):
+                    on_stop(message.grace)
+                elif isinstance(message, StatsRequest):
+                    await self.send(StatsReport(message.request_id, own_stats()))
+                elif isinstance(message, PoolStatsReply):
+                    pending = self._replies.get(message.request_id)
+                    if pending is not None:
+                        pending[1].append(message.models)
+                        pending[0].set()
+                else:
+                    logger.warning("ignoring unexpected %s from the supervisor", message.kind)
+        except ipc.ConnectionClosedError:
+            on_stop(None)
+        except ipc.ProtocolError as exc:
+            logger.error("control channel broken: %s", exc)
+            on_stop(None)

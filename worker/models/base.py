@@ -1,0 +1,81 @@
+"""The model interface.
+
+A model has a name, a version, typed input and output tensors, and a ``predict`` from a mapping
+of numpy arrays to a mapping of numpy arrays. ``predict`` runs on a worker thread, never on the
+event loop, so it may block; it must be safe to call from several threads at once or guard
+itself. ``load`` runs once before the worker reports ready, ``unload`` once as it exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+#: Open Inference Protocol datatypes and their numpy equivalents.
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+
+
+class ModelError(Exception):
+    """A model could not be loaded, or refused its input (a client error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """A named, typed tensor; -1 in ``shape`` is a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.datatype not in DATATYPES:
+            raise ValueError(f"tensor {self.name!r}: unsupported datatype {self.datatype!r}")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return DATATYPES[self.datatype]
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        """Whether a tensor of ``shape`` fits this spec."""
+        return len(shape) == len(self.shape) and all(
+            want == -1 or want == got for want, got in zip(self.shape, shape)
+        )
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+class Model:
+    """Base class for served models; subclasses set the attributes and ``predict``."""
+
+    name: str = "model"
+    version: str = "1"
+    platform: str = "numpy"
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    #: > 0 when the first dimension of every tensor is the batch (Triton's meaning).
+    max_batch_size: int = 0
+
+    def load(self) -> None:
+        """Called once in the worker before it reports ready."""
+
+    def unload(self) -> None:
+        """Called once as the worker exits."""
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        raise NotImplementedError

@@ -1,0 +1,87 @@
+"""Turns model specs (as the supervisor passes them on) into loaded models.
+
+A spec is one of:
+
+- ``NAME=path/to/weights.npz``: an :class:`~worker.models.mlp.MLP` from a weights file;
+- ``NAME=package.module:Factory``: any importable callable taking the model name and
+  returning a :class:`~worker.models.base.Model` (a class, usually);
+- ``dir:PATH``: a model repository, one model per subfolder, each holding ``model.npz`` or a
+  ``model.txt`` whose one line is ``package.module:Factory``.
+
+No spec at all serves the built-in demo model as ``mlp``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+
+from .base import Model, ModelError
+from .mlp import MLP, demo_model
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``NAME=SOURCE``; raise :class:`ModelError` with a one-line reason if malformed."""
+    name, sep, source = spec.partition("=")
+    if not sep or not name or not source:
+        raise ModelError(f"model spec {spec!r} is not NAME=PATH.npz or NAME=module:Factory")
+    return name, source
+
+
+def _from_factory(name: str, target: str) -> Model:
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"model {name!r}: cannot import {target}: {exc}") from exc
+    model = factory(name)
+    if not isinstance(model, Model):
+        raise ModelError(f"model {name!r}: {target} returned {type(model).__name__}, not a Model")
+    model.name = name
+    return model
+
+
+def load_one(name: str, source: str) -> Model:
+    if source.endswith(".npz"):
+        return MLP.from_npz(name, source)
+    if ":" in source and not os.path.exists(source):
+        return _from_factory(name, source)
+    raise ModelError(f"model {name!r}: {source} is neither a .npz file nor module:Factory")
+
+
+def _from_directory(folder: str) -> list[Model]:
+    if not os.path.isdir(folder):
+        raise ModelError(f"model directory {folder} does not exist")
+    models = []
+    for name in sorted(os.listdir(folder)):
+        sub = os.path.join(folder, name)
+        if not os.path.isdir(sub):
+            continue
+        if os.path.exists(os.path.join(sub, "model.npz")):
+            models.append(MLP.from_npz(name, os.path.join(sub, "model.npz")))
+        elif os.path.exists(os.path.join(sub, "model.txt")):
+            with open(os.path.join(sub, "model.txt"), encoding="utf-8") as f:
+                models.append(_from_factory(name, f.read().strip()))
+    if not models:
+        raise ModelError(f"model directory {folder} holds no model (a subfolder with model.npz or model.txt)")
+    return models
+
+
+def load_models(specs: Sequence[str]) -> list[Model]:
+    """Build and ``load()`` every model the specs name, in order; the demo when none."""
+    models: list[Model] = []
+    for spec in specs:
+        if spec.startswith("dir:"):
+            models.extend(_from_directory(spec[4:]))
+        else:
+            models.append(load_one(*parse_spec(spec)))
+    if not models:
+        models.append(demo_model())
+    seen: set[str] = set()
+    for model in models:
+        if model.name in seen:
+            raise ModelError(f"model {model.name!r} is named twice")
+        seen.add(model.name)
+        model.load()
+    return models
