@@ -232,7 +232,11 @@ class Pool:
         self._notify()
 
     async def stop(self, grace: float) -> bool:
-        """Drain every worker, kill those that outlive ``grace``; whether all ended cleanly."""
+        """Drain every worker, kill those that outlive ``grace``.
+
+        Whether the stop was clean: every worker drained, reported, and exited 0, dropping no
+        request.
+        """
         self.stopping = True
         self.settings["grace"] = grace
         live = self.live()
@@ -250,7 +254,7 @@ class Pool:
             await self.wait_until(lambda: all(h.exit_code is not None for h in self.workers.values()))
         for handle in self.workers.values():
             self._log_end(handle)
-        return all(h.state is State.STOPPED for h in self.workers.values())
+        return all(h.state is State.STOPPED and h.report is not None and h.report.dropped == 0 for h in self.workers.values())
 
     def _log_end(self, handle: WorkerHandle) -> None:
         if handle.state is State.STOPPED and handle.report is not None:

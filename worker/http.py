@@ -46,7 +46,13 @@ async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger:
         assert task is not None
         connections.add(task)
         task.add_done_callback(connections.discard)
-        await TCPServer(wrapped, loop, config, context, lifespan_state, reader, writer)
+        try:
+            await TCPServer(wrapped, loop, config, context, lifespan_state, reader, writer)
+        except asyncio.CancelledError:
+            # Cut off at the end of the grace period, below. This task is the root of the
+            # connection (asyncio's stream callback made it, nothing awaits it), and 3.11's
+            # callback logs a cancelled root as an error.
+            return
 
     stop_accepting: Callable[[], Awaitable[None]]
     if sys.platform == "win32":

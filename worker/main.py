@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import threading
 
 import anyio
 
@@ -20,4 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s worker[{args.id}] %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    return anyio.run(run_worker, args.control, args.id)
+    code = anyio.run(run_worker, args.control, args.id)
+    busy = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+    if busy:
+        # A predict still running past the grace period: its request was already dropped and
+        # reported. Waiting for it would only turn a clean exit into a kill.
+        logging.getLogger("worker").warning("exiting with %d model threads still busy", len(busy))
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from .harness import WINDOWS_PYTHON, Platform, Pool
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="e2e tests drive the supervisor from Linux")
+
+
+@pytest.fixture(params=["windows" if WINDOWS_PYTHON else "linux"])
+def platform(request):
+    """The platform the supervisor runs on: Linux, or Windows under Wine in the Windows suite."""
+    return Platform(request.param == "windows")
+
+
+@pytest.fixture
+def gate(tmp_path):
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def launch(platform, tmp_path, gate):
+    """Start pools; each is stopped (or killed, with all its processes) at the end of the test."""
+    pools: list[Pool] = []
+
+    def start(*args: str, workers: int = 2, env: dict[str, str] | None = None, control: str | None = None) -> Pool:
+        extra = {"TEST_GATE_DIR": platform.path(str(gate)), **(env or {})}
+        pool = Pool(
+            platform,
+            control or platform.control_address(str(tmp_path)),
+            ["--workers", str(workers), "--bind", "127.0.0.1:0", *args],
+            platform.env(extra),
+        )
+        pools.append(pool)
+        return pool
+
+    yield start
+    (gate / "open").touch()
+    for pool in pools:
+        if pool.process.poll() is None:
+            pool.cli("stop", "--grace", "5")
+        try:
+            pool.process.wait(30)
+        except Exception:
+            pass
+        pool.kill_everything()
+        assert not pool.leftovers(), f"processes left behind: {pool.leftovers()}"
+
+
+def released(gate) -> None:
+    (gate / "open").touch()
+
+
+def started_count(gate) -> int:
+    return len([name for name in os.listdir(gate) if name.startswith("started-")])

@@ -1,0 +1,217 @@
+"""Real supervisors in real processes, for end-to-end tests.
+
+The interpreter that runs the supervisor is this one, or, for the Windows suite, the Windows
+CPython under Wine named by $WINDOWS_PYTHON. Every wait has a deadline; every pool is torn
+down (stopped, else killed with everything it started) by the fixture that made it.
+"""
+
+from __future__ import annotations
+
+from http.client import HTTPConnection
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WINDOWS_PYTHON = os.environ.get("WINDOWS_PYTHON")
+DEADLINE = 60.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Platform:
+    """How to run the supervisor's interpreter and talk about paths and addresses to it."""
+
+    def __init__(self, windows: bool) -> None:
+        self.windows = windows
+
+    @property
+    def python(self) -> list[str]:
+        if self.windows:
+            assert WINDOWS_PYTHON, "the Windows suite needs WINDOWS_PYTHON (see tests/windows/run.sh)"
+            return [shutil.which("wine") or "wine", WINDOWS_PYTHON]
+        return [sys.executable]
+
+    def path(self, path: str) -> str:
+        """``path`` as the supervisor's interpreter spells it."""
+        return "Z:" + path.replace("/", "\\") if self.windows else path
+
+    def control_address(self, tmp_path: str) -> str:
+        tag = uuid.uuid4().hex[:12]
+        if self.windows:
+            return rf"\\.\pipe\inference-supervisor-e2e-{tag}"
+        path = os.path.join(tmp_path, "control.sock")
+        return path if len(path) < 100 else f"/tmp/is-e2e-{tag}.sock"
+
+    def env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("WINEDEBUG", "-all")
+        env.update(extra)
+        return env
+
+
+class Pool:
+    """A ``supervisor start`` process and what it has printed."""
+
+    def __init__(self, platform: Platform, control: str, args: Sequence[str], env: dict[str, str]) -> None:
+        self.platform = platform
+        self.control = control
+        self.env = env
+        command = [*platform.python, "-m", "supervisor", "start", "--control", control, *args]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so a test's SIGINT reaches this group, not pytest
+        )
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = ""
+        #: CLI processes started with cli_background, reaped at teardown.
+        self.background: list[subprocess.Popen[str]] = []
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            with self._lock:
+                self.lines.append(raw.decode(errors="replace").rstrip())
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = DEADLINE) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            with self._lock:
+                for line in self.lines:
+                    if match := regex.search(line):
+                        return match
+            if self.process.poll() is not None and not self._reader.is_alive():
+                raise AssertionError(f"supervisor exited ({self.process.returncode}) before {pattern!r}:\n{self.output}")
+            return None
+
+        try:
+            return wait_until(found, timeout, f"a line matching {pattern!r}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- supervisor output ---\n{self.output}") from None
+
+    def wait_ready(self, timeout: float = DEADLINE) -> str:
+        match = self.wait_for_line(r"pool ready: \d+ workers serving (http://\S+)", timeout)
+        self.url = match.group(1)
+        return self.url
+
+    def cli(self, *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
+        """Run ``supervisor ARGS --control <ours>`` to completion."""
+        command = [*self.platform.python, "-m", "supervisor", *args, "--control", self.control]
+        return subprocess.run(
+            command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        )
+
+    def cli_background(self, *args: str) -> subprocess.Popen[str]:
+        command = [*self.platform.python, "-m", "supervisor", *args, "--control", self.control]
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.background.append(process)
+        return process
+
+    def status(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def status_or_none(self) -> str | None:
+        """The pool's state, or None once it no longer answers."""
+        result = self.cli("status", "--json")
+        return json.loads(result.stdout)["state"] if result.returncode == 0 else None
+
+    def interrupt(self) -> None:
+        """Ctrl+C as a terminal sends it: SIGINT to the whole foreground process group."""
+        os.killpg(self.process.pid, signal.SIGINT)
+
+    def wait_exit(self, timeout: float = DEADLINE) -> int:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"supervisor still running after {timeout}s:\n{self.output}") from None
+        self._reader.join(10)
+        return code
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes that belong to this pool (its control address is on their command line)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            try:
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if self.control in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return [p for p in found if p.pid != os.getpid()]
+
+    def assert_no_leftovers(self, timeout: float = 30.0) -> None:
+        wait_until(lambda: not self.leftovers(), timeout, "every process of the pool to exit")
+
+    def kill_everything(self) -> None:
+        for process in self.background:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+        for proc in [*self.leftovers()]:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        self._reader.join(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30):
+    """One request on a fresh connection: (status, headers, body)."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+    try:
+        conn.request(method, parsed.path + (f"?{parsed.query}" if parsed.query else ""), body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def infer_body(rows: int = 1, width: int = 64, value: float = 0.5) -> bytes:
+    return json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [rows, width], "data": [value] * (rows * width)}]}).encode()

@@ -1,0 +1,178 @@
+"""The pool end to end: real supervisor and worker processes, real sockets and HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import released, started_count
+from .harness import http, infer_body, wait_until
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def gated_infer(url: str, results: list) -> threading.Thread:
+    """POST to the gated model in a thread; its (status, body) lands in ``results``."""
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode()
+
+    def run() -> None:
+        try:
+            status, _, payload = http("POST", f"{url}/v2/models/slow/infer", body, timeout=90)
+            results.append((status, payload))
+        except Exception as exc:  # the test asserts on what came back
+            results.append((None, repr(exc)))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_start_serve_status_stop(launch, platform):
+    workers = 4 if not platform.windows else 2
+    pool = launch(workers=workers)
+    url = pool.wait_ready()
+    assert len(pool.lines) >= workers + 1
+
+    status, headers, body = http("GET", f"{url}/v2/health/ready")
+    assert status == 200 and json.loads(body) == {"ready": True}
+
+    def one(_: int) -> str:
+        status, headers, body = http("POST", f"{url}/v2/models/mlp/infer", infer_body())
+        assert status == 200, body
+        assert json.loads(body)["outputs"][0]["shape"] == [1, 10]
+        return headers["x-worker-pid"]
+
+    with ThreadPoolExecutor(8) as executor:
+        pids = set(executor.map(one, range(64)))
+    assert len(pids) > 1, "every request went to one worker"
+
+    report = pool.status()
+    assert report["state"] == "ready"
+    assert [w["state"] for w in report["workers"]] == ["ready"] * workers
+    assert {str(w["pid"]) for w in report["workers"]} >= pids
+
+    stop = pool.cli("stop")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "stopped cleanly" in stop.stdout
+    assert pool.wait_exit() == 0
+    for worker in range(workers):
+        assert f"worker {worker} stopped: 0 requests completed, 0 dropped (exit 0)" in pool.output
+    assert "NotImplementedError" not in pool.output and "Traceback" not in pool.output
+    pool.assert_no_leftovers()
+
+
+@pytest.mark.parametrize("how", ["stop", pytest.param("ctrl-c", marks=posix_only)])
+def test_request_in_flight_completes(launch, gate, platform, how):
+    if platform.windows and how == "ctrl-c":
+        pytest.skip("a console's Ctrl+C is not deliverable to a Wine process from here")
+    pool = launch("--model", "slow=tests.models:GatedModel", workers=1)
+    url = pool.wait_ready()
+    results: list = []
+    request = gated_infer(url, results)
+    wait_until(lambda: started_count(gate) == 1, what="the request to reach the model")
+
+    if how == "stop":
+        stopper = pool.cli_background("stop")
+    else:
+        pool.interrupt()
+    pool.wait_for_line("stopping: draining 1 workers")
+    wait_until(lambda: pool.status_or_none() in (None, "stopping"), what="the pool to report stopping")
+    released(gate)
+    request.join(60)
+    assert results == [(200, results[0][1])], results
+    assert json.loads(results[0][1])["outputs"][0]["data"] == [2, 4, 6, 8]
+
+    assert pool.wait_exit() == 0, pool.output
+    assert "worker 0 stopped: 1 requests completed, 0 dropped (exit 0)" in pool.output
+    if how == "stop":
+        out, err = stopper.communicate(timeout=60)
+        assert stopper.returncode == 0, out + err
+        assert "1 completed, 0 dropped" in out
+    pool.assert_no_leftovers()
+
+
+@posix_only
+def test_ctrl_c_stops_cleanly_and_workers_ignore_it(launch, platform):
+    if platform.windows:
+        pytest.skip("POSIX signals")
+    pool = launch(workers=3)
+    url = pool.wait_ready()
+    pids = [w["pid"] for w in pool.status()["workers"]]
+    pool.interrupt()  # reaches the workers too; only the supervisor acts on it
+    assert pool.wait_exit() == 0, pool.output
+    for worker in range(3):
+        assert f"worker {worker} stopped: 0 requests completed, 0 dropped (exit 0)" in pool.output
+    assert "KeyboardInterrupt" not in pool.output
+    assert len(pids) == 3
+    pool.assert_no_leftovers()
+    del url
+
+
+@posix_only
+def test_second_ctrl_c_forces(launch, gate, platform):
+    if platform.windows:
+        pytest.skip("POSIX signals")
+    pool = launch("--model", "slow=tests.models:GatedModel", "--grace", "60", workers=1)
+    url = pool.wait_ready()
+    results: list = []
+    gated_infer(url, results)
+    wait_until(lambda: started_count(gate) == 1, what="the request to reach the model")
+    pool.interrupt()
+    pool.wait_for_line("stopping gracefully")
+    pool.interrupt()
+    pool.wait_for_line("forcing the stop")
+    assert pool.wait_exit(30) == 3, pool.output
+    assert "killing worker 0" in pool.output and "the stop was forced" in pool.output
+    pool.assert_no_leftovers()
+
+
+def test_request_outliving_the_grace_period_is_dropped_and_reported(launch, gate):
+    pool = launch("--model", "slow=tests.models:GatedModel", workers=1)
+    url = pool.wait_ready()
+    results: list = []
+    request = gated_infer(url, results)
+    wait_until(lambda: started_count(gate) == 1, what="the request to reach the model")
+    stop = pool.cli("stop", "--grace", "0.5")
+    assert stop.returncode == 3, stop.stdout + stop.stderr
+    assert "0 completed, 1 dropped" in stop.stdout
+    assert "stopped, not cleanly" in stop.stdout
+    assert pool.wait_exit() == 3, pool.output
+    # The worker cut the request off and exited by itself: no kill was needed.
+    assert "worker 0 stopped: 0 requests completed, 1 dropped (exit 0)" in pool.output
+    request.join(30)
+    assert results and results[0][0] != 200, results
+    pool.assert_no_leftovers()
+
+
+@posix_only
+def test_hung_worker_is_killed_after_the_grace_period(launch, platform):
+    if platform.windows:
+        pytest.skip("SIGSTOP is how this test hangs a worker")
+    pool = launch(workers=2)
+    pool.wait_ready()
+    hung = pool.status()["workers"][0]["pid"]
+    os.kill(hung, signal.SIGSTOP)  # the test's doing, to make a worker that cannot answer
+    stop = pool.cli("stop", "--grace", "0.5")
+    assert stop.returncode == 3, stop.stdout + stop.stderr
+    assert pool.wait_exit() == 3, pool.output
+    assert f"killing worker 0 (pid {hung}): it outlived the grace period of 0.5s" in pool.output
+    assert "worker 1 stopped: 0 requests completed, 0 dropped (exit 0)" in pool.output
+    pool.assert_no_leftovers()
+
+
+def test_workers_exit_when_the_supervisor_dies(launch):
+    pool = launch(workers=2)
+    pool.wait_ready()
+    workers = pool.status()["workers"]
+    assert len(workers) == 2
+    pool.process.kill()  # no stop message, no chance to clean up
+    pool.process.wait(30)
+    pool.assert_no_leftovers(timeout=45)
+
+

@@ -1,0 +1,50 @@
+"""Models for tests, loaded by workers with ``--model NAME=tests.models:Factory``."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import numpy as np
+
+from worker.models import Model, TensorSpec
+
+GATE_ENV = "TEST_GATE_DIR"
+
+
+class GatedModel(Model):
+    """Holds every predict until the test opens the gate.
+
+    On entry it drops ``started-*`` in the gate folder (named by $TEST_GATE_DIR), then waits
+    for a file ``open`` there, at most a minute. Doubles its input.
+    """
+
+    inputs = (TensorSpec("INPUT0", "FP32", (-1, 4)),)
+    outputs = (TensorSpec("OUTPUT0", "FP32", (-1, 4)),)
+    max_batch_size = 8
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.gate = os.environ[GATE_ENV]
+
+    def predict(self, inputs):
+        with open(os.path.join(self.gate, f"started-{uuid.uuid4().hex}"), "w"):
+            pass
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(self.gate, "open")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return {"OUTPUT0": np.asarray(inputs["INPUT0"]) * 2}
+
+
+class BrokenModel(Model):
+    """Fails to load, as a model with a missing file would."""
+
+    inputs = (TensorSpec("INPUT0", "FP32", (-1, 4)),)
+    outputs = (TensorSpec("OUTPUT0", "FP32", (-1, 4)),)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def load(self) -> None:
+        raise RuntimeError("weights are missing")

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test run, as CI does it on a fresh machine: install the package with its test
+# dependencies, run the Linux suite, then the Windows suite (Windows CPython under Wine,
+# which tests/windows/prepare.sh sets up on first use).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install -q -e ".[test]"
+echo "== Linux suite"
+python3 -m pytest
+echo "== Windows suite"
+bash tests/windows/run.sh

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The Windows suite: real Windows CPython 3.12 under Wine.
+#   1. in-process tests with the Windows interpreter (codec, named-pipe transport, Proactor facts);
+#   2. the end-to-end tests with the supervisor and its workers running as Windows processes,
+#      driven from Linux: HTTP from Linux, `supervisor stop` with the Windows interpreter.
+# Extra arguments go to the second pytest run.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+windows_python=$(bash tests/windows/prepare.sh | tail -n 1)
+export WINEPREFIX=${WINDOWS_ENV:-$root/.windows-env}/prefix WINEDEBUG=-all
+
+echo "== Windows suite, part 1: in-process tests with $windows_python"
+# The Windows process wants a pipe for its output, not a file or a terminal.
+wine "$windows_python" -m pytest -p no:cacheprovider -q tests/ipc tests/windows </dev/null 2>&1 | cat
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || { echo "Windows suite, part 1 failed ($status)"; exit "$status"; }
+
+echo "== Windows suite, part 2: end to end, supervisor and workers under Wine"
+WINDOWS_PYTHON=$windows_python python3 -m pytest -q -p no:cacheprovider tests/e2e "$@"
