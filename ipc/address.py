@@ -23,8 +23,7 @@ def check_name(name: str) -> str:
     """Return ``name`` if it can name a pool, else raise ``ValueError``."""
     if not _NAME.fullmatch(name):
         raise ValueError(
-            f"invalid name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
+            f"invalid name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
 

@@ -22,7 +22,7 @@ DEFAULT_MAX_FRAME_SIZE = 1024 * 1024
 
 def encode(message: Message) -> bytes:
     """The frame that carries ``message``."""
-    payload = msgpack.packb(message.to_wire(), use_bin_type=True)
+    payload: bytes = msgpack.packb(message.to_wire(), use_bin_type=True)
     return HEADER.pack(len(payload)) + payload
 
 
@@ -50,18 +50,14 @@ class FrameDecoder:
             return None
         (length,) = HEADER.unpack_from(self._buffer)
         if length > self.max_frame_size:
-            self._fail(
-                FrameTooLargeError(f"frame of {length} bytes is over the limit of {self.max_frame_size}")
-            )
+            self._fail(FrameTooLargeError(f"frame of {length} bytes is over the limit of {self.max_frame_size}"))
         end = HEADER.size + length
         if len(self._buffer) < end:
             return None
         payload = bytes(self._buffer[HEADER.size : end])
         del self._buffer[:end]
         try:
-            wire = msgpack.unpackb(
-                payload, raw=False, strict_map_key=True, ext_hook=_refuse_ext, timestamp=0
-            )
+            wire = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_refuse_ext, timestamp=0)
         except ProtocolError as exc:
             self._fail(exc)
         except Exception as exc:  # msgpack raises several unrelated types for bad input

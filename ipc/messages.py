@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Union
 
 from .errors import MalformedFrameError, UnknownMessageError
 
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
     """Base of all messages. Subclasses set ``kind``, their wire tag."""
@@ -62,9 +63,7 @@ def from_wire(wire: object) -> Message:
             raise MalformedFrameError(f"{kind}: missing field {field.name!r}")
         hint = _hints(cls)[field.name]
         if not _conforms(value, hint):
-            raise MalformedFrameError(
-                f"{kind}: field {field.name!r} has a value of type {type(value).__name__}"
-            )
+            raise MalformedFrameError(f"{kind}: field {field.name!r} has a value of type {type(value).__name__}")
         values[field.name] = value
     return cls(**values)
 
@@ -96,9 +95,7 @@ def _conforms(value: object, hint: Any) -> bool:
         return isinstance(value, list) and all(_conforms(v, item) for v in value)
     if origin is dict:
         key, item = typing.get_args(hint)
-        return isinstance(value, dict) and all(
-            _conforms(k, key) and _conforms(v, item) for k, v in value.items()
-        )
+        return isinstance(value, dict) and all(_conforms(k, key) and _conforms(v, item) for k, v in value.items())
     return isinstance(value, hint)
 
 

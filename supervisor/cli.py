@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 
 from ipc.address import check_name, default_address
 
-from . import client
+from . import client, config
 from .run import EXIT_ERROR, EXIT_OK, EXIT_UNCLEAN, EXIT_USAGE, Supervisor, SupervisorConfig
 from .sockets import parse_bind
 
@@ -66,27 +66,72 @@ def _bind(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", type=_name, default="default", help="the pool's name, for its default control address (default: %(default)s)")
-    parser.add_argument("--control", metavar="ADDRESS", help="control address: a socket path on POSIX, \\\\.\\pipe\\NAME on Windows")
+def _add_address(parser: argparse.ArgumentParser, default_name: str | None = "default") -> None:
+    parser.add_argument(
+        "--name",
+        type=_name,
+        default=default_name,
+        help="the pool's name, for its default control address (default: default)",
+    )
+    parser.add_argument(
+        "--control", metavar="ADDRESS", help="control address: a socket path on POSIX, \\\\.\\pipe\\NAME on Windows"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="A multiprocess supervisor for ML inference workers.", epilog=__doc__.split("\n\n", 1)[1])
+    parser = _Parser(
+        prog=PROG, description="A multiprocess supervisor for ML inference workers.", epilog=__doc__.split("\n\n", 1)[1]
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     start = commands.add_parser("start", help="start a pool and serve until stopped")
-    start.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: %(default)s)")
-    start.add_argument("--bind", type=_bind, default=("127.0.0.1", 8080), metavar="HOST:PORT", help="where to serve HTTP (default: 127.0.0.1:8080; port 0 picks one)")
-    start.add_argument("--grace", type=_seconds, default=30.0, metavar="SECONDS", help="how long a stop lets in-flight requests finish (default: %(default)s)")
-    start.add_argument("--ready-timeout", type=_seconds, default=120.0, metavar="SECONDS", help="how long workers may take to load and become ready (default: %(default)s)")
-    start.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE", help="serve a model: NAME=path.npz or NAME=module:Factory (repeatable; default: the demo 'mlp')")
-    start.add_argument("--model-dir", action="append", default=[], metavar="DIR", help="serve every model in a repository folder (one model per subfolder)")
-    start.add_argument("--max-body-size", type=_positive_int, default=64 * 1024 * 1024, metavar="BYTES", help="largest request body accepted (default: %(default)s)")
-    _add_address(start)
+    # No defaults here: a flag given wins over --config, which wins over DEFAULTS.
+    start.add_argument("--config", metavar="FILE", help="read settings from a TOML file (flags override it)")
+    start.add_argument("--workers", type=_positive_int, help="worker processes (default: 1)")
+    start.add_argument(
+        "--bind",
+        type=_bind,
+        metavar="HOST:PORT",
+        help="where to serve HTTP (default: 127.0.0.1:8080; port 0 picks one)",
+    )
+    start.add_argument(
+        "--grace", type=_seconds, metavar="SECONDS", help="how long a stop lets in-flight requests finish (default: 30)"
+    )
+    start.add_argument(
+        "--drain-delay",
+        type=_seconds,
+        metavar="SECONDS",
+        help="on stop, keep serving this long with readiness at 503 before refusing new connections (default: 0)",
+    )
+    start.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long workers may take to load and become ready (default: 120)",
+    )
+    start.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="NAME=SOURCE",
+        help="serve a model: NAME=path.npz or NAME=module:Factory (repeatable; default: the demo 'mlp')",
+    )
+    start.add_argument(
+        "--model-dir",
+        dest="model_dirs",
+        action="append",
+        metavar="DIR",
+        help="serve every model in a repository folder (one model per subfolder)",
+    )
+    start.add_argument(
+        "--max-body-size", type=_positive_int, metavar="BYTES", help="largest request body accepted (default: 64 MiB)"
+    )
+    _add_address(start, default_name=None)
 
     stop = commands.add_parser("stop", help="drain and stop a running pool")
-    stop.add_argument("--grace", type=_seconds, default=None, metavar="SECONDS", help="override the pool's grace period")
+    stop.add_argument(
+        "--grace", type=_seconds, default=None, metavar="SECONDS", help="override the pool's grace period"
+    )
     _add_address(stop)
 
     status = commands.add_parser("status", help="show a running pool, one row a worker")
@@ -95,50 +140,102 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEFAULTS: dict[str, Any] = {
+    "workers": 1,
+    "bind": "127.0.0.1:8080",
+    "grace": 30.0,
+    "drain_delay": 0.0,
+    "ready_timeout": 120.0,
+    "max_body_size": 64 * 1024 * 1024,
+    "name": "default",
+    "control": None,
+    "models": [],
+    "model_dirs": [],
+}
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    address = args.control or default_address(args.name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         if args.command == "start":
-            return _start(args, address)
+            return _start(args)
+        address = args.control or default_address(args.name)
         if args.command == "stop":
             return _stop(args, address)
         return _status(args, address)
     except client.ControlError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
 
 
-def _start(args: argparse.Namespace, address: str) -> int:
-    models = list(args.model)
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """DEFAULTS, then the --config file, then the flags given."""
+    settings = dict(DEFAULTS)
+    if args.config:
+        file_settings = config.load(args.config)
+        for key, check in (
+            ("workers", _positive_int),
+            ("bind", _bind),
+            ("name", _name),
+            ("max_body_size", _positive_int),
+        ):
+            if key in file_settings:
+                try:
+                    file_settings[key] = check(str(file_settings[key]))
+                except argparse.ArgumentTypeError as exc:
+                    raise config.ConfigError(f"config {args.config}: {key}: {exc}") from None
+        for key in ("grace", "drain_delay", "ready_timeout"):
+            if key in file_settings:
+                try:
+                    file_settings[key] = _seconds(str(file_settings[key]))
+                except argparse.ArgumentTypeError as exc:
+                    raise config.ConfigError(f"config {args.config}: {key}: {exc}") from None
+        settings.update(file_settings)
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if isinstance(settings["bind"], str):
+        settings["bind"] = parse_bind(settings["bind"])
+    return settings
+
+
+def _start(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except config.ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    models = list(settings["models"])
     for spec in models:
         name, sep, source = spec.partition("=")
         if not sep or not name or not source:
-            print(f"{PROG}: error: --model {spec!r} is not NAME=PATH.npz or NAME=module:Factory", file=sys.stderr)
-            return EXIT_USAGE
+            return _fail(f"--model {spec!r} is not NAME=PATH.npz or NAME=module:Factory", EXIT_USAGE)
         if source.endswith(".npz") and not os.path.isfile(source):
-            print(f"{PROG}: error: --model {name}: no such file {source}", file=sys.stderr)
-            return EXIT_ERROR
-    for folder in args.model_dir:
+            return _fail(f"--model {name}: no such file {source}")
+    for folder in settings["model_dirs"]:
         if not os.path.isdir(folder):
-            print(f"{PROG}: error: --model-dir: no such folder {folder}", file=sys.stderr)
-            return EXIT_ERROR
+            return _fail(f"--model-dir: no such folder {folder}")
         models.append("dir:" + os.path.abspath(folder))
-    host, port = args.bind
-    config = SupervisorConfig(
-        control=address,
-        workers=args.workers,
+    host, port = settings["bind"]
+    supervisor_config = SupervisorConfig(
+        control=settings["control"] or default_address(settings["name"]),
+        workers=settings["workers"],
         host=host,
         port=port,
-        grace=args.grace,
-        ready_timeout=args.ready_timeout,
+        grace=settings["grace"],
+        drain_delay=settings["drain_delay"],
+        ready_timeout=settings["ready_timeout"],
         models=[_absolute(spec) for spec in models],
-        max_body_size=args.max_body_size,
+        max_body_size=settings["max_body_size"],
     )
-    return anyio.run(Supervisor(config).run)
+    return anyio.run(Supervisor(supervisor_config).run)
 
 
 def _absolute(spec: str) -> str:
@@ -152,8 +249,15 @@ def _absolute(spec: str) -> str:
 def _stop(args: argparse.Namespace, address: str) -> int:
     reply = anyio.run(client.stop, address, args.grace)
     for worker in reply.workers:
-        detail = f"{worker.get('completed', 0)} completed, {worker.get('dropped', 0)} dropped" if "completed" in worker else ""
-        print(f"worker {worker['id']} (pid {worker['pid']}): {worker['state']}, exit {worker['exit_code']}" + (f"; {detail}" if detail else ""))
+        detail = (
+            f"{worker.get('completed', 0)} completed, {worker.get('dropped', 0)} dropped"
+            if "completed" in worker
+            else ""
+        )
+        print(
+            f"worker {worker['id']} (pid {worker['pid']}): {worker['state']}, exit {worker['exit_code']}"
+            + (f"; {detail}" if detail else "")
+        )
     print("stopped cleanly" if reply.clean else "stopped, not cleanly")
     return EXIT_OK if reply.clean else EXIT_UNCLEAN
 
@@ -161,7 +265,12 @@ def _stop(args: argparse.Namespace, address: str) -> int:
 def _status(args: argparse.Namespace, address: str) -> int:
     reply = anyio.run(client.status, address)
     if args.json:
-        body = {"supervisor_pid": reply.supervisor_pid, "url": reply.url, "state": reply.state, "workers": reply.workers}
+        body = {
+            "supervisor_pid": reply.supervisor_pid,
+            "url": reply.url,
+            "state": reply.state,
+            "workers": reply.workers,
+        }
         print(json.dumps(body, indent=2))
         return EXIT_OK
     print(f"pool {reply.state} at {reply.url} (supervisor pid {reply.supervisor_pid})")

@@ -116,7 +116,9 @@ class Pool:
         command = [sys.executable, "-m", "worker", "--control", self.control_address, "--id", str(worker_id)]
         if sys.platform == "win32":
             # Its own process group: the console's Ctrl+C is not delivered to it at all.
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP
+            )
         else:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(self.listen_socket.fileno(),))
         handle = WorkerHandle(worker_id, process)
@@ -188,7 +190,9 @@ class Pool:
 
     async def pool_stats(self, exclude: WorkerHandle | None = None) -> dict[str, Any]:
         """Fresh counters from every live worker (``exclude`` has just sent its own), summed."""
-        others = [h for h in self.workers.values() if h is not exclude and h.connection is not None and h.state is State.READY]
+        others = [
+            h for h in self.workers.values() if h is not exclude and h.connection is not None and h.state is State.READY
+        ]
         async with anyio.create_task_group() as tg:
             for other in others:
                 tg.start_soon(self._refresh_stats, other)
@@ -243,7 +247,7 @@ class Pool:
         logger.info("stopping: draining %d workers (grace %gs)", len(live), grace)
         for handle in live:
             await self._send_stop(handle, grace)
-        with anyio.move_on_after(grace + EXIT_MARGIN):
+        with anyio.move_on_after(float(self.settings.get("drain_delay", 0)) + grace + EXIT_MARGIN):
             await self.wait_until(lambda: self.forced or not self.live())
         for handle in self.live():
             reason = "the stop was forced" if self.forced else f"it outlived the grace period of {grace:g}s"
@@ -254,7 +258,9 @@ class Pool:
             await self.wait_until(lambda: all(h.exit_code is not None for h in self.workers.values()))
         for handle in self.workers.values():
             self._log_end(handle)
-        return all(h.state is State.STOPPED and h.report is not None and h.report.dropped == 0 for h in self.workers.values())
+        return all(
+            h.state is State.STOPPED and h.report is not None and h.report.dropped == 0 for h in self.workers.values()
+        )
 
     def _log_end(self, handle: WorkerHandle) -> None:
         if handle.state is State.STOPPED and handle.report is not None:

@@ -35,12 +35,18 @@ class SupervisorConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     grace: float = 30.0
+    drain_delay: float = 0.0
     ready_timeout: float = 120.0
     models: list[str] = dataclasses.field(default_factory=list)
     max_body_size: int = 64 * 1024 * 1024
 
     def worker_settings(self) -> dict[str, Any]:
-        return {"grace": self.grace, "models": list(self.models), "max_body_size": self.max_body_size}
+        return {
+            "grace": self.grace,
+            "drain_delay": self.drain_delay,
+            "models": list(self.models),
+            "max_body_size": self.max_body_size,
+        }
 
 
 class Supervisor:
@@ -51,6 +57,7 @@ class Supervisor:
         self._stopped = anyio.Event()
         self._reply: StopReply | None = None
         self._clients_waiting = 0
+        self._all_replied = anyio.Event()
         self._interrupts = 0
         self.pool: Pool | None = None
 
@@ -78,6 +85,8 @@ class Supervisor:
             await connection.send(self._reply)
         finally:
             self._clients_waiting -= 1
+            if not self._clients_waiting:
+                self._all_replied.set()
 
     async def run(self) -> int:
         config = self.config
@@ -109,7 +118,9 @@ class Supervisor:
                 for _ in range(config.workers):
                     pool.spawn(tg)
                 with anyio.move_on_after(config.ready_timeout) as startup:
-                    await pool.wait_until(lambda: pool.all_ready() or pool.any_failed() or self._stop_requested.is_set())
+                    await pool.wait_until(
+                        lambda: pool.all_ready() or pool.any_failed() or self._stop_requested.is_set()
+                    )
                 if startup.cancelled_caught:
                     late = [str(h.id) for h in pool.workers.values() if h.state.alive and h.state.name != "READY"]
                     logger.error("workers %s not ready after %gs", ", ".join(late), config.ready_timeout)
@@ -129,9 +140,9 @@ class Supervisor:
                 self._reply = StopReply([h.describe() for h in pool.workers.values()], clean)
                 self._stopped.set()
                 await listener.aclose()
-                with anyio.move_on_after(REPLY_WINDOW):
-                    while self._clients_waiting:
-                        await anyio.sleep(0.01)
+                if self._clients_waiting:
+                    with anyio.move_on_after(REPLY_WINDOW):
+                        await self._all_replied.wait()
                 logger.info("stopped%s", "" if exit_code == EXIT_OK else f" (exit code {exit_code})")
             tg.cancel_scope.cancel()
         return exit_code

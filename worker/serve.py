@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -23,6 +24,11 @@ logger = logging.getLogger("worker")
 
 #: Drain time when the supervisor vanishes without saying how long.
 ORPHAN_GRACE = 10.0
+
+
+async def _after(delay: float, action: Callable[[], None]) -> None:
+    await anyio.sleep(delay)
+    action()
 
 
 def listening_socket(configure: Configure) -> socket.socket:
@@ -94,12 +100,13 @@ async def _serve(link: SupervisorLink, sock: socket.socket, models: list[Any], s
         if grace is None:
             logger.warning("control channel closed: the supervisor is gone; draining")
             grace = ORPHAN_GRACE
-        # Readiness turns 503 first; hypercorn then stops accepting and waits for in-flight
-        # requests up to graceful_timeout, which it reads only when the trigger fires.
+        # Readiness turns 503 first, and stays so for the drain delay while requests are still
+        # accepted, so that load balancers stop routing here; then the server stops accepting
+        # and waits for in-flight requests up to graceful_timeout (read when the trigger fires).
         state.draining = True
         config.graceful_timeout = grace
         completed_before_drain = state.completed
-        shutdown.set()
+        tg.start_soon(_after, float(settings.get("drain_delay", 0)), shutdown.set)
 
     async def announce_ready() -> None:
         await state.started.wait()

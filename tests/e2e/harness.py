@@ -7,7 +7,6 @@ down (stopped, else killed with everything it started) by the fixture that made 
 
 from __future__ import annotations
 
-from http.client import HTTPConnection
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
+from http.client import HTTPConnection
 from typing import Any
 
 import psutil
@@ -118,7 +118,9 @@ class Pool:
                     if match := regex.search(line):
                         return match
             if self.process.poll() is not None and not self._reader.is_alive():
-                raise AssertionError(f"supervisor exited ({self.process.returncode}) before {pattern!r}:\n{self.output}")
+                raise AssertionError(
+                    f"supervisor exited ({self.process.returncode}) before {pattern!r}:\n{self.output}"
+                )
             return None
 
         try:
@@ -141,7 +143,13 @@ class Pool:
     def cli_background(self, *args: str) -> subprocess.Popen[str]:
         command = [*self.platform.python, "-m", "supervisor", *args, "--control", self.control]
         process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.background.append(process)
         return process
@@ -206,7 +214,9 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
     parsed = urllib.parse.urlsplit(url)
     conn = HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
     try:
-        conn.request(method, parsed.path + (f"?{parsed.query}" if parsed.query else ""), body=body, headers=headers or {})
+        conn.request(
+            method, parsed.path + (f"?{parsed.query}" if parsed.query else ""), body=body, headers=headers or {}
+        )
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -214,4 +224,6 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
 
 
 def infer_body(rows: int = 1, width: int = 64, value: float = 0.5) -> bytes:
-    return json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [rows, width], "data": [value] * (rows * width)}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [rows, width], "data": [value] * (rows * width)}]}
+    ).encode()

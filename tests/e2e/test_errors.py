@@ -78,7 +78,9 @@ def test_control_address_taken(launch, platform):
 
 
 def test_missing_weights_file(platform, tmp_path):
-    result = run(platform, "start", "--model", "m=does/not/exist.npz", "--control", platform.control_address(str(tmp_path)))
+    result = run(
+        platform, "start", "--model", "m=does/not/exist.npz", "--control", platform.control_address(str(tmp_path))
+    )
     assert_one_clear_line(result, 1, "no such file")
 
 
@@ -112,5 +114,3 @@ def test_hostile_control_client_does_not_hurt_the_pool(launch, platform):
     assert pool.status()["state"] == "ready"
     assert pool.cli("stop").returncode == 0
     assert pool.wait_exit() == 0
-
-

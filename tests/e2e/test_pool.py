@@ -19,7 +19,9 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 def gated_infer(url: str, results: list) -> threading.Thread:
     """POST to the gated model in a thread; its (status, body) lands in ``results``."""
-    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode()
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    ).encode()
 
     def run() -> None:
         try:
@@ -174,5 +176,3 @@ def test_workers_exit_when_the_supervisor_dies(launch):
     pool.process.kill()  # no stop message, no chance to clean up
     pool.process.wait(30)
     pool.assert_no_leftovers(timeout=45)
-
-

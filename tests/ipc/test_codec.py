@@ -182,7 +182,9 @@ def test_any_bytes_decode_or_raise_a_protocol_error(data):
         pass
 
 
-@given(st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8) | st.none(), max_size=5))
+@given(
+    st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8) | st.none(), max_size=5)
+)
 def test_any_map_decodes_or_raises_a_protocol_error(fields):
     for kind in KINDS:
         decoder = FrameDecoder()

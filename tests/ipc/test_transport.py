@@ -28,7 +28,11 @@ async def test_round_trip(control_address):
 
             tg.start_soon(echo)
             async with await ipc.connect(control_address) as client:
-                for message in (Hello(1, "client", os.getpid()), Stop(2.5), Configure({"k": [1, 2]}, listen_share=b"\x00" * 1000)):
+                for message in (
+                    Hello(1, "client", os.getpid()),
+                    Stop(2.5),
+                    Configure({"k": [1, 2]}, listen_share=b"\x00" * 1000),
+                ):
                     await client.send(message)
                     assert await client.receive() == message
     finally:
@@ -74,12 +78,11 @@ async def test_peer_close_is_connection_closed(control_address):
 async def test_oversized_frame_from_peer(control_address):
     listener = await ipc.listen(control_address, max_frame_size=64)
     try:
-        async with await ipc.connect(control_address) as client:
-            async with await listener.accept() as server_side:
-                await client.send(Configure({"blob": "x" * 100}))
-                with pytest.raises(ipc.FrameTooLargeError):
-                    with anyio.fail_after(10):
-                        await server_side.receive()
+        async with await ipc.connect(control_address) as client, await listener.accept() as server_side:
+            await client.send(Configure({"blob": "x" * 100}))
+            with pytest.raises(ipc.FrameTooLargeError):
+                with anyio.fail_after(10):
+                    await server_side.receive()
     finally:
         await listener.aclose()
 

@@ -12,7 +12,7 @@ import pytest
 if sys.platform != "win32":
     pytest.skip("Windows only: run by tests/windows/run.sh", allow_module_level=True)
 
-from supervisor.interrupts import interrupts_to  # noqa: E402
+from supervisor.interrupts import interrupts_to
 
 
 def test_the_kserve_failure_reproduces_here():

@@ -34,7 +34,9 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 JSON = [(b"content-type", b"application/json")]
 
-_V2_MODEL = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/config|/stats|/infer)?")
+_V2_MODEL = re.compile(
+    r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/config|/stats|/infer)?"
+)
 _V1_MODEL = re.compile(r"/v1/models/(?P<model>[^/:]+)(?P<verb>:predict|:explain)?")
 
 
@@ -193,7 +195,9 @@ class InferenceApp:
             raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
         return body
 
-    async def _infer(self, model: Model, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _infer(
+        self, model: Model, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         arrived = time.perf_counter_ns()
         stats = self.stats[model.name]
         try:
@@ -213,7 +217,9 @@ class InferenceApp:
         stats.record_success(batch, queue_ns, parsed - parse_start, infer_ns, done - encode_start)
         return 200, payload, headers
 
-    async def _predict_v1(self, model: Model, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _predict_v1(
+        self, model: Model, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         body = await self._body(scope, receive)
         array = tensors.v1_instances(model, body)
         results, _ = await _run_model(model, {model.inputs[0].name: array})

@@ -102,7 +102,9 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
             continue
         expected = math.prod(shape) * spec.dtype.itemsize
         if not isinstance(size, int) or isinstance(size, bool) or size != expected:
-            raise bad_request(f"{where}: binary_data_size is {size!r} but shape {list(shape)} of {spec.datatype} needs {expected}")
+            raise bad_request(
+                f"{where}: binary_data_size is {size!r} but shape {list(shape)} of {spec.datatype} needs {expected}"
+            )
         if offset + size > len(blobs):
             raise bad_request(f"{where}: the body holds {len(blobs) - offset} bytes of binary data, not {size}")
         inputs[name] = np.frombuffer(blobs, dtype=spec.dtype, count=math.prod(shape), offset=offset).reshape(shape)
@@ -172,7 +174,9 @@ def _check_batch(model: Model, inputs: Mapping[str, np.ndarray]) -> None:
         return
     for name, array in inputs.items():
         if array.ndim and array.shape[0] > model.max_batch_size:
-            raise bad_request(f"input {name!r}: batch of {array.shape[0]} is over max_batch_size {model.max_batch_size}")
+            raise bad_request(
+                f"input {name!r}: batch of {array.shape[0]} is over max_batch_size {model.max_batch_size}"
+            )
 
 
 def encode_infer(
@@ -216,7 +220,11 @@ def model_metadata(model: Model) -> dict[str, Any]:
 
 def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
     dims = list(spec.shape[1:] if batched else spec.shape)
-    return {"name": spec.name, "data_type": f"TYPE_{'STRING' if spec.datatype == 'BYTES' else spec.datatype}", "dims": dims}
+    return {
+        "name": spec.name,
+        "data_type": f"TYPE_{'STRING' if spec.datatype == 'BYTES' else spec.datatype}",
+        "dims": dims,
+    }
 
 
 def model_config(model: Model) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def load_one(name: str, source: str) -> Model:
 def _from_directory(folder: str) -> list[Model]:
     if not os.path.isdir(folder):
         raise ModelError(f"model directory {folder} does not exist")
-    models = []
+    models: list[Model] = []
     for name in sorted(os.listdir(folder)):
         sub = os.path.join(folder, name)
         if not os.path.isdir(sub):

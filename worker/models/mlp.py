@@ -8,6 +8,7 @@ after the last. The input is ``INPUT0`` FP32 ``[-1, in]``, the output ``OUTPUT0`
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -70,7 +71,7 @@ def demo_layers(sizes: Sequence[int] = DEMO_LAYERS, seed: int = DEMO_SEED) -> li
             (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32),
             (rng.standard_normal(n_out) * 0.1).astype(np.float32),
         )
-        for n_in, n_out in zip(sizes, sizes[1:])
+        for n_in, n_out in itertools.pairwise(sizes)
     ]
 
 
