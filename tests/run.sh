@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install -q -e ".[test]"
+echo "== Lint and types"
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m mypy
 echo "== Linux suite"
 python3 -m pytest
 echo "== Windows suite"
