@@ -77,10 +77,26 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    """Only the msgpack types that mean data here: no extension objects such as Timestamp."""
+    if isinstance(value, _PLAIN):
+        return True
+    if depth > 32:
+        return False
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def _conforms(value: object, hint: Any) -> bool:
     """Whether ``value`` (as msgpack decoded it) fits the annotation ``hint``."""
     if hint is Any:
-        return True
+        return _plain(value)
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         return any(_conforms(value, arm) for arm in typing.get_args(hint))
@@ -181,6 +197,8 @@ class Stopped(Message):
     completed: int
     dropped: int
     reason: str = "stop"
+    #: Final statistics, as in StatsReport, so the pool's totals lose nothing at exit.
+    models: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

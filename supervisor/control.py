@@ -8,6 +8,7 @@ with the reason and is disconnected; the supervisor carries on.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 
@@ -59,6 +60,9 @@ class ControlServer:
                 await _try_send(connection, Error("timeout", "no hello within the handshake timeout"))
             except ipc.ConnectionClosedError:
                 pass
+            except Exception:
+                # One connection's failure is that connection's: log it, close it, serve on.
+                logger.exception("control: a connection failed")
 
     async def _serve_client(self, connection: ipc.Connection) -> None:
         while True:
@@ -68,8 +72,8 @@ class ControlServer:
                 workers = [handle.describe() for handle in self.pool.workers.values()]
                 await connection.send(StatusReply(os.getpid(), self.url, state, workers))
             elif isinstance(request, StopRequest):
-                if request.grace is not None and request.grace < 0:
-                    await connection.send(Error("bad_request", "grace must be >= 0"))
+                if request.grace is not None and not (math.isfinite(request.grace) and request.grace >= 0):
+                    await connection.send(Error("bad_request", "grace must be a finite number of seconds >= 0"))
                     continue
                 await self._on_stop(connection, request.grace)
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -45,6 +46,8 @@ logger = logging.getLogger("supervisor")
 EXIT_MARGIN = 5.0
 #: How long a /stats fan-out waits for each worker's counters.
 STATS_TIMEOUT = 2.0
+#: How long a message to one worker may take to go out before that worker counts as stuck.
+SEND_TIMEOUT = 5.0
 
 
 @dataclasses.dataclass
@@ -58,6 +61,8 @@ class WorkerHandle:
     #: Why it failed, in the worker's own words (e.g. a model that would not load).
     failure: str | None = None
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Set when its control connection has ended (or it never had one and has exited).
+    disconnected: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
     @property
     def state(self) -> State:
@@ -91,12 +96,19 @@ class Pool:
         self._stats_waiters: dict[int, anyio.Event] = {}
         #: Counters of workers that have exited, so pool totals never go down.
         self._retired_stats: dict[str, Any] = {}
+        # One thread per worker waits for its exit: they must not queue behind anyio's
+        # default limit of 40 threads, or a large pool's late exits would go unseen.
+        self._exit_watchers = anyio.CapacityLimiter(math.inf)
 
     # --- waiting ---------------------------------------------------------------------------
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+    def wake(self) -> None:
+        """Make every ``wait_until`` look at its predicate again."""
+        self._notify()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
@@ -127,8 +139,13 @@ class Pool:
         return handle
 
     async def _watch_exit(self, handle: WorkerHandle) -> None:
-        code = await anyio.to_thread.run_sync(handle.process.wait, abandon_on_cancel=True)
+        code = await anyio.to_thread.run_sync(handle.process.wait, abandon_on_cancel=True, limiter=self._exit_watchers)
         handle.exit_code = code
+        if handle.connection is not None:
+            # Its last messages (the Stopped report, final counters) may still be in flight.
+            with anyio.move_on_after(SEND_TIMEOUT):
+                await handle.disconnected.wait()
+        handle.disconnected.set()
         self._retired_stats = stats.merge(self._retired_stats, handle.stats)
         handle.stats = {}
         previous = handle.state
@@ -144,49 +161,76 @@ class Pool:
     async def attach(self, hello: Hello, connection: ipc.Connection) -> None:
         """Serve the control connection of the worker that sent ``hello``."""
         handle = self.workers.get(hello.worker_id if hello.worker_id is not None else -1)
-        if handle is None or handle.pid != hello.pid or handle.connection is not None:
+        if handle is None or handle.pid != hello.pid or handle.connection is not None or handle.exit_code is not None:
             await connection.send(Error("unknown_worker", f"no worker {hello.worker_id} with pid {hello.pid} awaits"))
             return
         handle.connection = connection
-        self._fire(handle, Event.HELLO)
-        await connection.send(Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
-        if sys.platform == "win32":
-            configure = Configure(self.settings, listen_share=self.listen_socket.share(handle.pid))  # type: ignore[attr-defined]
-        else:
-            configure = Configure(self.settings, listen_fd=self.listen_socket.fileno())
-        await connection.send(configure)
-        if self.stopping:
-            await self._send_stop(handle, float(self.settings["grace"]))
         try:
-            async for message in connection:
-                await self._on_message(handle, message)
+            self._fire(handle, Event.HELLO)
+            await connection.send(Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
+            if sys.platform == "win32":
+                share = self.listen_socket.share(handle.pid)  # type: ignore[attr-defined]
+                configure = Configure(self.settings, listen_share=share)
+            else:
+                configure = Configure(self.settings, listen_fd=self.listen_socket.fileno())
+            await connection.send(configure)
+            if self.stopping:
+                await self._send_stop(handle, float(self.settings["grace"]))
+            async with anyio.create_task_group() as tg:
+                async for message in connection:
+                    if isinstance(message, PoolStatsRequest):
+                        # Its own task: answering waits for the other workers' counters, and
+                        # this loop must keep reading theirs (and this worker's) meanwhile.
+                        tg.start_soon(self._answer_pool_stats, handle, message)
+                    else:
+                        self._on_message(handle, message)
         except ipc.ProtocolError as exc:
             logger.error("worker %d broke the control protocol: %s", handle.id, exc)
         finally:
             handle.connection = None
+            handle.disconnected.set()
+            self._notify()
 
-    async def _on_message(self, handle: WorkerHandle, message: ipc.Message) -> None:
+    def _on_message(self, handle: WorkerHandle, message: ipc.Message) -> None:
         if isinstance(message, Ready):
             self._fire(handle, Event.READY)
             logger.info("worker %d ready (pid %d)", handle.id, handle.pid)
         elif isinstance(message, Stopped):
             handle.report = message
+            if message.models:
+                handle.stats = stats.sanitize(message.models)
             self._notify()
         elif isinstance(message, Error):
             handle.failure = message.message
             self._notify()
         elif isinstance(message, StatsReport):
-            handle.stats = message.models
+            handle.stats = stats.sanitize(message.models)
             waiter = self._stats_waiters.get(message.request_id)
             if waiter is not None:
                 waiter.set()
-        elif isinstance(message, PoolStatsRequest):
-            handle.stats = message.models
-            totals = await self.pool_stats(exclude=handle)
-            if handle.connection is not None:
-                await handle.connection.send(PoolStatsReply(message.request_id, totals))
         else:
             logger.warning("worker %d sent an unexpected %s", handle.id, message.kind)
+
+    async def _answer_pool_stats(self, handle: WorkerHandle, request: PoolStatsRequest) -> None:
+        handle.stats = stats.sanitize(request.models)
+        totals = await self.pool_stats(exclude=handle)
+        await self._send(handle, PoolStatsReply(request.request_id, totals))
+
+    async def _send(self, handle: WorkerHandle, message: ipc.Message) -> bool:
+        """Send to one worker within SEND_TIMEOUT; whether it went out."""
+        connection = handle.connection
+        if connection is None:
+            return False
+        with anyio.move_on_after(SEND_TIMEOUT):
+            try:
+                await connection.send(message)
+                return True
+            except ipc.ConnectionClosedError:
+                return False
+        logger.warning(
+            "worker %d: %s not sent in %gs: its control channel is stuck", handle.id, message.kind, SEND_TIMEOUT
+        )
+        return False
 
     async def pool_stats(self, exclude: WorkerHandle | None = None) -> dict[str, Any]:
         """Fresh counters from every live worker (``exclude`` has just sent its own), summed."""
@@ -202,12 +246,9 @@ class Pool:
         request_id = next(self._request_ids)
         waiter = self._stats_waiters[request_id] = anyio.Event()
         try:
-            assert handle.connection is not None
-            await handle.connection.send(StatsRequest(request_id))
             with anyio.move_on_after(STATS_TIMEOUT):
-                await waiter.wait()
-        except ipc.ConnectionClosedError:
-            pass
+                if await self._send(handle, StatsRequest(request_id)):
+                    await waiter.wait()
         finally:
             del self._stats_waiters[request_id]
 
@@ -224,11 +265,7 @@ class Pool:
 
     async def _send_stop(self, handle: WorkerHandle, grace: float) -> None:
         self._fire(handle, Event.STOP)
-        if handle.connection is not None:
-            try:
-                await handle.connection.send(Stop(grace))
-            except ipc.ConnectionClosedError:
-                pass
+        await self._send(handle, Stop(grace))
 
     def force(self) -> None:
         """Kill what is still running now, rather than at the end of the grace period."""
@@ -245,8 +282,9 @@ class Pool:
         self.settings["grace"] = grace
         live = self.live()
         logger.info("stopping: draining %d workers (grace %gs)", len(live), grace)
-        for handle in live:
-            await self._send_stop(handle, grace)
+        async with anyio.create_task_group() as tg:
+            for handle in live:
+                tg.start_soon(self._send_stop, handle, grace)
         with anyio.move_on_after(float(self.settings.get("drain_delay", 0)) + grace + EXIT_MARGIN):
             await self.wait_until(lambda: self.forced or not self.live())
         for handle in self.live():
@@ -255,7 +293,10 @@ class Pool:
             self._fire(handle, Event.KILL)
             handle.process.kill()  # TerminateProcess on Windows
         with anyio.move_on_after(EXIT_MARGIN):
-            await self.wait_until(lambda: all(h.exit_code is not None for h in self.workers.values()))
+            # Exited, and their last reports read.
+            await self.wait_until(
+                lambda: all(h.exit_code is not None and h.disconnected.is_set() for h in self.workers.values())
+            )
         for handle in self.workers.values():
             self._log_end(handle)
         return all(

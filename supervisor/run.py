@@ -66,6 +66,8 @@ class Supervisor:
             if grace is not None:
                 self.grace = grace
             self._stop_requested.set()
+            if self.pool is not None:
+                self.pool.wake()  # the startup wait is watching the pool
 
     def _on_interrupt(self, name: str) -> None:
         self._interrupts += 1

@@ -48,3 +48,25 @@ class BrokenModel(Model):
 
     def load(self) -> None:
         raise RuntimeError("weights are missing")
+
+
+class SlowLoadingModel(GatedModel):
+    """Its load() waits at the gate: a worker that takes its time to become ready."""
+
+    def load(self) -> None:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(self.gate, "open")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+class NaNModel(Model):
+    """Returns NaN, which JSON cannot carry."""
+
+    inputs = (TensorSpec("INPUT0", "FP32", (-1, 4)),)
+    outputs = (TensorSpec("OUTPUT0", "FP32", (-1, 4)),)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def predict(self, inputs):
+        return {"OUTPUT0": np.full(np.shape(inputs["INPUT0"]), np.nan, np.float32)}

@@ -14,6 +14,7 @@ one ``TCPServer`` per connection, stop accepting on the trigger, then wait up to
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 import sys
 import threading
@@ -68,6 +69,7 @@ async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger:
     finally:
         await context.terminated.set()  # idle keep-alive connections close now
         await stop_accepting()
+        await asyncio.sleep(0)  # connections accepted just now start their tasks, and count
         if connections:
             _, pending = await asyncio.wait(set(connections), timeout=config.graceful_timeout)
             for task in pending:
@@ -88,6 +90,7 @@ def _accept_in_thread(
     on_connection: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
 ) -> Callable[[], Awaitable[None]]:
     stopping = threading.Event()
+    adopting: set[concurrent.futures.Future[None]] = set()
     # A timeout, not blocking mode: every worker's handle of the shared socket behaves alike,
     # and a worker that loses the race for a connection simply waits again.
     sock.settimeout(ACCEPT_POLL)
@@ -113,7 +116,9 @@ def _accept_in_thread(
             if stopping.is_set():
                 conn.close()
                 return
-            asyncio.run_coroutine_threadsafe(adopt(conn), loop)
+            future = asyncio.run_coroutine_threadsafe(adopt(conn), loop)
+            adopting.add(future)
+            future.add_done_callback(adopting.discard)
 
     thread = threading.Thread(target=accept_loop, name="accept", daemon=True)
     thread.start()
@@ -122,5 +127,7 @@ def _accept_in_thread(
         stopping.set()
         await asyncio.to_thread(thread.join)
         sock.close()
+        # Connections the thread accepted before it stopped are served like any other.
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in list(adopting)))
 
     return stop

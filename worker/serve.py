@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -24,11 +23,6 @@ logger = logging.getLogger("worker")
 
 #: Drain time when the supervisor vanishes without saying how long.
 ORPHAN_GRACE = 10.0
-
-
-async def _after(delay: float, action: Callable[[], None]) -> None:
-    await anyio.sleep(delay)
-    action()
 
 
 def listening_socket(configure: Configure) -> socket.socket:
@@ -69,58 +63,88 @@ async def run_worker(address: str, worker_id: int) -> int:
         except (HandshakeError, ipc.IPCError, OSError) as exc:
             logger.error("cannot join the pool: %s", exc)
             return 1
-        settings = configure.settings
-        try:
-            models = await anyio.to_thread.run_sync(load_models, list(settings.get("models", [])))
-        except (ModelError, Exception) as exc:
-            message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
-            logger.error("cannot load models: %s", message)
-            await link.send(Error("model_load", message))
-            return 1
-        try:
-            return await _serve(link, sock, models, settings)
-        finally:
-            for model in models:
-                model.unload()
+        return await Worker(link, sock, configure.settings).run()
 
 
-async def _serve(link: SupervisorLink, sock: socket.socket, models: list[Any], settings: dict[str, Any]) -> int:
-    state = ServingState()
-    app = InferenceApp(
-        models, state, max_body_size=int(settings.get("max_body_size", 64 * 1024 * 1024)), pool_stats=link.pool_stats
-    )
-    config = hypercorn_config(settings)
-    shutdown = anyio.Event()
-    completed_before_drain = 0
+class Worker:
+    """One worker's life after the handshake: load, serve, drain, report.
 
-    def on_stop(grace: float | None) -> None:
-        nonlocal completed_before_drain
-        if shutdown.is_set():
+    The control channel is listened to from the start, so a Stop that arrives while the
+    models load is not lost: the worker then reports and exits as soon as loading ends.
+    """
+
+    def __init__(self, link: SupervisorLink, sock: socket.socket, settings: dict[str, Any]) -> None:
+        self.link = link
+        self.sock = sock
+        self.settings = settings
+        self.state = ServingState()
+        self.config = hypercorn_config(settings)
+        self.app: InferenceApp | None = None
+        #: Set by a Stop message, or by the channel closing (then with ORPHAN_GRACE).
+        self.stop_requested = anyio.Event()
+
+    def on_stop(self, grace: float | None) -> None:
+        if self.stop_requested.is_set():
             return
         if grace is None:
             logger.warning("control channel closed: the supervisor is gone; draining")
             grace = ORPHAN_GRACE
-        # Readiness turns 503 first, and stays so for the drain delay while requests are still
-        # accepted, so that load balancers stop routing here; then the server stops accepting
-        # and waits for in-flight requests up to graceful_timeout (read when the trigger fires).
-        state.draining = True
-        config.graceful_timeout = grace
-        completed_before_drain = state.completed
-        tg.start_soon(_after, float(settings.get("drain_delay", 0)), shutdown.set)
+        # Readiness turns 503 at once; hypercorn reads graceful_timeout when the trigger fires.
+        self.state.draining = True
+        self.config.graceful_timeout = grace
+        self.stop_requested.set()
 
-    async def announce_ready() -> None:
-        await state.started.wait()
-        await link.send(Ready(os.getpid(), [model.name for model in models]))
+    def own_stats(self) -> dict[str, Any]:
+        return self.app.own_stats() if self.app is not None else {}
 
-    async def serve_http() -> None:
-        await http.serve(app, config, sock, shutdown.wait)
-        completed = state.completed - completed_before_drain
-        logger.info("drained: %d requests completed, %d dropped", completed, state.dropped)
-        await link.send(Stopped(completed, state.dropped))
-        tg.cancel_scope.cancel()
+    async def run(self) -> int:
+        code = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.link.serve, self.on_stop, self.own_stats)
+            try:
+                models = await anyio.to_thread.run_sync(load_models, list(self.settings.get("models", [])))
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+                logger.error("cannot load models: %s", message)
+                await self.link.send(Error("model_load", message))
+                code = 1
+            else:
+                try:
+                    await self._serve(models)
+                finally:
+                    for model in models:
+                        model.unload()
+            tg.cancel_scope.cancel()
+        return code
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(link.serve, on_stop, app.own_stats)
-        tg.start_soon(announce_ready)
-        tg.start_soon(serve_http)
-    return 0
+    async def _serve(self, models: list[Any]) -> None:
+        max_body_size = int(self.settings.get("max_body_size", 64 * 1024 * 1024))
+        app = self.app = InferenceApp(models, self.state, max_body_size=max_body_size, pool_stats=self.link.pool_stats)
+        if self.stop_requested.is_set():
+            logger.info("stopped while loading: exiting without serving")
+            await self.link.send(Stopped(0, 0, models=app.own_stats()))
+            return
+        shutdown = anyio.Event()
+        completed_before_drain = 0
+
+        async def drain_when_asked() -> None:
+            nonlocal completed_before_drain
+            await self.stop_requested.wait()
+            completed_before_drain = self.state.completed
+            # Keep accepting for the drain delay, readiness already 503, so that load
+            # balancers stop routing here before the server stops accepting.
+            await anyio.sleep(float(self.settings.get("drain_delay", 0)))
+            shutdown.set()
+
+        async def announce_ready() -> None:
+            await self.state.started.wait()
+            await self.link.send(Ready(os.getpid(), [model.name for model in models]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain_when_asked)
+            tg.start_soon(announce_ready)
+            await http.serve(app, self.config, self.sock, shutdown.wait)
+            tg.cancel_scope.cancel()
+        completed = self.state.completed - completed_before_drain
+        logger.info("drained: %d requests completed, %d dropped", completed, self.state.dropped)
+        await self.link.send(Stopped(completed, self.state.dropped, models=app.own_stats()))

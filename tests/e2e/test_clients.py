@@ -126,6 +126,19 @@ def test_statistics_are_the_pools_summed_over_both_workers(pool_url, triton):
     assert [entry["name"] for entry in all_models["model_stats"]] == ["mlp"]
 
 
+def test_concurrent_statistics_requests_all_get_the_pool_sums(pool_url):
+    def inference_count(_):
+        status, _, body = http("GET", f"{pool_url}/v2/models/mlp/stats")
+        assert status == 200
+        return json.loads(body)["model_stats"][0]["inference_count"]
+
+    before = inference_count(0)
+    with ThreadPoolExecutor(8) as executor:
+        list(executor.map(lambda _: http("POST", f"{pool_url}/v2/models/mlp/infer", infer_body()), range(24)))
+        counts = list(executor.map(inference_count, range(24)))
+    assert counts == [before + 24] * 24
+
+
 def kserve_client(protocol):
     return kserve.InferenceRESTClient(kserve.RESTConfig(protocol=protocol, retries=0, timeout=30))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -111,6 +112,33 @@ def test_hostile_control_client_does_not_hurt_the_pool(launch, platform):
             raw.sendall(garbage)
             reply = raw.recv(4096)  # an Error frame, then the close
             assert b"error" in reply
+    assert pool.status()["state"] == "ready"
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0
+
+
+@pytest.mark.parametrize("grace", [float("nan"), float("inf"), -1.0])
+def test_control_requests_with_impossible_values_are_refused(launch, platform, grace):
+    if platform.windows:
+        pytest.skip("a raw client needs this interpreter's transport; covered on Linux")
+    import anyio
+
+    import ipc
+    from ipc.messages import Error, Hello, StopRequest, Welcome
+
+    pool = launch(workers=1)
+    pool.wait_ready()
+
+    async def ask():
+        async with await ipc.connect(pool.control) as connection:
+            await connection.send(Hello(ipc.PROTOCOL_VERSION, "client", os.getpid()))
+            assert isinstance(await connection.receive(), Welcome)
+            await connection.send(StopRequest(grace))
+            with anyio.fail_after(10):
+                return await connection.receive()
+
+    reply = anyio.run(ask)
+    assert isinstance(reply, Error) and "finite" in reply.message
     assert pool.status()["state"] == "ready"
     assert pool.cli("stop").returncode == 0
     assert pool.wait_exit() == 0

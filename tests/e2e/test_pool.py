@@ -176,3 +176,18 @@ def test_workers_exit_when_the_supervisor_dies(launch):
     pool.process.kill()  # no stop message, no chance to clean up
     pool.process.wait(30)
     pool.assert_no_leftovers(timeout=45)
+
+
+def test_stop_while_workers_are_still_loading(launch, gate):
+    pool = launch("--model", "slow=tests.models:SlowLoadingModel", workers=2)
+    wait_until(lambda: pool.status_or_none() == "starting", what="the pool to be starting")
+    stopper = pool.cli_background("stop")
+    # The stop is taken at once, not after the ready timeout.
+    pool.wait_for_line("stopping: draining 2 workers")
+    assert "pool ready" not in pool.output
+    released(gate)  # loading ends; the workers see the Stop they were sent meanwhile
+    out, err = stopper.communicate(timeout=60)
+    assert stopper.returncode == 0, out + err
+    assert pool.wait_exit() == 0, pool.output
+    assert "stopped while loading" in pool.output
+    pool.assert_no_leftovers()

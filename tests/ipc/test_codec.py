@@ -135,6 +135,14 @@ def test_ext_types_are_refused():
         decoder.next_message()
 
 
+def test_timestamps_are_refused_even_in_free_form_fields():
+    payload = msgpack.packb({"kind": "configure", "settings": {"at": msgpack.Timestamp(1, 0)}}, datetime=False)
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", len(payload)) + payload)
+    with pytest.raises(MalformedFrameError):
+        decoder.next_message()
+
+
 def test_unknown_message_kind():
     decoder = FrameDecoder()
     decoder.feed(frame_of({"kind": "launch_missiles"}))

@@ -377,3 +377,35 @@ async def test_model_exception_is_a_500_not_a_dead_worker():
 
 def test_binary_layout_is_little_endian():
     assert struct.pack("<f", 1.0) == np.array([1.0], "<f4").tobytes()
+
+
+async def test_deeply_nested_json_is_a_400(app):
+    response = await call(app, "POST", "/v2/models/mlp/infer", b"[" * 100_000)
+    assert response.status == 400 and response.headers["content-type"] == "application/json"
+    deep = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await call(app, "POST", "/v1/models/mlp:predict", deep)
+    assert response.status == 400
+
+
+async def test_nan_outputs_are_a_clear_500_in_json_but_fine_in_binary():
+    from tests.models import NaNModel
+
+    app = InferenceApp([NaNModel("nan")], ServingState())
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    response = await call(app, "POST", "/v2/models/nan/infer", body.encode())
+    assert response.status == 500 and "NaN" in response.json()["error"]
+    binary = json.loads(body)
+    binary["parameters"] = {"binary_data_output": True}
+    response = await call(app, "POST", "/v2/models/nan/infer", json.dumps(binary).encode())
+    assert response.status == 200
+    assert np.isnan(np.frombuffer(split_binary(response)[1], "<f4")).all()
+
+
+async def test_a_bug_in_a_route_is_a_json_500(app, monkeypatch):
+    def broken(model):
+        raise KeyError("oops")
+
+    monkeypatch.setattr("worker.api.tensors.model_config", broken)
+    response = await call(app, "GET", "/v2/models/mlp/config")
+    assert response.status == 500 and response.json() == {"error": "internal error: KeyError"}
+    assert (await call(app, "GET", "/v2/health/live")).status == 200

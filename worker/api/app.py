@@ -96,6 +96,10 @@ class InferenceApp:
                 status, body, headers = await self._route(scope, receive)
             except HTTPError as exc:
                 status, body, headers = exc.status, _error_body(exc.message), JSON
+            except Exception as exc:
+                # A bug of ours must still answer in the protocol's shape, and the worker serve on.
+                logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+                status, body, headers = 500, _error_body(f"internal error: {type(exc).__name__}"), JSON
             await send(
                 {
                     "type": "http.response.start",
@@ -224,7 +228,10 @@ class InferenceApp:
         array = tensors.v1_instances(model, body)
         results, _ = await _run_model(model, {model.inputs[0].name: array})
         output = results[model.outputs[0].name]
-        return _json({"predictions": output.tolist()})
+        try:
+            return _json({"predictions": output.tolist()})
+        except ValueError:
+            raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry") from None
 
 
 def _timed_predict(model: Model, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
@@ -269,7 +276,7 @@ def _allow(method: str, allowed: str) -> None:
 
 
 def _json(body: Any, status: int = 200) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    return status, json.dumps(body, separators=(",", ":")).encode(), JSON
+    return status, json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), JSON
 
 
 def _error_body(message: str) -> bytes:

@@ -67,23 +67,30 @@ class ModelStats:
             }
 
 
-def as_triton(name: str, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """One entry of ``model_stats`` from a (possibly pool-summed) snapshot."""
-    inference_stats = snapshot.get("inference_stats", {})
+def as_triton(name: str, snapshot: Any) -> dict[str, Any]:
+    """One entry of ``model_stats`` from a (possibly pool-summed) snapshot.
+
+    Every field perf_analyzer reads is present whatever the snapshot lacks.
+    """
+    snapshot = snapshot if isinstance(snapshot, dict) else {}
+    durations = snapshot.get("inference_stats")
+    durations = durations if isinstance(durations, dict) else {}
     return {
         "name": name,
         "version": str(snapshot.get("version", "1")),
-        "last_inference": int(snapshot.get("last_inference", 0)),
-        "inference_count": int(snapshot.get("inference_count", 0)),
-        "execution_count": int(snapshot.get("execution_count", 0)),
+        "last_inference": _count(snapshot, "last_inference"),
+        "inference_count": _count(snapshot, "inference_count"),
+        "execution_count": _count(snapshot, "execution_count"),
         "inference_stats": {
-            key: {
-                "count": int(inference_stats.get(key, {}).get("count", 0)),
-                "ns": int(inference_stats.get(key, {}).get("ns", 0)),
-            }
+            key: {"count": _count(durations.get(key), "count"), "ns": _count(durations.get(key), "ns")}
             for key in DURATIONS
         },
         "batch_stats": [],
         "response_stats": {},
         "memory_usage": [],
     }
+
+
+def _count(mapping: Any, key: str) -> int:
+    value = mapping.get(key, 0) if isinstance(mapping, dict) else 0
+    return int(value) if isinstance(value, (int, float)) and value == value else 0

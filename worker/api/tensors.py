@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..models import Model, TensorSpec
-from .errors import bad_request
+from .errors import HTTPError, bad_request
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -35,6 +35,8 @@ def _load_json(data: bytes) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("malformed JSON: nested too deeply") from None
 
 
 def _shape(raw: object, where: str) -> tuple[int, ...]:
@@ -48,7 +50,7 @@ def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: s
         raise bad_request(f"{where}: needs 'data' or parameters.binary_data_size")
     try:
         array = np.asarray(data, dtype=spec.dtype)
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise bad_request(f"{where}: 'data' must be a (flat or nested) list of {spec.datatype} values") from None
     if array.size != math.prod(shape):
         raise bad_request(f"{where}: 'data' has {array.size} elements but shape {list(shape)} needs {math.prod(shape)}")
@@ -199,7 +201,12 @@ def encode_infer(
     if request.id is not None:
         response["id"] = request.id
     response["outputs"] = outputs
-    header = json.dumps(response, separators=(",", ":")).encode()
+    try:
+        header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        raise HTTPError(
+            500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry; ask for binary outputs"
+        ) from None
     if not blobs:
         return header, [(b"content-type", b"application/json")]
     return header + b"".join(blobs), [
@@ -256,7 +263,7 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
     (spec,) = model.inputs
     try:
         array = np.asarray(instances, dtype=spec.dtype)
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise bad_request(f"'instances' must be a list of equal-length lists of {spec.datatype} values") from None
     if not spec.accepts(array.shape):
         raise bad_request(f"'instances' has shape {list(array.shape)}, but {spec.name!r} needs {list(spec.shape)}")
