@@ -69,10 +69,23 @@ class Server:
             pass
 
 
+def _check_folder(folder: str) -> None:
+    """Refuse a folder where someone else could swap our socket for theirs."""
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"control folder {folder} is a symbolic link or not a folder")
+    shared_safely = bool(info.st_mode & stat.S_ISVTX)  # like /tmp: nobody replaces another's file
+    if info.st_uid != os.getuid() and not shared_safely:
+        raise PermissionError(f"control folder {folder} belongs to another user")
+    if info.st_mode & 0o022 and not shared_safely:
+        raise PermissionError(f"control folder {folder} is writable by other users")
+
+
 async def start_server(path: str, on_connect: ConnectCallback) -> Server:
     _check_length(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, mode=0o700, exist_ok=True)
+    _check_folder(folder)
     await _clear_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

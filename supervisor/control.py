@@ -68,9 +68,8 @@ class ControlServer:
         while True:
             request = await connection.receive()
             if isinstance(request, StatusRequest):
-                state = "stopping" if self.pool.stopping else "ready" if self.pool.all_ready() else "starting"
                 workers = [handle.describe() for handle in self.pool.workers.values()]
-                await connection.send(StatusReply(os.getpid(), self.url, state, workers))
+                await connection.send(StatusReply(os.getpid(), self.url, self.pool.state(), workers))
             elif isinstance(request, StopRequest):
                 if request.grace is not None and not (math.isfinite(request.grace) and request.grace >= 0):
                     await connection.send(Error("bad_request", "grace must be a finite number of seconds >= 0"))

@@ -90,6 +90,8 @@ class Pool:
         self.workers: dict[int, WorkerHandle] = {}
         self.stopping = False
         self.forced = False
+        #: Every worker has been ready at once: startup is over.
+        self.started = False
         self._changed = anyio.Event()
         self._ids = itertools.count(0)
         self._request_ids = itertools.count(1)
@@ -256,6 +258,14 @@ class Pool:
 
     def live(self) -> list[WorkerHandle]:
         return [h for h in self.workers.values() if h.state.alive]
+
+    def state(self) -> str:
+        """The pool's state in a word: starting, ready, degraded (a worker lost), stopping."""
+        if self.stopping:
+            return "stopping"
+        if self.all_ready():
+            return "ready"
+        return "degraded" if self.started else "starting"
 
     def all_ready(self) -> bool:
         return bool(self.workers) and all(h.state is State.READY for h in self.workers.values())

@@ -130,6 +130,7 @@ class Supervisor:
                 elif pool.any_failed():
                     exit_code = EXIT_ERROR
                 elif pool.all_ready():
+                    pool.started = True
                     logger.info(
                         "pool ready: %d workers serving %s (control: %s, pid %d)",
                         config.workers, address, config.control, os.getpid(),

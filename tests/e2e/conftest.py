@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
 from .harness import WINDOWS_PYTHON, Platform, Pool
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="e2e tests drive the supervisor from Linux")
-
 
 @pytest.fixture(params=["windows" if WINDOWS_PYTHON else "linux"])
 def platform(request):
-    """The platform the supervisor runs on: Linux, or Windows under Wine in the Windows suite."""
-    return Platform(request.param == "windows")
+    """The platform the supervisor runs on: Linux, or Windows under Wine in the Windows suite.
+
+    A test marked ``linux_supervisor(reason)`` needs the Linux one (POSIX signals, raw
+    sockets) and is skipped in the Windows suite.
+    """
+    windows = request.param == "windows"
+    marker = request.node.get_closest_marker("linux_supervisor")
+    if windows and marker is not None:
+        pytest.skip(marker.args[0])
+    return Platform(windows)
 
 
 @pytest.fixture

@@ -191,3 +191,49 @@ def test_error_bodies_are_exact_json(pool_url):
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert list(json.loads(body)) == ["error"]
+
+
+def test_what_perf_analyzer_reads(pool_url):
+    """perf_analyzer's binary is not installable here; this is its contract, read by read
+    (see ../shared/inference-protocol.md: model_parser.cc, inference_profiler.cc)."""
+
+    def get(path):
+        status, _, body = http("GET", f"{pool_url}{path}")
+        assert status == 200, (path, body)
+        return json.loads(body)
+
+    server = get("/v2")
+    assert isinstance(server["name"], str) and isinstance(server["version"], str)
+    meta = get("/v2/models/mlp")
+    config = get("/v2/models/mlp/config")
+    assert isinstance(config["max_batch_size"], int) and config["max_batch_size"] > 0
+    assert isinstance(config.get("platform", ""), str) and config.get("platform") != "ensemble"
+    assert "sequence_batching" not in config
+    meta_names = {t["name"] for t in meta["inputs"] + meta["outputs"]}
+    assert {t["name"] for t in config["input"] + config["output"]} <= meta_names
+
+    def queue_count():
+        (entry,) = get("/v2/models/mlp/stats")["model_stats"]
+        int(entry["version"])  # std::stoll
+        return entry["inference_stats"]["queue"]["count"]
+
+    before = queue_count()
+    # What it sends: an empty id, binary input, every output asked for in binary.
+    head = json.dumps(
+        {
+            "id": "",
+            "inputs": [
+                {"name": "INPUT0", "datatype": "FP32", "shape": [4, 64], "parameters": {"binary_data_size": 1024}}
+            ],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    status, response_headers, body = http(
+        "POST", f"{pool_url}/v2/models/mlp/infer", head + np.ones((4, 64), np.float32).tobytes(), headers
+    )
+    assert status == 200, body
+    length = int(response_headers["inference-header-content-length"])
+    assert json.loads(body[:length])["outputs"][0]["parameters"]["binary_data_size"] == 4 * 10 * 4
+    assert len(body) - length == 4 * 10 * 4
+    assert queue_count() == before + 1

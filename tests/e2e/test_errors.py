@@ -100,9 +100,8 @@ def test_unimportable_model_factory(launch):
     pool.assert_no_leftovers()
 
 
+@pytest.mark.linux_supervisor("raw bytes to a named pipe need the Windows interpreter")
 def test_hostile_control_client_does_not_hurt_the_pool(launch, platform):
-    if platform.windows:
-        pytest.skip("raw bytes to a named pipe need the Windows interpreter; covered on Linux")
     pool = launch(workers=1)
     pool.wait_ready()
     for garbage in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x03abc", b"\x00\x00\x00\x01\xc1", b"GET / HTTP/1.1\r\n\r\n"):
@@ -118,9 +117,8 @@ def test_hostile_control_client_does_not_hurt_the_pool(launch, platform):
 
 
 @pytest.mark.parametrize("grace", [float("nan"), float("inf"), -1.0])
+@pytest.mark.linux_supervisor("a raw client needs the Windows interpreter's transport")
 def test_control_requests_with_impossible_values_are_refused(launch, platform, grace):
-    if platform.windows:
-        pytest.skip("a raw client needs this interpreter's transport; covered on Linux")
     import anyio
 
     import ipc

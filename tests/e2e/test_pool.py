@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +13,7 @@ import pytest
 from .conftest import released, started_count
 from .harness import http, infer_body, wait_until
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+posix_signals = pytest.mark.linux_supervisor("POSIX signals")
 
 
 def gated_infer(url: str, results: list) -> threading.Thread:
@@ -69,10 +68,10 @@ def test_start_serve_status_stop(launch, platform):
     pool.assert_no_leftovers()
 
 
-@pytest.mark.parametrize("how", ["stop", pytest.param("ctrl-c", marks=posix_only)])
+@pytest.mark.parametrize(
+    "how", ["stop", pytest.param("ctrl-c", marks=pytest.mark.linux_supervisor("no console Ctrl+C for Wine from here"))]
+)
 def test_request_in_flight_completes(launch, gate, platform, how):
-    if platform.windows and how == "ctrl-c":
-        pytest.skip("a console's Ctrl+C is not deliverable to a Wine process from here")
     pool = launch("--model", "slow=tests.models:GatedModel", workers=1)
     url = pool.wait_ready()
     results: list = []
@@ -99,10 +98,8 @@ def test_request_in_flight_completes(launch, gate, platform, how):
     pool.assert_no_leftovers()
 
 
-@posix_only
+@pytest.mark.linux_supervisor("POSIX signals")
 def test_ctrl_c_stops_cleanly_and_workers_ignore_it(launch, platform):
-    if platform.windows:
-        pytest.skip("POSIX signals")
     pool = launch(workers=3)
     url = pool.wait_ready()
     pids = [w["pid"] for w in pool.status()["workers"]]
@@ -116,10 +113,20 @@ def test_ctrl_c_stops_cleanly_and_workers_ignore_it(launch, platform):
     del url
 
 
-@posix_only
+@pytest.mark.linux_supervisor("POSIX signals")
+def test_sigterm_takes_the_same_stop_path(launch, platform):
+    pool = launch(workers=2)
+    pool.wait_ready()
+    pool.process.terminate()  # SIGTERM, as a service manager or Kubernetes sends it
+    assert pool.wait_exit() == 0, pool.output
+    assert "SIGTERM: stopping gracefully" in pool.output
+    for worker in range(2):
+        assert f"worker {worker} stopped: 0 requests completed, 0 dropped (exit 0)" in pool.output
+    pool.assert_no_leftovers()
+
+
+@pytest.mark.linux_supervisor("POSIX signals")
 def test_second_ctrl_c_forces(launch, gate, platform):
-    if platform.windows:
-        pytest.skip("POSIX signals")
     pool = launch("--model", "slow=tests.models:GatedModel", "--grace", "60", workers=1)
     url = pool.wait_ready()
     results: list = []
@@ -152,10 +159,8 @@ def test_request_outliving_the_grace_period_is_dropped_and_reported(launch, gate
     pool.assert_no_leftovers()
 
 
-@posix_only
+@pytest.mark.linux_supervisor("SIGSTOP is how this test hangs a worker")
 def test_hung_worker_is_killed_after_the_grace_period(launch, platform):
-    if platform.windows:
-        pytest.skip("SIGSTOP is how this test hangs a worker")
     pool = launch(workers=2)
     pool.wait_ready()
     hung = pool.status()["workers"][0]["pid"]
@@ -190,4 +195,20 @@ def test_stop_while_workers_are_still_loading(launch, gate):
     assert stopper.returncode == 0, out + err
     assert pool.wait_exit() == 0, pool.output
     assert "stopped while loading" in pool.output
+    pool.assert_no_leftovers()
+
+
+@pytest.mark.linux_supervisor("kills a worker with a POSIX signal")
+def test_a_worker_lost_after_startup_leaves_the_pool_degraded_and_serving(launch, platform):
+    pool = launch(workers=2)
+    url = pool.wait_ready()
+    lost = pool.status()["workers"][1]["pid"]
+    os.kill(lost, signal.SIGKILL)  # the test's doing: a worker crashing
+    pool.wait_for_line(f"worker 1 \\(pid {lost}\\) exited unexpectedly")
+    report = pool.status()
+    assert report["state"] == "degraded"
+    assert [w["state"] for w in report["workers"]] == ["ready", "failed"]
+    assert http("POST", f"{url}/v2/models/mlp/infer", infer_body())[0] == 200
+    assert pool.cli("stop").returncode == 3  # not clean: a worker was lost
+    assert pool.wait_exit() == 3
     pool.assert_no_leftovers()

@@ -147,6 +147,25 @@ async def test_a_regular_file_is_not_overwritten(control_address):
         assert f.read() == "precious"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="socket files are a POSIX matter")
+@pytest.mark.parametrize("how", ["writable by other users", "another user", "symbolic link"])
+async def test_an_unsafe_control_folder_is_refused(tmp_path, how):
+    folder = tmp_path / "control"
+    if how == "symbolic link":
+        (tmp_path / "elsewhere").mkdir()
+        folder.symlink_to(tmp_path / "elsewhere")
+    else:
+        folder.mkdir(mode=0o700)
+    if how == "writable by other users":
+        folder.chmod(0o777)
+    if how == "another user":
+        if os.getuid() != 0:
+            pytest.skip("needs root to give the folder away")
+        os.chown(folder, 65534, 65534)
+    with pytest.raises(PermissionError, match=how):
+        await ipc.listen(str(folder / "c.sock"))
+
+
 def test_default_addresses_differ_by_name():
     assert ipc.default_address("a") != ipc.default_address("b")
     if sys.platform == "win32":

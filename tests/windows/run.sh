@@ -11,6 +11,16 @@ cd "$root"
 windows_python=$(bash tests/windows/prepare.sh | tail -n 1)
 export WINEPREFIX=${WINDOWS_ENV:-$root/.windows-env}/prefix WINEDEBUG=-all
 
+# One wineserver for the whole run, started here with no pipes attached. Otherwise the first
+# wine process of a moment starts it, and it inherits (and holds open for seconds) that
+# process's stdout: a test reading the output of a short `supervisor status` then waits on it.
+# Its services (winedevice.exe...) start with the first wine process too: boot them here, with
+# no pipes attached either.
+wineserver -k 2>/dev/null || true
+wineserver -p </dev/null >/dev/null 2>&1
+trap 'wineserver -k 2>/dev/null || true' EXIT
+wine wineboot </dev/null >/dev/null 2>&1
+
 echo "== Windows suite, part 1: in-process tests with $windows_python"
 # The Windows process wants a pipe for its output, not a file or a terminal.
 wine "$windows_python" -m pytest -p no:cacheprovider -q tests/ipc tests/windows </dev/null 2>&1 | cat
