@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install -q -e ".[test]"
+PERF_ANALYZER=$(bash tests/tools/get-perf-analyzer.sh)
+export PERF_ANALYZER
 echo "== Lint and types"
 python3 -m ruff check .
 python3 -m ruff format --check .

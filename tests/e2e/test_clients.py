@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,6 +16,8 @@ import pytest
 from worker.models import demo_model
 
 from .harness import http, infer_body
+
+PERF_ANALYZER = os.environ.get("PERF_ANALYZER")
 
 tritonhttp = pytest.importorskip("tritonclient.http")
 triton_utils = pytest.importorskip("tritonclient.utils")
@@ -193,8 +198,33 @@ def test_error_bodies_are_exact_json(pool_url):
     assert list(json.loads(body)) == ["error"]
 
 
+@pytest.mark.skipif(not PERF_ANALYZER, reason="set PERF_ANALYZER (tests/run.sh fetches it)")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_perf_analyzer(pool_url, mode):
+    """Triton's load generator, unchanged, against the pool."""
+    command = [
+        PERF_ANALYZER, "-m", "mlp", "-u", pool_url.removeprefix("http://"), "-i", "http", "-b", "2",
+        "--concurrency-range", "1" if mode == "sync" else "4",
+        "--measurement-mode", "count_windows", "--measurement-request-count", "100", "-s", "1000", "--max-trials", "3",
+    ]  # fmt: skip
+    if mode == "async":
+        command.append("-a")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    server = result.stdout.split("Server:")[-1]
+    inferences = int(re.search(r"Inference count: (\d+)", server).group(1))
+    executions = int(re.search(r"Execution count: (\d+)", server).group(1))
+    assert executions > 0 and inferences == 2 * executions  # batch of 2
+    if mode == "sync":
+        # Its server-side numbers are differences of /stats before and after each window; they
+        # match what the client sent (but for the requests crossing the window edges) only if
+        # /stats counts both workers. Per-worker counts would be about half, or negative.
+        client = int(re.search(r"Request count: (\d+)", result.stdout.split("Server:")[0]).group(1))
+        assert abs(executions - client) <= 2  # one request at each edge at most
+
+
 def test_what_perf_analyzer_reads(pool_url):
-    """perf_analyzer's binary is not installable here; this is its contract, read by read
+    """perf_analyzer's contract read by read, for any version of it
     (see ../shared/inference-protocol.md: model_parser.cc, inference_profiler.cc)."""
 
     def get(path):
