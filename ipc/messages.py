@@ -197,6 +197,8 @@ class Stopped(Message):
     completed: int
     dropped: int
     reason: str = "stop"
+    #: Requests answered over the worker's whole life.
+    served: int = 0
     #: Final statistics, as in StatsReport, so the pool's totals lose nothing at exit.
     models: dict[str, Any] = dataclasses.field(default_factory=dict)
 

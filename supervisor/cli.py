@@ -1,8 +1,8 @@
 """The ``supervisor`` command: ``start``, ``stop``, ``status``.
 
 Exit codes: 0 success; 1 an error the message explains (port in use, no supervisor running,
-a worker that failed to start); 2 bad usage; 3 the pool stopped but not cleanly (a worker was
-killed after the grace period, or exited with an error).
+a worker that failed to start); 2 bad usage; 3 the pool stopped but not cleanly (a request was
+dropped, a worker was lost or killed); 130 interrupted while waiting (stop, status).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from .run import EXIT_ERROR, EXIT_OK, EXIT_UNCLEAN, EXIT_USAGE, Supervisor, Supe
 from .sockets import parse_bind
 
 PROG = "supervisor"
+#: Ctrl+C while `stop` or `status` waits: the shell's convention, 128 + SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     except client.ControlError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `supervisor status | head -1`: the reader left; say nothing more, as cat would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,9 +229,12 @@ def _start(args: argparse.Namespace) -> int:
         if not os.path.isdir(folder):
             return _fail(f"--model-dir: no such folder {folder}")
         models.append("dir:" + os.path.abspath(folder))
+    control = settings["control"]
+    if control and sys.platform != "win32" and not os.path.isdir(os.path.dirname(os.path.abspath(control))):
+        return _fail(f"--control {control}: no such folder {os.path.dirname(os.path.abspath(control))}")
     host, port = settings["bind"]
     supervisor_config = SupervisorConfig(
-        control=settings["control"] or default_address(settings["name"]),
+        control=control or default_address(settings["name"]),
         workers=settings["workers"],
         host=host,
         port=port,
@@ -250,7 +259,8 @@ def _stop(args: argparse.Namespace, address: str) -> int:
     reply = anyio.run(client.stop, address, args.grace)
     for worker in reply.workers:
         detail = (
-            f"{worker.get('completed', 0)} completed, {worker.get('dropped', 0)} dropped"
+            f"{worker.get('completed', 0)} in-flight finished, {worker.get('dropped', 0)} dropped, "
+            f"{worker.get('served', 0)} served"
             if "completed" in worker
             else ""
         )

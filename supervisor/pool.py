@@ -77,6 +77,7 @@ class WorkerHandle:
         if self.report is not None:
             info["completed"] = self.report.completed
             info["dropped"] = self.report.dropped
+            info["served"] = self.report.served
         if self.failure is not None:
             info["failure"] = self.failure
         return info
@@ -316,8 +317,8 @@ class Pool:
     def _log_end(self, handle: WorkerHandle) -> None:
         if handle.state is State.STOPPED and handle.report is not None:
             logger.info(
-                "worker %d stopped: %d requests completed, %d dropped (exit %s)",
-                handle.id, handle.report.completed, handle.report.dropped, handle.exit_code,
+                "worker %d stopped: %d in-flight finished, %d dropped; %d served in all (exit %s)",
+                handle.id, handle.report.completed, handle.report.dropped, handle.report.served, handle.exit_code,
             )  # fmt: skip
         else:
             logger.info("worker %d %s (exit %s)", handle.id, handle.state.value, handle.exit_code)

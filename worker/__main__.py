@@ -4,11 +4,14 @@ import signal
 import sys
 
 # First, before anything slow: a terminal's Ctrl+C reaches every process in its foreground
-# group (every process on the console, on Windows). Only the supervisor acts on it; workers
-# drain when the supervisor tells them to, over the control channel.
+# group (every process on the console, on Windows), and a service manager's SIGTERM often goes
+# to the whole group too. Only the supervisor acts on them; workers drain when the supervisor
+# tells them to, over the control channel (and are killed by it as a last resort).
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 if sys.platform == "win32":
     signal.signal(signal.SIGBREAK, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 from worker.main import main  # noqa: E402
 

@@ -89,6 +89,7 @@ class Worker:
         if grace is None:
             logger.warning("control channel closed: the supervisor is gone; draining")
             grace = ORPHAN_GRACE
+        logger.info("stop received: draining %d requests in flight (grace %gs)", self.state.in_flight, grace)
         # Readiness turns 503 at once; hypercorn reads graceful_timeout when the trigger fires.
         self.state.draining = True
         self.config.graceful_timeout = grace
@@ -105,8 +106,8 @@ class Worker:
                 models = await anyio.to_thread.run_sync(load_models, list(self.settings.get("models", [])))
             except Exception as exc:
                 message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
-                logger.error("cannot load models: %s", message)
-                await self.link.send(Error("model_load", message))
+                if not await self.link.send(Error("model_load", message)):
+                    logger.error("cannot load models: %s", message)  # else the supervisor says it
                 code = 1
             else:
                 try:
@@ -146,5 +147,6 @@ class Worker:
             await http.serve(app, self.config, self.sock, shutdown.wait)
             tg.cancel_scope.cancel()
         completed = self.state.completed - completed_before_drain
-        logger.info("drained: %d requests completed, %d dropped", completed, self.state.dropped)
-        await self.link.send(Stopped(completed, self.state.dropped, models=app.own_stats()))
+        logger.info("drained: %d in-flight requests finished, %d dropped", completed, self.state.dropped)
+        served = self.state.completed
+        await self.link.send(Stopped(completed, self.state.dropped, served=served, models=app.own_stats()))

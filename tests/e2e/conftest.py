@@ -46,15 +46,18 @@ def launch(platform, tmp_path, gate):
 
     yield start
     (gate / "open").touch()
+    left: list = []
     for pool in pools:
-        if pool.process.poll() is None:
-            pool.cli("stop", "--grace", "5")
         try:
-            pool.process.wait(30)
+            if pool.process.poll() is None:
+                pool.cli("stop", "--grace", "5", timeout=30)
+                pool.process.wait(30)
         except Exception:
-            pass
-        pool.kill_everything()
-        assert not pool.leftovers(), f"processes left behind: {pool.leftovers()}"
+            pass  # whatever went wrong, the kill below still runs
+        finally:
+            pool.kill_everything()
+            left += pool.leftovers()
+    assert not left, f"processes left behind: {left}"
 
 
 def released(gate) -> None:

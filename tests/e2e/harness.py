@@ -58,12 +58,13 @@ class Platform:
         """``path`` as the supervisor's interpreter spells it."""
         return "Z:" + path.replace("/", "\\") if self.windows else path
 
-    def control_address(self, tmp_path: str) -> str:
+    def control_address(self, tmp_path: str | None = None) -> str:
+        """A fresh control address: in ``tmp_path`` if given and short enough, else unique in /tmp."""
         tag = uuid.uuid4().hex[:12]
         if self.windows:
             return rf"\\.\pipe\inference-supervisor-e2e-{tag}"
-        path = os.path.join(tmp_path, "control.sock")
-        return path if len(path) < 100 else f"/tmp/is-e2e-{tag}.sock"
+        path = os.path.join(tmp_path, "control.sock") if tmp_path else ""
+        return path if path and len(path) < 100 else f"/tmp/is-e2e-{tag}.sock"
 
     def env(self, extra: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -117,10 +118,14 @@ class Pool:
                 for line in self.lines:
                     if match := regex.search(line):
                         return match
-            if self.process.poll() is not None and not self._reader.is_alive():
-                raise AssertionError(
-                    f"supervisor exited ({self.process.returncode}) before {pattern!r}:\n{self.output}"
-                )
+            if self.process.poll() is not None:
+                # Its last lines may still be in the pipe (an orphan may hold it open: don't wait
+                # for end of file).
+                self._reader.join(2)
+                with self._lock:
+                    if any(regex.search(line) for line in self.lines):
+                        return next(m for line in self.lines if (m := regex.search(line)))
+                raise AssertionError(f"supervisor exited ({self.process.returncode}) before {pattern!r}")
             return None
 
         try:
@@ -192,6 +197,12 @@ class Pool:
         wait_until(lambda: not self.leftovers(), timeout, "every process of the pool to exit")
 
     def kill_everything(self) -> None:
+        if not self.platform.windows and self.process.poll() is None:
+            # Still alive, so its process group (its own session) is still the pool's.
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for process in self.background:
             if process.poll() is None:
                 process.kill()

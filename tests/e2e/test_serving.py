@@ -93,7 +93,7 @@ def test_a_busy_model_does_not_block_the_worker(launch, gate):
 
 
 def test_readiness_turns_503_before_the_worker_stops_accepting(launch):
-    pool = launch("--drain-delay", "10", "--grace", "5", workers=1)
+    pool = launch("--drain-delay", "15", "--grace", "5", workers=1)
     url = pool.wait_ready()
     stopper = pool.cli_background("stop")
     pool.wait_for_line("stopping: draining 1 workers")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -373,10 +372,6 @@ async def test_model_exception_is_a_500_not_a_dead_worker():
     app = InferenceApp([model], ServingState())
     response = await call(app, "POST", "/v2/models/mlp/infer", infer_json())
     assert response.status == 500 and "ZeroDivisionError: boom" in response.json()["error"]
-
-
-def test_binary_layout_is_little_endian():
-    assert struct.pack("<f", 1.0) == np.array([1.0], "<f4").tobytes()
 
 
 async def test_deeply_nested_json_is_a_400(app):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -41,6 +42,8 @@ class MLP(Model):
 
     @classmethod
     def from_npz(cls, name: str, path: str | os.PathLike[str]) -> MLP:
+        if not zipfile.is_zipfile(path):
+            raise ModelError(f"model {name!r}: {os.fspath(path)} is not a .npz weights file (numpy.savez writes them)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
