@@ -14,6 +14,7 @@ from ipc.messages import StopReply
 
 from .control import ControlServer
 from .interrupts import interrupts_to
+from .lifecycle import State
 from .pool import Pool
 from .sockets import BindError, bind, url
 
@@ -109,43 +110,50 @@ class Supervisor:
             await listener.aclose()
 
     async def _supervise(self, listener: ipc.Listener, listen_socket: Any) -> int:
-        config = self.config
-        pool = self.pool = Pool(listen_socket, config.control, config.worker_settings())
+        pool = self.pool = Pool(listen_socket, self.config.control, self.config.worker_settings())
         address = url(listen_socket)
         control = ControlServer(listener, pool, address, self._stop_for_client)
-        exit_code = EXIT_OK
         async with anyio.create_task_group() as tg:
             tg.start_soon(control.serve, tg)
             with interrupts_to(self._on_interrupt):
-                for _ in range(config.workers):
+                for _ in range(self.config.workers):
                     pool.spawn(tg)
-                with anyio.move_on_after(config.ready_timeout) as startup:
-                    await pool.wait_until(
-                        lambda: pool.all_ready() or pool.any_failed() or self._stop_requested.is_set()
-                    )
-                if startup.cancelled_caught:
-                    late = [str(h.id) for h in pool.workers.values() if h.state.alive and h.state.name != "READY"]
-                    logger.error("workers %s not ready after %gs", ", ".join(late), config.ready_timeout)
-                    exit_code = EXIT_ERROR
-                elif pool.any_failed():
-                    exit_code = EXIT_ERROR
-                elif pool.all_ready():
-                    pool.started = True
-                    logger.info(
-                        "pool ready: %d workers serving %s (control: %s, pid %d)",
-                        config.workers, address, config.control, os.getpid(),
-                    )  # fmt: skip
+                exit_code = await self._start_up(pool, address)
                 if exit_code == EXIT_OK:
                     await self._stop_requested.wait()
-                clean = await pool.stop(self.grace)
-                if exit_code == EXIT_OK and not clean:
-                    exit_code = EXIT_UNCLEAN
-                self._reply = StopReply([h.describe() for h in pool.workers.values()], clean)
-                self._stopped.set()
-                await listener.aclose()
-                if self._clients_waiting:
-                    with anyio.move_on_after(REPLY_WINDOW):
-                        await self._all_replied.wait()
-                logger.info("stopped%s", "" if exit_code == EXIT_OK else f" (exit code {exit_code})")
+                exit_code = await self._shut_down(pool, listener, exit_code)
             tg.cancel_scope.cancel()
+        return exit_code
+
+    async def _start_up(self, pool: Pool, address: str) -> int:
+        """Wait for every worker's Ready (or a failure, or a stop) under the ready timeout."""
+        config = self.config
+        with anyio.move_on_after(config.ready_timeout) as startup:
+            await pool.wait_until(lambda: pool.all_ready() or pool.any_failed() or self._stop_requested.is_set())
+        if startup.cancelled_caught:
+            late = [str(h.id) for h in pool.workers.values() if h.state.alive and h.state is not State.READY]
+            logger.error("workers %s not ready after %gs", ", ".join(late), config.ready_timeout)
+            return EXIT_ERROR
+        if pool.any_failed():
+            return EXIT_ERROR  # the pool has said which worker and why
+        if pool.all_ready():
+            pool.started = True
+            logger.info(
+                "pool ready: %d workers serving %s (control: %s, pid %d)",
+                config.workers, address, config.control, os.getpid(),
+            )  # fmt: skip
+        return EXIT_OK
+
+    async def _shut_down(self, pool: Pool, listener: ipc.Listener, exit_code: int) -> int:
+        """Stop the pool, answer whoever asked for the stop, and say how it ended."""
+        clean = await pool.stop(self.grace)
+        if exit_code == EXIT_OK and not clean:
+            exit_code = EXIT_UNCLEAN
+        self._reply = StopReply([h.describe() for h in pool.workers.values()], clean)
+        self._stopped.set()
+        await listener.aclose()
+        if self._clients_waiting:
+            with anyio.move_on_after(REPLY_WINDOW):
+                await self._all_replied.wait()
+        logger.info("stopped%s", "" if exit_code == EXIT_OK else f" (exit code {exit_code})")
         return exit_code

@@ -28,12 +28,16 @@ class GatedModel(Model):
         self.name = name
         self.gate = os.environ[GATE_ENV]
 
-    def predict(self, inputs):
-        with open(os.path.join(self.gate, f"started-{uuid.uuid4().hex}"), "w"):
-            pass
+    def wait_at_gate(self) -> None:
+        """Until the test opens the gate (a minute at most): the model's own slowness."""
         deadline = time.monotonic() + 60
         while not os.path.exists(os.path.join(self.gate, "open")) and time.monotonic() < deadline:
             time.sleep(0.005)
+
+    def predict(self, inputs):
+        with open(os.path.join(self.gate, f"started-{uuid.uuid4().hex}"), "w"):
+            pass
+        self.wait_at_gate()
         return {"OUTPUT0": np.asarray(inputs["INPUT0"]) * 2}
 
 
@@ -54,9 +58,7 @@ class SlowLoadingModel(GatedModel):
     """Its load() waits at the gate: a worker that takes its time to become ready."""
 
     def load(self) -> None:
-        deadline = time.monotonic() + 60
-        while not os.path.exists(os.path.join(self.gate, "open")) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        self.wait_at_gate()
 
 
 class NaNModel(Model):
