@@ -1,12 +1,13 @@
-"""Throughput of the pool by worker count, as ratios against one worker measured in the same run.
+"""Throughput of the pool by worker count, as ratios against bare hypercorn in the same run.
 
     python benchmarks/throughput.py [--workers 1 2 4] [--seconds 5] [--connections 16] [--rows 1]
 
-Starts ``supervisor start --workers N`` for each N, loads it with wrk (Debian's ``wrk``) over
-keep-alive connections with V2 JSON infer requests for the demo model, and prints one row per
-N: requests/s, latency percentiles, and the ratio to the first N. This machine is shared and
-noisy: read the ratios, not the absolute numbers. Results go to benchmarks/results/ as CSV,
-and as a PNG when matplotlib is installed.
+First the baseline: the same inference app served by one bare hypercorn process, no
+supervisor. Then ``supervisor start --workers N`` for each N. Each is loaded with wrk (Debian's
+``wrk``) over keep-alive connections with V2 JSON infer requests for the demo model; one row
+each: requests/s, latency percentiles, and the ratio to the baseline. This machine is shared
+and noisy: read the ratios, not the absolute numbers. Results go to benchmarks/results/ as
+CSV, and as a PNG when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,29 @@ def start_pool(workers: int, control: str) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit(f"the pool with {workers} workers did not become ready")
 
 
+def start_bare() -> tuple[subprocess.Popen[str], str]:
+    """One hypercorn process serving the worker's app, with no supervisor around it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "benchmarks.bare_app:app", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("bare hypercorn did not start")
+
+
 def stop_pool(process: subprocess.Popen[str], control: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "supervisor", "stop", "--control", control], cwd=ROOT, capture_output=True, timeout=60
@@ -100,39 +125,38 @@ def main() -> int:
         script = os.path.join(tmp, "infer.lua")
         with open(script, "w") as f:
             f.write(LUA % body)
+
+        def load(url: str) -> dict[str, float]:
+            command = ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", script]
+            result = subprocess.run(
+                [*command, f"{url}/v2/models/mlp/infer"], capture_output=True, text=True, timeout=args.seconds + 60
+            )
+            return parse_wrk(result.stdout)
+
+        process, url = start_bare()
+        try:
+            rows.append({"server": "bare hypercorn, 1 process", **load(url)})
+        finally:
+            process.terminate()
+            process.wait(30)
         for workers in args.workers:
             control = os.path.join(tmp, f"bench-{workers}.sock")
             process, url = start_pool(workers, control)
             try:
-                result = subprocess.run(
-                    [
-                        "wrk",
-                        "-t2",
-                        f"-c{args.connections}",
-                        f"-d{args.seconds}s",
-                        "--latency",
-                        "-s",
-                        script,
-                        f"{url}/v2/models/mlp/infer",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=args.seconds + 60,
-                )
+                rows.append({"server": f"supervisor, {workers} workers", **load(url)})
             finally:
                 stop_pool(process, control)
-            rows.append({"workers": workers, **parse_wrk(result.stdout)})
     base = rows[0]["rps"]
     cores = os.cpu_count()
     print(
         f"V2 JSON infer, demo model, batch {args.rows}, "
         f"{args.connections} connections, {args.seconds}s each, {cores} cores"
     )
-    print(f"{'workers':>7}  {'req/s':>9}  {'vs first':>8}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}")
+    print(f"{'server':<26}  {'req/s':>9}  {'vs bare':>8}  {'p50 ms':>7}  {'p99 ms':>7}  {'errors':>6}")
     for row in rows:
         ratio = row["rps"] / base
         print(
-            f"{row['workers']:>7}  {row['rps']:>9.0f}  {ratio:>7.2f}x  "
+            f"{row['server']:<26}  {row['rps']:>9.0f}  {ratio:>7.2f}x  "
             f"{row['p50_ms']:>7.2f}  {row['p99_ms']:>7.2f}  {row['errors']:>6.0f}"
         )
     os.makedirs(RESULTS, exist_ok=True)
@@ -149,9 +173,8 @@ def main() -> int:
         print("(matplotlib not installed: no plot; the CSV is in benchmarks/results/)")
         return 0
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar([str(r["workers"]) for r in rows], [r["rps"] / base for r in rows])
-    ax.set_xlabel("workers")
-    ax.set_ylabel(f"throughput vs {rows[0]['workers']} worker(s)")
+    ax.barh([str(r["server"]) for r in rows], [r["rps"] / base for r in rows])
+    ax.set_xlabel("throughput vs bare hypercorn")
     ax.set_title("V2 JSON infer, demo model")
     fig.tight_layout()
     fig.savefig(os.path.join(RESULTS, "throughput.png"))

@@ -26,14 +26,15 @@ def test_the_kserve_failure_reproduces_here():
         loop.close()
 
 
-def test_interrupts_reach_the_loop_without_add_signal_handler():
+@pytest.mark.parametrize("name", ["SIGINT", "SIGBREAK"])  # Ctrl+C, Ctrl+Break
+def test_interrupts_reach_the_loop_without_add_signal_handler(name):
     async def main():
         got = asyncio.Queue()
         with interrupts_to(got.put_nowait):
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(getattr(signal, name))
             return await asyncio.wait_for(got.get(), 10)
 
-    assert asyncio.run(main()) == "SIGINT"
+    assert asyncio.run(main()) == name
 
 
 def test_handlers_are_restored():
