@@ -23,6 +23,8 @@ logger = logging.getLogger("worker")
 
 #: Drain time when the supervisor vanishes without saying how long.
 ORPHAN_GRACE = 10.0
+#: A supervisor that does not welcome and configure a worker in this time is not coming.
+HANDSHAKE_TIMEOUT = 30.0
 
 
 def listening_socket(configure: Configure) -> socket.socket:
@@ -58,8 +60,12 @@ async def run_worker(address: str, worker_id: int) -> int:
     async with connection:
         link = SupervisorLink(connection)
         try:
-            configure = await link.handshake(worker_id)
+            with anyio.fail_after(HANDSHAKE_TIMEOUT):
+                configure = await link.handshake(worker_id)
             sock = listening_socket(configure)
+        except TimeoutError:
+            logger.error("cannot join the pool: the supervisor did not answer in %gs", HANDSHAKE_TIMEOUT)
+            return 1
         except (HandshakeError, ipc.IPCError, OSError) as exc:
             logger.error("cannot join the pool: %s", exc)
             return 1
