@@ -216,11 +216,12 @@ def test_perf_analyzer(pool_url, mode):
     executions = int(re.search(r"Execution count: (\d+)", server).group(1))
     assert executions > 0 and inferences == 2 * executions  # batch of 2
     if mode == "sync":
-        # Its server-side numbers are differences of /stats before and after each window; they
-        # match what the client sent (but for the requests crossing the window edges) only if
-        # /stats counts both workers. Per-worker counts would be about half, or negative.
+        # Its server-side numbers are differences of /stats taken around its measurement
+        # windows, while the load goes on between windows: they track what the client sent
+        # closely, but only if /stats counts both workers. Per-worker counts would be about
+        # half, or jump about as the answering worker changes.
         client = int(re.search(r"Request count: (\d+)", result.stdout.split("Server:")[0]).group(1))
-        assert abs(executions - client) <= 2  # one request at each edge at most
+        assert abs(executions - client) <= 0.1 * client, (executions, client)
 
 
 def test_what_perf_analyzer_reads(pool_url):
