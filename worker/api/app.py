@@ -140,7 +140,7 @@ class InferenceApp:
             if action is None:
                 return _json(tensors.model_metadata(model))
             if action == "/ready":
-                return self._ready(model, {"name": model.name, "ready": not self.state.draining})
+                return self._ready(model)
             if action == "/config":
                 return _json(tensors.model_config(model))
             return _json({"model_stats": await self._model_stats([model.name])})
@@ -152,7 +152,7 @@ class InferenceApp:
             if match["verb"] == ":explain":
                 raise not_found(f"model {model.name!r} has no explainer")
             _allow(method, "GET")
-            return self._ready(model, {"name": model.name, "ready": not self.state.draining})
+            return self._ready(model)
         raise not_found(f"no route for {method} {path}")
 
     def _model(self, name: str, version: str | None) -> Model:
@@ -163,8 +163,9 @@ class InferenceApp:
             raise not_found(f"model {name!r} has no version {version!r}")
         return model
 
-    def _ready(self, model: Model, body: dict[str, Any]) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        return _json(body, 503 if self.state.draining else 200)
+    def _ready(self, model: Model) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Model readiness, V1 and V2 alike: 503 from the moment this worker drains."""
+        return _json({"name": model.name, "ready": not self.state.draining}, 503 if self.state.draining else 200)
 
     async def _model_stats(self, names: list[str]) -> list[dict[str, Any]]:
         own = self.own_stats()
