@@ -21,6 +21,10 @@ assert sys.platform != "win32"
 # sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
 MAX_PATH_BYTES = 103 if sys.platform == "darwin" else 107
 
+#: Connections the kernel queues before the supervisor accepts them (capped by somaxconn):
+#: a burst of clients beyond it is refused at connect, and the client retries.
+BACKLOG = 1024
+
 ConnectCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
 
 
@@ -100,5 +104,5 @@ async def start_server(path: str, on_connect: ConnectCallback) -> Server:
         if exc.errno == getattr(os, "EADDRINUSE", 98):
             raise AddressInUseError(f"control address {path} is in use") from exc
         raise
-    server = await asyncio.start_unix_server(on_connect, sock=sock)
+    server = await asyncio.start_unix_server(on_connect, sock=sock, backlog=BACKLOG)
     return Server(server, path)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from .errors import MalformedFrameError, VersionMismatchError
 from .messages import Hello
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+#: 2: typed worker settings in Configure, heartbeats, slot generations in Hello.
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({2})
 ROLES = frozenset({"worker", "client"})
 
 
@@ -25,5 +26,5 @@ def check_hello(hello: Hello) -> None:
         )
     if hello.role not in ROLES:
         raise MalformedFrameError(f"unknown role {hello.role!r}")
-    if hello.role == "worker" and hello.worker_id is None:
-        raise MalformedFrameError("a worker's Hello must carry its worker_id")
+    if hello.role == "worker" and (hello.worker_id is None or hello.generation is None):
+        raise MalformedFrameError("a worker's Hello must carry its worker_id and generation")

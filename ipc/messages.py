@@ -3,16 +3,19 @@
 A message travels as a msgpack map: ``{"kind": <tag>, <field>: <value>, ...}``. The tag table
 (:data:`KINDS`) maps tags to classes. Decoding checks every field against its annotation, so a
 hostile or buggy peer gets a :class:`~ipc.errors.MalformedFrameError`, never a crash deep inside
-a handler. Unknown extra fields are ignored: a newer peer may add optional fields without a
-version bump. A new kind of message needs a new tag and, when an older peer must not receive
-it, a version check at the handshake.
+a handler. A field may itself be a frozen dataclass (a record such as
+:class:`~ipc.settings.WorkerSettings` or :class:`WorkerStatus`), or a list of them: it travels as
+a map and is checked the same way, settings against their declared bounds too.
+
+Unknown extra fields are ignored: a newer peer may add optional fields without a version bump.
+A new kind of message needs a new tag and, when an older peer must not receive it, a version
+check at the handshake.
 
 Who sends what::
 
     any side               Hello, Welcome, Error
-    supervisor -> worker   Configure, Stop, StatsRequest
-    worker -> supervisor   Ready, Stopped, StatsReport, PoolStatsRequest
-    supervisor -> worker   PoolStatsReply
+    supervisor -> worker   Configure, Stop, StatsRequest, PoolStatsReply
+    worker -> supervisor   Ready, Heartbeat, Stopped, StatsReport, PoolStatsRequest
     client -> supervisor   StatusRequest, StopRequest
     supervisor -> client   StatusReply, StopReply
 """
@@ -20,11 +23,14 @@ Who sends what::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
+from . import settings
 from .errors import MalformedFrameError, UnknownMessageError
+from .settings import WorkerSettings
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,10 +41,19 @@ class Message:
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack-ready map for this message."""
-        wire: dict[str, Any] = {"kind": self.kind}
-        for field in dataclasses.fields(self):
-            wire[field.name] = getattr(self, field.name)
-        return wire
+        return {"kind": self.kind, **_fields_to_wire(self)}
+
+
+def _fields_to_wire(record: Any) -> dict[str, Any]:
+    return {field.name: _to_wire(getattr(record, field.name)) for field in dataclasses.fields(record)}
+
+
+def _to_wire(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields_to_wire(value)
+    if isinstance(value, list):
+        return [_to_wire(item) for item in value]
+    return value
 
 
 def from_wire(wire: object) -> Message:
@@ -51,8 +66,16 @@ def from_wire(wire: object) -> Message:
     cls = KINDS.get(kind)
     if cls is None:
         raise UnknownMessageError(f"unknown message kind {kind!r}")
+    return _build(cls, wire, kind)
+
+
+R = TypeVar("R")
+
+
+def _build(cls: type[R], wire: dict[Any, Any], where: str) -> R:
+    """An instance of the dataclass ``cls`` from its map, every field checked."""
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         if field.name in wire:
             value = wire[field.name]
         elif field.default is not dataclasses.MISSING:
@@ -60,11 +83,13 @@ def from_wire(wire: object) -> Message:
         elif field.default_factory is not dataclasses.MISSING:
             value = field.default_factory()
         else:
-            raise MalformedFrameError(f"{kind}: missing field {field.name!r}")
+            raise MalformedFrameError(f"{where}: missing field {field.name!r}")
         hint = _hints(cls)[field.name]
-        if not _conforms(value, hint):
-            raise MalformedFrameError(f"{kind}: field {field.name!r} has a value of type {type(value).__name__}")
-        values[field.name] = value
+        value = _convert(value, hint, f"{where}: field {field.name!r}")
+        try:
+            values[field.name] = settings.check(field, hint, value)
+        except ValueError as exc:
+            raise MalformedFrameError(f"{where}: field {field.name!r} {exc}") from None
     return cls(**values)
 
 
@@ -93,8 +118,28 @@ def _plain(value: object, depth: int = 0) -> bool:
     return False
 
 
+def _convert(value: object, hint: Any, where: str) -> Any:
+    """``value`` (as msgpack decoded it) as the annotation ``hint`` wants it, or a protocol error."""
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise MalformedFrameError(f"{where} must be a map, not {type(value).__name__}")
+        return _build(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise MalformedFrameError(f"{where} must be a list, not {type(value).__name__}")
+        return [_convert(v, item, where) for v in value]
+    if _conforms(value, hint):
+        if isinstance(value, float) and not math.isfinite(value):
+            # No field of this protocol means anything by NaN or infinity.
+            raise MalformedFrameError(f"{where} must be a finite number, not {value}")
+        return value
+    raise MalformedFrameError(f"{where} has a value of type {type(value).__name__}")
+
+
 def _conforms(value: object, hint: Any) -> bool:
-    """Whether ``value`` (as msgpack decoded it) fits the annotation ``hint``."""
+    """Whether ``value`` fits the annotation ``hint`` (a plain, non-record type)."""
     if hint is Any:
         return _plain(value)
     origin = typing.get_origin(hint)
@@ -122,8 +167,9 @@ def _conforms(value: object, hint: Any) -> bool:
 class Hello(Message):
     """First message of every connection, from the side that connected.
 
-    Its fields never change meaning across protocol versions, so any version can read it.
-    ``role`` is ``"worker"`` or ``"client"``; a worker also names its ``worker_id``.
+    Its first three fields never change meaning across protocol versions, so any version can
+    read them. ``role`` is ``"worker"`` or ``"client"``; a worker also names its slot
+    (``worker_id``) and the ``generation`` of that slot it was spawned as.
     """
 
     kind: ClassVar[str] = "hello"
@@ -131,6 +177,7 @@ class Hello(Message):
     role: str
     pid: int
     worker_id: int | None = None
+    generation: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,6 +197,15 @@ class Error(Message):
     code: str
     message: str
 
+    #: The codes this version sends.
+    PROTOCOL: ClassVar[str] = "protocol"
+    TIMEOUT: ClassVar[str] = "timeout"
+    BAD_REQUEST: ClassVar[str] = "bad_request"
+    UNKNOWN_WORKER: ClassVar[str] = "unknown_worker"
+    #: A worker joining a pool that has begun to stop: it exits without serving.
+    STOPPING: ClassVar[str] = "stopping"
+    MODEL_LOAD: ClassVar[str] = "model_load"
+
 
 # --- supervisor <-> worker -------------------------------------------------------------------
 
@@ -163,7 +219,7 @@ class Configure(Message):
     """
 
     kind: ClassVar[str] = "configure"
-    settings: dict[str, Any]
+    settings: WorkerSettings
     listen_fd: int | None = None
     listen_share: bytes | None = None
 
@@ -175,6 +231,20 @@ class Ready(Message):
     kind: ClassVar[str] = "ready"
     pid: int
     models: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    """Sent by the worker's event loop every ``heartbeat_interval``: it is alive and how busy.
+
+    ``loop_lag`` is how late, in seconds, the loop woke up to send it; ``rss`` the worker's
+    resident memory in bytes (0 where the platform does not say).
+    """
+
+    kind: ClassVar[str] = "heartbeat"
+    in_flight: int
+    loop_lag: float
+    rss: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -201,6 +271,8 @@ class Stopped(Message):
     served: int = 0
     #: Final statistics, as in StatsReport, so the pool's totals lose nothing at exit.
     models: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Orders this worker's statistics snapshots (see StatsReport).
+    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,11 +285,16 @@ class StatsRequest(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatsReport(Message):
-    """A worker's cumulative statistics per model; ``request_id`` 0 when unsolicited."""
+    """A worker's cumulative statistics per model; ``request_id`` 0 when unsolicited.
+
+    ``seq`` grows with every snapshot a worker takes, so the supervisor keeps the newest
+    whatever order the snapshots arrive in.
+    """
 
     kind: ClassVar[str] = "stats_report"
     request_id: int
     models: dict[str, Any]
+    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -227,6 +304,7 @@ class PoolStatsRequest(Message):
     kind: ClassVar[str] = "pool_stats_request"
     request_id: int
     models: dict[str, Any]
+    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,19 +320,47 @@ class PoolStatsReply(Message):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """One worker process as the supervisor sees it: a row of ``status``, a line of ``stop``.
+
+    Not a message of its own: ``StatusReply`` and ``StopReply`` carry lists of them.
+    """
+
+    slot: int
+    generation: int
+    pid: int | None
+    state: str
+    #: Seconds since it was spawned.
+    uptime: float = 0.0
+    #: How many times its slot has been refilled after a loss.
+    restarts: int = 0
+    in_flight: int = 0
+    #: Seconds since the supervisor last heard from it; None before it has said anything.
+    heartbeat_age: float | None = None
+    rss: int = 0
+    exit_code: int | None = None
+    #: Its drain, once it has reported one: finished, cut off, and answered in all.
+    completed: int | None = None
+    dropped: int | None = None
+    served: int | None = None
+    #: Why it failed or was killed, in a few words.
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class StatusRequest(Message):
     kind: ClassVar[str] = "status_request"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatusReply(Message):
-    """The pool as the supervisor sees it; each worker a map with at least pid and state."""
+    """The pool as the supervisor sees it: its state and every worker process it has."""
 
     kind: ClassVar[str] = "status_reply"
     supervisor_pid: int
     url: str
     state: str
-    workers: list[dict[str, Any]]
+    workers: list[WorkerStatus]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -270,7 +376,7 @@ class StopReply(Message):
     """Sent once every worker has exited: how each one ended."""
 
     kind: ClassVar[str] = "stop_reply"
-    workers: list[dict[str, Any]]
+    workers: list[WorkerStatus]
     clean: bool
 
 
@@ -279,7 +385,7 @@ KINDS: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (
         Hello, Welcome, Error,
-        Configure, Ready, Stop, Stopped,
+        Configure, Ready, Heartbeat, Stop, Stopped,
         StatsRequest, StatsReport, PoolStatsRequest, PoolStatsReply,
         StatusRequest, StatusReply, StopRequest, StopReply,
     )

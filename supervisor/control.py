@@ -13,7 +13,6 @@ import os
 from collections.abc import Awaitable, Callable
 
 import anyio
-import anyio.abc
 
 import ipc
 from ipc.handshake import check_hello
@@ -23,29 +22,30 @@ from .pool import Pool
 
 logger = logging.getLogger("supervisor")
 
-#: A connection must say Hello within this time.
-HANDSHAKE_TIMEOUT = 10.0
-
 #: Stops the pool and sends the StopReply on the connection once it has stopped.
 StopHandler = Callable[[ipc.Connection, float | None], Awaitable[None]]
 
 
 class ControlServer:
-    def __init__(self, listener: ipc.Listener, pool: Pool, url: str, on_stop: StopHandler) -> None:
+    def __init__(
+        self, listener: ipc.Listener, pool: Pool, url: str, on_stop: StopHandler, handshake_timeout: float
+    ) -> None:
         self.listener = listener
         self.pool = pool
         self.url = url
         self._on_stop = on_stop
+        self._handshake_timeout = handshake_timeout
 
-    async def serve(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Accept connections until cancelled, each in its own task of ``task_group``."""
-        async for connection in self.listener:
-            task_group.start_soon(self._handle, connection)
+    async def serve(self) -> None:
+        """Accept connections until cancelled, each served by a task of this server's own."""
+        async with anyio.create_task_group() as task_group:
+            async for connection in self.listener:
+                task_group.start_soon(self._handle, connection)
 
     async def _handle(self, connection: ipc.Connection) -> None:
         async with connection:
             try:
-                with anyio.fail_after(HANDSHAKE_TIMEOUT):
+                with anyio.fail_after(self._handshake_timeout):
                     hello = await connection.receive_a(Hello)
                 check_hello(hello)
                 if hello.role == "worker":
@@ -55,9 +55,9 @@ class ControlServer:
                     await self._serve_client(connection)
             except ipc.ProtocolError as exc:
                 logger.warning("control: refused a connection: %s", exc)
-                await _try_send(connection, Error("protocol", str(exc)))
+                await _try_send(connection, Error(Error.PROTOCOL, str(exc)))
             except TimeoutError:
-                await _try_send(connection, Error("timeout", "no hello within the handshake timeout"))
+                await _try_send(connection, Error(Error.TIMEOUT, "no hello within the handshake timeout"))
             except ipc.ConnectionClosedError:
                 pass
             except Exception:
@@ -68,16 +68,16 @@ class ControlServer:
         while True:
             request = await connection.receive()
             if isinstance(request, StatusRequest):
-                workers = [handle.describe() for handle in self.pool.workers.values()]
-                await connection.send(StatusReply(os.getpid(), self.url, self.pool.state(), workers))
+                status = StatusReply(os.getpid(), self.url, self.pool.state.value, self.pool.status())
+                await connection.send(status)
             elif isinstance(request, StopRequest):
                 if request.grace is not None and not (math.isfinite(request.grace) and request.grace >= 0):
-                    await connection.send(Error("bad_request", "grace must be a finite number of seconds >= 0"))
+                    await connection.send(Error(Error.BAD_REQUEST, "grace must be a finite number of seconds >= 0"))
                     continue
                 await self._on_stop(connection, request.grace)
                 return
             else:
-                await connection.send(Error("bad_request", f"a client may not send {request.kind}"))
+                await connection.send(Error(Error.BAD_REQUEST, f"a client may not send {request.kind}"))
 
 
 async def _try_send(connection: ipc.Connection, message: ipc.Message) -> None:

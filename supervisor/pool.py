@@ -1,8 +1,22 @@
-"""The workers: spawning them, talking to each one, and stopping them all.
+"""The pool: slots, the processes that fill them, and the rules that keep them filled.
 
-Each worker is a :class:`WorkerHandle`: its process, its control connection once it has
-joined, and its :class:`~supervisor.lifecycle.Lifecycle`. Every change of any worker bumps
-``Pool.changed``, so waiting is "until this predicate holds", never a sleep.
+:func:`open_pool` is the only way to have one, and it owns everything it starts: its tasks
+live in its own task group, and its exit kills and reaps every process it spawned, whatever
+ended it (trio's open-process-then-kill shape). A graceful end is :meth:`Pool.stop`, which
+drains first.
+
+Health, in one watchdog task on the pool's clock:
+
+- a worker that exits, crashes or is killed outside a stop is replaced in its slot, at once the
+  first time and then after a doubling backoff that resets once a worker has served for a
+  while (:mod:`supervisor.policy`); a slot that needs more than ``max_restarts`` replacements
+  within ``restart_window`` is a crash loop, and the pool gives up (``DOWN``);
+- a worker silent for ``heartbeat_timeout`` is hung: killed and replaced;
+- a worker not ready within ``ready_timeout`` is killed: before the pool has started, that
+  fails the start; after, it counts as a loss;
+- a worker that breaks the control protocol gets an ``Error``, is killed, and is replaced.
+
+Every change bumps ``Pool.changed``: waiting is "until this predicate holds", never a sleep.
 """
 
 from __future__ import annotations
@@ -10,22 +24,19 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import math
 import os
-import socket
-import subprocess
-import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 
 import ipc
 from ipc.messages import (
     Configure,
     Error,
+    Heartbeat,
     Hello,
     PoolStatsReply,
     PoolStatsRequest,
@@ -35,290 +46,462 @@ from ipc.messages import (
     Stop,
     Stopped,
     Welcome,
+    WorkerStatus,
 )
 
-from . import stats
-from .lifecycle import Event, Lifecycle, State, TransitionError
+from .lifecycle import Event, PoolEvent, PoolLifecycle, PoolState, State, TransitionError
+from .policy import RestartRules, Restarts, Timeouts
+from .settings import Settings
+from .spawn import Spawner, SpawnRequest
+from .stats import StatsBook
+from .workers import Slot, WorkerProcess
 
 logger = logging.getLogger("supervisor")
 
-#: After the grace period, how long a draining worker has to report and exit before it is killed.
-EXIT_MARGIN = 5.0
-#: How long a /stats fan-out waits for each worker's counters.
-STATS_TIMEOUT = 2.0
-#: How long a message to one worker may take to go out before that worker counts as stuck.
-SEND_TIMEOUT = 5.0
+#: Messages queued for one worker before its channel counts as stuck.
+OUTBOX_SIZE = 64
 
 
-@dataclasses.dataclass
-class WorkerHandle:
-    id: int
-    process: subprocess.Popen[bytes]
-    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
-    connection: ipc.Connection | None = None
-    exit_code: int | None = None
-    report: Stopped | None = None
-    #: Why it failed, in the worker's own words (e.g. a model that would not load).
-    failure: str | None = None
-    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: Set when its control connection has ended (or it never had one and has exited).
-    disconnected: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+@asynccontextmanager
+async def open_pool(
+    settings: Settings, spawner: Spawner, control_address: str, timeouts: Timeouts | None = None
+) -> AsyncIterator[Pool]:
+    """A pool of ``settings.pool.workers`` workers, spawned at once; see :class:`Pool`.
 
-    @property
-    def state(self) -> State:
-        return self.lifecycle.state
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"id": self.id, "pid": self.pid, "state": self.state.value, "exit_code": self.exit_code}
-        if self.report is not None:
-            info["completed"] = self.report.completed
-            info["dropped"] = self.report.dropped
-            info["served"] = self.report.served
-        if self.failure is not None:
-            info["failure"] = self.failure
-        return info
+    On exit, whatever caused it, every process still running is killed and reaped.
+    """
+    async with anyio.create_task_group() as task_group:
+        pool = Pool(settings, spawner, control_address, timeouts or Timeouts(), task_group)
+        try:
+            pool.start()
+            yield pool
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.reap_all()
+            task_group.cancel_scope.cancel()
 
 
 class Pool:
-    def __init__(self, listen_socket: socket.socket, control_address: str, settings: dict[str, Any]) -> None:
-        self.listen_socket = listen_socket
-        self.control_address = control_address
+    def __init__(
+        self,
+        settings: Settings,
+        spawner: Spawner,
+        control_address: str,
+        timeouts: Timeouts,
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
         self.settings = settings
-        self.workers: dict[int, WorkerHandle] = {}
-        self.stopping = False
+        self.spawner = spawner
+        self.control_address = control_address
+        self.timeouts = timeouts
+        self._task_group = task_group
+        pool = settings.pool
+        self.worker_settings = dataclasses.replace(
+            settings.worker,
+            heartbeat_interval=min(1.0, pool.heartbeat_timeout / 4),
+            import_path=settings.worker.import_path or os.getcwd(),
+        )
+        rules = RestartRules(
+            pool.max_restarts, pool.restart_window, timeouts.backoff_base, timeouts.backoff_max, timeouts.healthy_after
+        )
+        self.slots = [Slot(index, Restarts(rules)) for index in range(pool.workers)]
+        self.lifecycle = PoolLifecycle()
+        self.book = StatsBook()
+        #: Why the pool gave up, and whether it was before it had ever been ready.
+        self.failure: str | None = None
+        self.failed_to_start = False
         self.forced = False
-        #: Every worker has been ready at once: startup is over.
-        self.started = False
+        #: The processes that ended during the stop: the stop's report.
+        self.ended: list[WorkerProcess] = []
         self._changed = anyio.Event()
-        self._ids = itertools.count(0)
         self._request_ids = itertools.count(1)
         self._stats_waiters: dict[int, anyio.Event] = {}
-        #: Counters of workers that have exited, so pool totals never go down.
-        self._retired_stats: dict[str, Any] = {}
-        # One thread per worker waits for its exit: they must not queue behind anyio's
-        # default limit of 40 threads, or a large pool's late exits would go unseen.
-        self._exit_watchers = anyio.CapacityLimiter(math.inf)
+        self._fan_out: anyio.Event | None = None
 
-    # --- waiting ---------------------------------------------------------------------------
+    # --- waiting -----------------------------------------------------------------------------
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
-    def wake(self) -> None:
-        """Make every ``wait_until`` look at its predicate again."""
-        self._notify()
-
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             await self._changed.wait()
 
-    def _fire(self, handle: WorkerHandle, event: Event) -> None:
-        try:
-            handle.lifecycle.fire(event)
-        except TransitionError as exc:
-            logger.debug("worker %d: %s", handle.id, exc)
+    def wake(self) -> None:
+        """Make every ``wait_until`` look at its predicate again."""
         self._notify()
 
-    # --- spawning --------------------------------------------------------------------------
+    @property
+    def state(self) -> PoolState:
+        return self.lifecycle.state
 
-    def spawn(self, task_group: anyio.abc.TaskGroup) -> WorkerHandle:
-        worker_id = next(self._ids)
-        command = [sys.executable, "-m", "worker", "--control", self.control_address, "--id", str(worker_id)]
-        if sys.platform == "win32":
-            # Its own process group: the console's Ctrl+C is not delivered to it at all.
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP
-            )
-        else:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(self.listen_socket.fileno(),))
-        handle = WorkerHandle(worker_id, process)
-        self.workers[worker_id] = handle
-        task_group.start_soon(self._watch_exit, handle)
-        return handle
+    def _fire_pool(self, event: PoolEvent) -> None:
+        try:
+            before, after = self.state, self.lifecycle.fire(event)
+        except TransitionError as exc:
+            logger.debug("pool: %s", exc)
+            return
+        if after is not before:
+            logger.debug("pool: %s -> %s", before.value, after.value)
+        self._notify()
 
-    async def _watch_exit(self, handle: WorkerHandle) -> None:
-        code = await anyio.to_thread.run_sync(handle.process.wait, abandon_on_cancel=True, limiter=self._exit_watchers)
-        handle.exit_code = code
-        if handle.connection is not None:
+    def _fire(self, process: WorkerProcess, event: Event) -> None:
+        try:
+            process.lifecycle.fire(event)
+        except TransitionError as exc:
+            logger.debug("worker %d: %s", process.slot, exc)
+        self._notify()
+
+    def _now(self) -> float:
+        return anyio.current_time()
+
+    def processes(self) -> list[WorkerProcess]:
+        return [process for slot in self.slots for process in slot.processes]
+
+    # --- spawning and health -----------------------------------------------------------------
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+        self._task_group.start_soon(self._watchdog)
+
+    def _spawn(self, slot: Slot) -> WorkerProcess:
+        slot.generation += 1
+        slot.respawn_at = None
+        handle = self.spawner.spawn(SpawnRequest(self.control_address, slot.index, slot.generation))
+        now = self._now()
+        process = WorkerProcess(slot.index, slot.generation, handle, now)
+        timeout = self.settings.pool.ready_timeout
+        process.set_deadline(now + timeout, f"not ready after {timeout:g}s")
+        slot.processes.append(process)
+        slot.current = process
+        if slot.generation > 1:
+            logger.info("worker %d restarting (pid %d, generation %d)", slot.index, process.pid, slot.generation)
+        self._task_group.start_soon(self._watch, slot, process)
+        self._notify()
+        return process
+
+    async def _watch(self, slot: Slot, process: WorkerProcess) -> None:
+        code = await process.handle.wait()
+        process.exit_code = code
+        if process.connection is not None:
             # Its last messages (the Stopped report, final counters) may still be in flight.
-            with anyio.move_on_after(SEND_TIMEOUT):
-                await handle.disconnected.wait()
-        handle.disconnected.set()
-        self._retired_stats = stats.merge(self._retired_stats, handle.stats)
-        handle.stats = {}
-        previous = handle.state
-        self._fire(handle, Event.EXITED if code == 0 else Event.CRASHED)
-        if previous in (State.SPAWNED, State.CONNECTED):
-            reason = handle.failure or f"exited with code {code} before it was ready"
-            logger.error("worker %d failed to start: %s", handle.id, reason)
-        elif previous is State.READY:
-            logger.error("worker %d (pid %d) exited unexpectedly with code %d", handle.id, handle.pid, code)
+            with anyio.move_on_after(self.timeouts.exit_margin):
+                await process.disconnected.wait()
+        self._ended(slot, process, code)
 
-    # --- talking to one worker -------------------------------------------------------------
+    def _ended(self, slot: Slot, process: WorkerProcess, code: int) -> None:
+        was = process.state
+        process.ended_at = self._now()
+        self._fire(process, Event.EXITED if code == 0 else Event.CRASHED)
+        self.book.retire(process)
+        slot.processes.remove(process)
+        if self.state in (PoolState.STOPPING, PoolState.DOWN):
+            self.ended.append(process)
+        if slot.current is process:
+            slot.current = None
+            if not process.retiring:
+                self._lost(slot, process, was, code)
+        self._check_health()
+        self._notify()
+
+    def _lost(self, slot: Slot, process: WorkerProcess, was: State, code: int) -> None:
+        if self.state in (PoolState.STOPPING, PoolState.DOWN):
+            return
+        if process.ready_at is None:
+            detail = process.reason or f"exited with code {code} before it was ready"
+            logger.error("worker %d failed to start: %s", slot.index, detail)
+            if self.state is PoolState.STARTING:
+                self._give_up(f"worker {slot.index} failed to start", failed_to_start=True)
+                return
+        elif was is not State.KILLED:
+            logger.error("worker %d (pid %d) exited unexpectedly with code %d", slot.index, process.pid, code)
+        now = self._now()
+        served_for = now - process.ready_at if process.ready_at is not None else 0.0
+        self._fire_pool(PoolEvent.LOST)
+        delay = slot.restarts.on_lost(now, served_for)
+        if delay is None:
+            rules = slot.restarts.rules
+            self._give_up(
+                f"worker {slot.index} failed {rules.max_restarts + 1} times within {rules.window:g}s: "
+                "a crash loop; the pool is down"
+            )
+        elif delay == 0:
+            self._spawn(slot)
+        else:
+            slot.respawn_at = now + delay
+            logger.info("worker %d restarting in %.1fs", slot.index, delay)
+
+    def _give_up(self, reason: str, failed_to_start: bool = False) -> None:
+        if self.state.final or self.state is PoolState.STOPPING:
+            return
+        self.failure = reason
+        self.failed_to_start = failed_to_start
+        if not failed_to_start:
+            logger.error("%s", reason)
+        self._fire_pool(PoolEvent.GIVE_UP)
+
+    def _check_health(self) -> None:
+        if all(slot.serving for slot in self.slots):
+            self._fire_pool(PoolEvent.ALL_READY)
+
+    def _kill(self, process: WorkerProcess, reason: str) -> None:
+        if not process.running or process.state is State.KILLED:
+            return
+        process.reason = reason
+        logger.warning("killing worker %d (pid %d): %s", process.slot, process.pid, reason)
+        self._fire(process, Event.KILL)
+        process.handle.kill()
+
+    async def _watchdog(self) -> None:
+        pool = self.settings.pool
+        tick = max(0.02, min(0.5, pool.heartbeat_timeout / 5))
+        while True:
+            now = self._now()
+            for slot in self.slots:
+                if slot.respawn_at is not None and now >= slot.respawn_at and not self._ending():
+                    self._spawn(slot)
+                for process in list(slot.processes):
+                    if not process.running:
+                        continue
+                    if process.deadline is not None and now >= process.deadline:
+                        self._kill(process, process.deadline_reason)
+                    elif process.last_heard is not None and now - process.last_heard > pool.heartbeat_timeout:
+                        self._kill(process, f"hung: no heartbeat for {now - process.last_heard:.1f}s")
+            await anyio.sleep(tick)
+
+    def _ending(self) -> bool:
+        return self.state in (PoolState.STOPPING, PoolState.DOWN, PoolState.STOPPED)
+
+    # --- one worker's control channel --------------------------------------------------------
+
+    def _find(self, hello: Hello) -> WorkerProcess | None:
+        if hello.worker_id is None or not 0 <= hello.worker_id < len(self.slots):
+            return None
+        for process in self.slots[hello.worker_id].processes:
+            if (
+                process.generation == hello.generation
+                and process.pid == hello.pid
+                and process.connection is None
+                and process.running
+                and process.state in (State.SPAWNED, State.DRAINING)
+            ):
+                return process
+        return None
 
     async def attach(self, hello: Hello, connection: ipc.Connection) -> None:
-        """Serve the control connection of the worker that sent ``hello``."""
-        handle = self.workers.get(hello.worker_id if hello.worker_id is not None else -1)
-        if handle is None or handle.pid != hello.pid or handle.connection is not None or handle.exit_code is not None:
-            await connection.send(Error("unknown_worker", f"no worker {hello.worker_id} with pid {hello.pid} awaits"))
+        """Serve the control connection of the worker that sent ``hello``, until it ends."""
+        process = self._find(hello)
+        if process is None:
+            wanted = f"worker {hello.worker_id} generation {hello.generation} pid {hello.pid}"
+            await connection.send(Error(Error.UNKNOWN_WORKER, f"no {wanted} awaits"))
             return
-        handle.connection = connection
+        if process.state is State.DRAINING or self._ending():
+            # Stopped before it joined: nothing to configure it for (the listening socket may
+            # already be closed). It exits at once, cleanly.
+            self._fire(process, Event.STOP)
+            await _try_send(connection, Error(Error.STOPPING, "the pool is stopping"))
+            return
         try:
-            self._fire(handle, Event.HELLO)
-            await connection.send(Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
-            if sys.platform == "win32":
-                share = self.listen_socket.share(handle.pid)  # type: ignore[attr-defined]
-                configure = Configure(self.settings, listen_share=share)
-            else:
-                configure = Configure(self.settings, listen_fd=self.listen_socket.fileno())
-            await connection.send(configure)
-            if self.stopping:
-                await self._send_stop(handle, float(self.settings["grace"]))
-            async with anyio.create_task_group() as tg:
-                async for message in connection:
-                    if isinstance(message, PoolStatsRequest):
-                        # Its own task: answering waits for the other workers' counters, and
-                        # this loop must keep reading theirs (and this worker's) meanwhile.
-                        tg.start_soon(self._answer_pool_stats, handle, message)
-                    else:
-                        self._on_message(handle, message)
-        except ipc.ProtocolError as exc:
-            logger.error("worker %d broke the control protocol: %s", handle.id, exc)
+            listen_fd, listen_share = self.spawner.listen_socket_for(process.handle)
+        except OSError as exc:  # on Windows, socket.share() for a process that is gone
+            self._kill(process, f"cannot share the listening socket with it: {exc}")
+            return
+        outbox, pending = anyio.create_memory_object_stream[ipc.Message](OUTBOX_SIZE)
+        process.connection, process.outbox = connection, outbox
+        process.last_heard = self._now()
+        self._fire(process, Event.HELLO)
+        # A worker is published (asked for statistics, told to stop) only after its Configure:
+        # both go through its one outgoing queue, in order.
+        self._post(process, Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
+        self._post(process, Configure(self.worker_settings, listen_fd, listen_share))
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(_pump, connection, pending)
+                try:
+                    async for message in connection:
+                        process.last_heard = self._now()
+                        self._on_message(process, message, task_group)
+                except ipc.ProtocolError as exc:
+                    with anyio.move_on_after(1):
+                        await _try_send(connection, Error(Error.PROTOCOL, str(exc)))
+                    self._kill(process, f"it broke the control protocol: {exc}")
+                task_group.cancel_scope.cancel()
         finally:
-            handle.connection = None
-            handle.disconnected.set()
+            process.connection = process.outbox = None
+            outbox.close()
+            process.disconnected.set()
             self._notify()
 
-    def _on_message(self, handle: WorkerHandle, message: ipc.Message) -> None:
-        if isinstance(message, Ready):
-            self._fire(handle, Event.READY)
-            logger.info("worker %d ready (pid %d)", handle.id, handle.pid)
+    def _post(self, process: WorkerProcess, message: ipc.Message) -> bool:
+        """Queue ``message`` for ``process``; whether it was queued."""
+        if process.outbox is None:
+            return False
+        try:
+            process.outbox.send_nowait(message)
+        except anyio.WouldBlock:
+            self._kill(process, f"its control channel is stuck ({OUTBOX_SIZE} messages unsent)")
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False
+        return True
+
+    def _on_message(self, process: WorkerProcess, message: ipc.Message, task_group: anyio.abc.TaskGroup) -> None:
+        if isinstance(message, Heartbeat):
+            process.heartbeat = message
+        elif isinstance(message, Ready):
+            if process.state is State.CONNECTED:
+                process.ready_at = self._now()
+                process.deadline = None
+                logger.info("worker %d ready (pid %d)", process.slot, process.pid)
+            self._fire(process, Event.READY)
+            self._check_health()
         elif isinstance(message, Stopped):
-            handle.report = message
-            if message.models:
-                handle.stats = stats.sanitize(message.models)
+            process.report = message
+            self.book.record(process, message.seq, message.models)
             self._notify()
         elif isinstance(message, Error):
-            handle.failure = message.message
+            process.reason = message.message
             self._notify()
         elif isinstance(message, StatsReport):
-            handle.stats = stats.sanitize(message.models)
+            self._record_stats(process, message.seq, message.models)
             waiter = self._stats_waiters.get(message.request_id)
             if waiter is not None:
                 waiter.set()
+        elif isinstance(message, PoolStatsRequest):
+            self._record_stats(process, message.seq, message.models)
+            # Its own task: the answer waits for the other workers' counters, and this
+            # connection must keep being read meanwhile.
+            task_group.start_soon(self._answer_pool_stats, process, message.request_id)
         else:
-            logger.warning("worker %d sent an unexpected %s", handle.id, message.kind)
+            logger.warning("worker %d sent an unexpected %s", process.slot, message.kind)
 
-    async def _answer_pool_stats(self, handle: WorkerHandle, request: PoolStatsRequest) -> None:
-        handle.stats = stats.sanitize(request.models)
-        totals = await self.pool_stats(exclude=handle)
-        await self._send(handle, PoolStatsReply(request.request_id, totals))
+    # --- statistics --------------------------------------------------------------------------
 
-    async def _send(self, handle: WorkerHandle, message: ipc.Message) -> bool:
-        """Send to one worker within SEND_TIMEOUT; whether it went out."""
-        connection = handle.connection
-        if connection is None:
-            return False
-        with anyio.move_on_after(SEND_TIMEOUT):
-            try:
-                await connection.send(message)
-                return True
-            except ipc.ConnectionClosedError:
-                return False
-        logger.warning(
-            "worker %d: %s not sent in %gs: its control channel is stuck", handle.id, message.kind, SEND_TIMEOUT
-        )
-        return False
+    def _record_stats(self, process: WorkerProcess, seq: int, models: dict[str, Any]) -> None:
+        if not self.book.record(process, seq, models) and seq > 0:
+            logger.debug("worker %d: statistics snapshot %d refused (stale or malformed)", process.slot, seq)
 
-    async def pool_stats(self, exclude: WorkerHandle | None = None) -> dict[str, Any]:
-        """Fresh counters from every live worker (``exclude`` has just sent its own), summed."""
-        others = [
-            h for h in self.workers.values() if h is not exclude and h.connection is not None and h.state is State.READY
-        ]
-        async with anyio.create_task_group() as tg:
-            for other in others:
-                tg.start_soon(self._refresh_stats, other)
-        return stats.total([self._retired_stats, *(h.stats for h in self.workers.values())])
+    async def _answer_pool_stats(self, process: WorkerProcess, request_id: int) -> None:
+        self._post(process, PoolStatsReply(request_id, await self.pool_stats()))
 
-    async def _refresh_stats(self, handle: WorkerHandle) -> None:
+    async def pool_stats(self) -> dict[str, Any]:
+        """Fresh counters from every live worker, summed with those of workers gone.
+
+        Concurrent callers share one fan-out: a caller that arrives while one runs waits for it.
+        """
+        if self._fan_out is not None:
+            await self._fan_out.wait()
+            return self.book.total()
+        self._fan_out = anyio.Event()
+        try:
+            async with anyio.create_task_group() as task_group:
+                for process in self.processes():
+                    if process.outbox is not None and process.state in (State.READY, State.DRAINING):
+                        task_group.start_soon(self._refresh_stats, process)
+        finally:
+            done, self._fan_out = self._fan_out, None
+            done.set()
+        return self.book.total()
+
+    async def _refresh_stats(self, process: WorkerProcess) -> None:
         request_id = next(self._request_ids)
         waiter = self._stats_waiters[request_id] = anyio.Event()
         try:
-            with anyio.move_on_after(STATS_TIMEOUT):
-                if await self._send(handle, StatsRequest(request_id)):
+            with anyio.move_on_after(self.timeouts.stats):
+                if self._post(process, StatsRequest(request_id)):
                     await waiter.wait()
         finally:
             del self._stats_waiters[request_id]
 
-    # --- the pool as a whole ---------------------------------------------------------------
+    # --- the pool as a whole -----------------------------------------------------------------
 
-    def live(self) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.state.alive]
-
-    def state(self) -> str:
-        """The pool's state in a word: starting, ready, degraded (a worker lost), stopping."""
-        if self.stopping:
-            return "stopping"
-        if self.all_ready():
-            return "ready"
-        return "degraded" if self.started else "starting"
-
-    def all_ready(self) -> bool:
-        return bool(self.workers) and all(h.state is State.READY for h in self.workers.values())
-
-    def any_failed(self) -> bool:
-        return any(h.state is State.FAILED for h in self.workers.values())
-
-    async def _send_stop(self, handle: WorkerHandle, grace: float) -> None:
-        self._fire(handle, Event.STOP)
-        await self._send(handle, Stop(grace))
+    def status(self) -> list[WorkerStatus]:
+        now = self._now()
+        return [row for slot in self.slots for row in slot.status(now)]
 
     def force(self) -> None:
         """Kill what is still running now, rather than at the end of the grace period."""
         self.forced = True
-        self._notify()
+        for process in self.processes():
+            self._kill(process, "the stop was forced")
 
     async def stop(self, grace: float) -> bool:
-        """Drain every worker, kill those that outlive ``grace``.
+        """Drain every ready worker within ``grace``; end the others at once.
 
         Whether the stop was clean: every worker drained, reported, and exited 0, dropping no
         request.
         """
-        self.stopping = True
-        self.settings["grace"] = grace
-        live = self.live()
+        self._fire_pool(PoolEvent.STOP)
+        now = self._now()
+        for slot in self.slots:
+            slot.respawn_at = None
+        live = [process for process in self.processes() if process.running]
         logger.info("stopping: draining %d workers (grace %gs)", len(live), grace)
-        async with anyio.create_task_group() as tg:
-            for handle in live:
-                tg.start_soon(self._send_stop, handle, grace)
-        with anyio.move_on_after(float(self.settings.get("drain_delay", 0)) + grace + EXIT_MARGIN):
-            await self.wait_until(lambda: self.forced or not self.live())
-        for handle in self.live():
-            reason = "the stop was forced" if self.forced else f"it outlived the grace period of {grace:g}s"
-            logger.warning("killing worker %d (pid %d): %s", handle.id, handle.pid, reason)
-            self._fire(handle, Event.KILL)
-            handle.process.kill()  # TerminateProcess on Windows
-        with anyio.move_on_after(EXIT_MARGIN):
-            # Exited, and their last reports read.
-            await self.wait_until(
-                lambda: all(h.exit_code is not None and h.disconnected.is_set() for h in self.workers.values())
-            )
-        for handle in self.workers.values():
-            self._log_end(handle)
-        return all(
-            h.state is State.STOPPED and h.report is not None and h.report.dropped == 0 for h in self.workers.values()
-        )
+        drain = self.settings.worker.drain_delay + grace + self.timeouts.exit_margin
+        for process in live:
+            if process.state in (State.READY, State.DRAINING):
+                self._fire(process, Event.STOP)
+                self._post(process, Stop(grace))
+                process.set_deadline(now + drain, f"it outlived the grace period of {grace:g}s")
+            else:
+                # Not serving yet: nothing in flight to protect.
+                self._fire(process, Event.STOP)
+                self._post(process, Stop(0.0))
+                process.set_deadline(now + self.timeouts.unready_exit, "it was not ready when the pool stopped")
+            if self.forced:
+                self._kill(process, "the stop was forced")
+        # The watchdog enforces every deadline; this bound is only its backstop.
+        with anyio.move_on_after(drain + self.timeouts.exit_margin):
+            await self.wait_until(lambda: not self.processes())
+        await self.reap_all()
+        self._fire_pool(PoolEvent.EXITED)
+        for status in self.stop_report():
+            _log_end(status)
+        return all(process.ended_cleanly for process in self.ended)
 
-    def _log_end(self, handle: WorkerHandle) -> None:
-        if handle.state is State.STOPPED and handle.report is not None:
-            logger.info(
-                "worker %d stopped: %d in-flight finished, %d dropped; %d served in all (exit %s)",
-                handle.id, handle.report.completed, handle.report.dropped, handle.report.served, handle.exit_code,
-            )  # fmt: skip
-        else:
-            logger.info("worker %d %s (exit %s)", handle.id, handle.state.value, handle.exit_code)
+    def stop_report(self) -> list[WorkerStatus]:
+        """How each process that ended during the stop ended."""
+        return [process.status(self._now(), self.slots[process.slot].restarts.count) for process in self.ended]
+
+    async def reap_all(self) -> None:
+        """Kill every process still running and wait (bounded) until each has exited."""
+        running = [process for process in self.processes() if process.running]
+        for process in running:
+            self._kill(process, "the pool is closing")
+        if running:
+            with anyio.move_on_after(self.timeouts.exit_margin):
+                async with anyio.create_task_group() as task_group:
+                    for process in running:
+                        task_group.start_soon(self._reap, process)
+
+    async def _reap(self, process: WorkerProcess) -> None:
+        process.exit_code = await process.handle.wait()
+
+
+async def _pump(connection: ipc.Connection, pending: anyio.abc.ObjectReceiveStream[ipc.Message]) -> None:
+    """Send one worker's queued messages, in order, until the queue or the connection closes."""
+    async with pending:
+        async for message in pending:
+            try:
+                await connection.send(message)
+            except ipc.ConnectionClosedError:
+                return
+
+
+async def _try_send(connection: ipc.Connection, message: ipc.Message) -> None:
+    try:
+        await connection.send(message)
+    except ipc.ConnectionClosedError:
+        pass
+
+
+def _log_end(status: WorkerStatus) -> None:
+    if status.state == State.STOPPED.value and status.completed is not None:
+        logger.info(
+            "worker %d stopped: %d in-flight finished, %d dropped; %d served in all (exit %s)",
+            status.slot, status.completed, status.dropped, status.served, status.exit_code,
+        )  # fmt: skip
+    else:
+        logger.info("worker %d %s (exit %s)", status.slot, status.state, status.exit_code)

@@ -1,11 +1,20 @@
-"""One supervisor's life: bind, spawn, wait for ready, serve control, stop, exit code."""
+"""One supervisor's life: listen, bind, open the pool, wait for ready, serve control, stop.
+
+Exit codes of ``supervisor start`` (``supervisor stop`` reports 0 and 3 the same way):
+
+- 0: stopped cleanly;
+- 1: could not start (control address or port in use, a worker failed to start);
+- 2: bad usage;
+- 3: stopped, but not cleanly (a request was dropped, a worker had to be killed);
+- 4: the pool went down: a worker kept failing (a crash loop), so the supervisor gave up.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from typing import Any
+import socket
+from collections.abc import Callable
 
 import anyio
 
@@ -14,46 +23,35 @@ from ipc.messages import StopReply
 
 from .control import ControlServer
 from .interrupts import interrupts_to
-from .lifecycle import State
-from .pool import Pool
-from .sockets import BindError, bind, url
+from .lifecycle import PoolState
+from .policy import Timeouts
+from .pool import Pool, open_pool
+from .settings import Settings
+from .sockets import BindError, bind, parse_bind, url
+from .spawn import Spawner, SubprocessSpawner
 
 logger = logging.getLogger("supervisor")
 
-#: Exit codes of ``supervisor start`` (and of ``supervisor stop``, which reports the same).
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNCLEAN = 3
-#: How long, after the pool has stopped, clients that asked for the stop have to get the reply.
-REPLY_WINDOW = 5.0
-
-
-@dataclasses.dataclass
-class SupervisorConfig:
-    control: str
-    workers: int = 1
-    host: str = "127.0.0.1"
-    port: int = 8080
-    grace: float = 30.0
-    drain_delay: float = 0.0
-    ready_timeout: float = 120.0
-    models: list[str] = dataclasses.field(default_factory=list)
-    max_body_size: int = 64 * 1024 * 1024
-
-    def worker_settings(self) -> dict[str, Any]:
-        return {
-            "grace": self.grace,
-            "drain_delay": self.drain_delay,
-            "models": list(self.models),
-            "max_body_size": self.max_body_size,
-        }
+EXIT_DOWN = 4
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig) -> None:
-        self.config = config
-        self.grace = config.grace
+    def __init__(
+        self,
+        settings: Settings,
+        control: str,
+        timeouts: Timeouts | None = None,
+        spawner: Callable[[socket.socket], Spawner] = SubprocessSpawner,
+    ) -> None:
+        self.settings = settings
+        self.control = control
+        self.timeouts = timeouts or Timeouts()
+        self.grace = settings.worker.grace
+        self._spawner = spawner
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
         self._reply: StopReply | None = None
@@ -61,6 +59,8 @@ class Supervisor:
         self._all_replied = anyio.Event()
         self._interrupts = 0
         self.pool: Pool | None = None
+        #: Set once the pool is open (``pool`` is then set): for whoever drives it in-process.
+        self.opened = anyio.Event()
 
     def request_stop(self, grace: float | None = None) -> None:
         if not self._stop_requested.is_set():
@@ -68,7 +68,7 @@ class Supervisor:
                 self.grace = grace
             self._stop_requested.set()
             if self.pool is not None:
-                self.pool.wake()  # the startup wait is watching the pool
+                self.pool.wake()  # the start-up wait is watching the pool
 
     def _on_interrupt(self, name: str) -> None:
         self._interrupts += 1
@@ -92,15 +92,14 @@ class Supervisor:
                 self._all_replied.set()
 
     async def run(self) -> int:
-        config = self.config
         try:
-            listener = await ipc.listen(config.control)
+            listener = await ipc.listen(self.control)
         except (ipc.AddressInUseError, OSError) as exc:
             logger.error("cannot open the control address: %s", exc)
             return EXIT_ERROR
         try:
             try:
-                listen_socket = bind(config.host, config.port)
+                listen_socket = bind(*parse_bind(self.settings.pool.bind))
             except BindError as exc:
                 logger.error("%s", exc)
                 return EXIT_ERROR
@@ -109,38 +108,35 @@ class Supervisor:
         finally:
             await listener.aclose()
 
-    async def _supervise(self, listener: ipc.Listener, listen_socket: Any) -> int:
-        pool = self.pool = Pool(listen_socket, self.config.control, self.config.worker_settings())
+    async def _supervise(self, listener: ipc.Listener, listen_socket: socket.socket) -> int:
         address = url(listen_socket)
-        control = ControlServer(listener, pool, address, self._stop_for_client)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(control.serve, tg)
-            with interrupts_to(self._on_interrupt):
-                for _ in range(self.config.workers):
-                    pool.spawn(tg)
-                exit_code = await self._start_up(pool, address)
-                if exit_code == EXIT_OK:
-                    await self._stop_requested.wait()
-                exit_code = await self._shut_down(pool, listener, exit_code)
-            tg.cancel_scope.cancel()
+        async with anyio.create_task_group() as task_group:
+            spawner = self._spawner(listen_socket)
+            async with open_pool(self.settings, spawner, self.control, self.timeouts) as pool:
+                self.pool = pool
+                self.opened.set()
+                control = ControlServer(listener, pool, address, self._stop_for_client, self.timeouts.handshake)
+                task_group.start_soon(control.serve)
+                with interrupts_to(self._on_interrupt):
+                    exit_code = await self._start_up(pool, address)
+                    if exit_code == EXIT_OK:
+                        await pool.wait_until(lambda: self._stop_requested.is_set() or pool.state is PoolState.DOWN)
+                    if pool.state is PoolState.DOWN:
+                        # Nobody will serve: once the workers left have drained, new
+                        # connections are refused rather than left hanging.
+                        listen_socket.close()
+                        exit_code = EXIT_ERROR if pool.failed_to_start else EXIT_DOWN
+                    exit_code = await self._shut_down(pool, listener, exit_code)
+            task_group.cancel_scope.cancel()
         return exit_code
 
     async def _start_up(self, pool: Pool, address: str) -> int:
-        """Wait for every worker's Ready (or a failure, or a stop) under the ready timeout."""
-        config = self.config
-        with anyio.move_on_after(config.ready_timeout) as startup:
-            await pool.wait_until(lambda: pool.all_ready() or pool.any_failed() or self._stop_requested.is_set())
-        if startup.cancelled_caught:
-            late = [str(h.id) for h in pool.workers.values() if h.state.alive and h.state is not State.READY]
-            logger.error("workers %s not ready after %gs", ", ".join(late), config.ready_timeout)
-            return EXIT_ERROR
-        if pool.any_failed():
-            return EXIT_ERROR  # the pool has said which worker and why
-        if pool.all_ready():
-            pool.started = True
+        """Wait until every worker is ready, or the pool gives up, or a stop comes."""
+        await pool.wait_until(lambda: pool.state is not PoolState.STARTING or self._stop_requested.is_set())
+        if pool.state is PoolState.READY:
             logger.info(
                 "pool ready: %d workers serving %s (control: %s, pid %d)",
-                config.workers, address, config.control, os.getpid(),
+                len(pool.slots), address, self.control, os.getpid(),
             )  # fmt: skip
         return EXIT_OK
 
@@ -149,11 +145,14 @@ class Supervisor:
         clean = await pool.stop(self.grace)
         if exit_code == EXIT_OK and not clean:
             exit_code = EXIT_UNCLEAN
-        self._reply = StopReply([h.describe() for h in pool.workers.values()], clean)
+        self._reply = StopReply(pool.stop_report(), clean)
         self._stopped.set()
         await listener.aclose()
         if self._clients_waiting:
-            with anyio.move_on_after(REPLY_WINDOW):
+            with anyio.move_on_after(self.timeouts.reply_window):
                 await self._all_replied.wait()
-        logger.info("stopped%s", "" if exit_code == EXIT_OK else f" (exit code {exit_code})")
+        if pool.failure and exit_code == EXIT_DOWN:
+            logger.error("stopped: %s (exit code %d)", pool.failure, exit_code)
+        else:
+            logger.info("stopped%s", "" if exit_code == EXIT_OK else f" (exit code {exit_code})")
         return exit_code

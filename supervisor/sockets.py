@@ -15,7 +15,7 @@ def parse_bind(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) to ``(host, port)``; ``ValueError`` if malformed."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"--bind must be HOST:PORT, not {text!r}")
+        raise ValueError(f"must be HOST:PORT, not {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     port = int(port_text)

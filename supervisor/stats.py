@@ -1,51 +1,61 @@
-"""Pool-wide statistics: the sum of every worker's cumulative counters.
+"""Pool-wide statistics: every live worker's newest counters, plus those of workers gone.
 
-Workers report plain nested maps (see ``worker.api.stats``); this module only adds them up,
-so it needs to know nothing of their meaning beyond one rule: a key starting with ``last_`` is
-a timestamp and takes the maximum. Workers that have exited keep counting through
-``retired``, so pool counters never go down.
+Workers report plain nested maps of cumulative counters (see ``worker.api.stats``), each with
+a sequence number that grows with every snapshot the worker takes. The rules:
+
+- only a worker's newest snapshot counts, whatever order its snapshots arrive in;
+- a snapshot is taken whole or not at all: every number in it must be a whole number from 0
+  to 2**63 - 1 (no floats, no infinities, no negatives), every key a string, its depth
+  bounded; a worker that sends anything else is buggy, and keeps its previous snapshot;
+- counters add up across workers, except keys starting with ``last_`` (timestamps), which
+  take the maximum;
+- when a worker exits its last counters move to the retired total, so the pool's counters
+  never go down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 #: How deep a report may nest; Triton's shape needs three levels under the model name.
 MAX_DEPTH = 4
+MAX_COUNT = 2**63 - 1
+MAX_TEXT = 256
 
 
-def sanitize(report: Any) -> dict[str, Any]:
-    """Keep only what adding up understands: model name -> map of numbers, strings, maps.
-
-    A buggy or version-skewed worker's report must not poison the pool's totals forever.
-    """
+def sanitize(report: Any) -> dict[str, Any] | None:
+    """``report`` if it is a well-formed snapshot (model name -> map), else ``None``."""
     if not isinstance(report, dict):
-        return {}
-    return {
-        name: _clean(value, 1) for name, value in report.items() if isinstance(name, str) and isinstance(value, dict)
-    }
+        return None
+    for name, value in report.items():
+        if not isinstance(name, str) or not isinstance(value, dict) or not _valid(value, 1):
+            return None
+    return report
 
 
-def _clean(mapping: dict[Any, Any], depth: int) -> dict[str, Any]:
-    clean: dict[str, Any] = {}
+def _valid(mapping: dict[Any, Any], depth: int) -> bool:
     if depth > MAX_DEPTH:
-        return clean
+        return False
     for key, value in mapping.items():
         if not isinstance(key, str):
-            continue
+            return False
         if isinstance(value, dict):
-            clean[key] = _clean(value, depth + 1)
-        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            clean[key] = value
-    return clean
+            valid = _valid(value, depth + 1)
+        elif isinstance(value, str):
+            valid = len(value) <= MAX_TEXT
+        else:
+            valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+        if not valid:
+            return False
+    return True
 
 
 def merge(a: Any, b: Any, key: str = "") -> Any:
     if isinstance(a, dict) and isinstance(b, dict):
         return {k: merge(a[k], b[k], k) if k in a and k in b else a.get(k, b.get(k)) for k in a.keys() | b.keys()}
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return max(a, b) if key.startswith("last_") else a + b
+    if isinstance(a, int) and isinstance(b, int):
+        return max(a, b) if key.startswith("last_") else min(a + b, MAX_COUNT)
     return a
 
 
@@ -54,3 +64,34 @@ def total(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
     for report in reports:
         result = merge(result, report)
     return result
+
+
+class StatsBook:
+    """The newest snapshot of each live worker, and the sum of the exited ones'."""
+
+    def __init__(self) -> None:
+        self._latest: dict[Hashable, tuple[int, dict[str, Any]]] = {}
+        self._retired: dict[str, Any] = {}
+
+    def record(self, worker: Hashable, seq: int, report: Any) -> bool:
+        """Keep ``report`` as ``worker``'s snapshot number ``seq``; whether it was taken.
+
+        Refused: an older snapshot than the one kept, or a malformed one.
+        """
+        previous = self._latest.get(worker)
+        if previous is not None and seq <= previous[0]:
+            return False
+        clean = sanitize(report)
+        if clean is None:
+            return False
+        self._latest[worker] = (seq, clean)
+        return True
+
+    def retire(self, worker: Hashable) -> None:
+        """``worker`` has exited: its counters join the retired total."""
+        entry = self._latest.pop(worker, None)
+        if entry is not None:
+            self._retired = merge(self._retired, entry[1])
+
+    def total(self) -> dict[str, Any]:
+        return total([self._retired, *(report for _, report in self._latest.values())])

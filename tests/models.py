@@ -72,3 +72,30 @@ class NaNModel(Model):
 
     def predict(self, inputs):
         return {"OUTPUT0": np.full(np.shape(inputs["INPUT0"]), np.nan, np.float32)}
+
+
+class FlakyModel(GatedModel):
+    """Loads unless the gate folder holds a file ``break``: then every new worker fails to
+    start, as one would whose weights were deleted under a running pool."""
+
+    def load(self) -> None:
+        if os.path.exists(os.path.join(self.gate, "break")):
+            raise RuntimeError("weights vanished")
+
+    def predict(self, inputs):
+        return {"OUTPUT0": np.asarray(inputs["INPUT0"]) * 2}
+
+
+class ProtocolBreakerModel(FlakyModel):
+    """A hostile worker: on its first predict, writes a frame that is not msgpack onto its own
+    control connection, as a buggy or compromised worker might."""
+
+    def predict(self, inputs):
+        import gc
+
+        from worker.link import SupervisorLink
+
+        (link,) = [o for o in gc.get_objects() if isinstance(o, SupervisorLink)]
+        writer = link.connection._writer
+        writer._loop.call_soon_threadsafe(writer.write, b"\x00\x00\x00\x03\xc1\xc1\xc1")
+        return super().predict(inputs)

@@ -1,4 +1,5 @@
-"""``python -m worker --control ADDRESS --id N``: started by the supervisor, not by hand."""
+"""``python -P -m worker --control ADDRESS --slot N --generation G --parent PID``: started by
+the supervisor, not by hand."""
 
 import signal
 import sys

@@ -1,26 +1,32 @@
 """Serve an ASGI app with hypercorn's HTTP protocol on the pool's shared listening socket.
 
-hypercorn's own ``worker_serve`` would do, but for one platform fact: on Windows a socket can
-be tied to one I/O completion port only, so when several processes share a listening socket
-(``socket.share``) only the first can accept on the Proactor loop; the others fail with
-WinError 87. hypercorn switches Windows to the selector loop for that; we need the Proactor
-for named pipes. So on Windows each worker accepts in a thread, with a short timeout so it
-can stop, and hands every accepted connection (a socket of its own) to the loop. On POSIX the
-loop accepts directly, as hypercorn does. The rest mirrors ``hypercorn.asyncio.run``: lifespan,
-one ``TCPServer`` per connection, stop accepting on the trigger, then wait up to
-``config.graceful_timeout`` for open connections.
+This mirrors ``hypercorn.asyncio.run.worker_serve`` (lifespan, one ``TCPServer`` per
+connection, stop accepting on the trigger, then up to ``config.graceful_timeout`` for open
+connections) with two differences:
+
+- Ownership: every connection is a task in a task group this function owns, so when it
+  returns no connection of this worker is left running anywhere.
+- Accepting: on POSIX the event loop accepts on the shared socket, one connection at a time.
+  On Windows a socket can be tied to one I/O completion port only, so when several processes
+  share a listening socket (``socket.share``) only the first could accept on the Proactor
+  loop; each worker accepts in a thread instead and hands every connection (a socket of its
+  own) to the loop. Either way ``TCP_NODELAY`` is set on each connection: Windows CPython
+  gives accepted sockets protocol 0, for which asyncio does not set it, and kept-alive
+  requests then wait ~40 ms each (Nagle's algorithm meeting delayed ACKs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
@@ -29,6 +35,8 @@ from hypercorn.utils import wrap_app
 
 #: How often the Windows accept thread looks up to see whether it should stop.
 ACCEPT_POLL = 0.2
+#: The longest the Windows accept thread waits after accept() failed, doubling up to it.
+ACCEPT_BACKOFF_MAX = 1.0
 
 
 async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger: Callable[[], Awaitable[Any]]) -> None:
@@ -40,42 +48,42 @@ async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger:
     await lifespan.wait_for_startup()
 
     context = WorkerContext(None)
-    connections: set[asyncio.Task[Any]] = set()
+    open_connections = 0
+    all_closed = anyio.Event()
 
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        connections.add(task)
-        task.add_done_callback(connections.discard)
+    async def serve_connection(conn: socket.socket) -> None:
+        nonlocal open_connections, all_closed
+        open_connections += 1
         try:
+            _no_delay(conn)
+            reader, writer = await asyncio.open_connection(sock=conn, limit=2**16)
             await TCPServer(wrapped, loop, config, context, lifespan_state, reader, writer)
-        except asyncio.CancelledError:
-            # Cut off at the end of the grace period, below. This task is the root of the
-            # connection (asyncio's stream callback made it, nothing awaits it), and 3.11's
-            # callback logs a cancelled root as an error.
-            return
-
-    stop_accepting: Callable[[], Awaitable[None]]
-    if sys.platform == "win32":
-        stop_accepting = _accept_in_thread(loop, sock, on_connection)
-    else:
-        server = await asyncio.start_server(on_connection, sock=sock, backlog=config.backlog)
-
-        async def stop_accepting() -> None:
-            server.close()  # not wait_closed(): since 3.12 it waits for every connection too
+        except OSError:
+            conn.close()  # the client left before we got to it
+        finally:
+            open_connections -= 1
+            if not open_connections:
+                all_closed.set()
+                all_closed = anyio.Event()
 
     try:
-        await shutdown_trigger()
+        async with anyio.create_task_group() as connections:
+
+            def on_connection(conn: socket.socket) -> None:
+                connections.start_soon(serve_connection, conn)
+
+            accepting = anyio.CancelScope()
+            connections.start_soon(_run_in, accepting, lambda: _accept(sock, on_connection))
+            await shutdown_trigger()
+            accepting.cancel()
+            await anyio.lowlevel.checkpoint()  # connections accepted just now start their tasks, and count
+            await context.terminated.set()  # idle keep-alive connections close now
+            if open_connections:
+                with anyio.move_on_after(config.graceful_timeout):
+                    while open_connections:
+                        await all_closed.wait()
+            connections.cancel_scope.cancel()
     finally:
-        await context.terminated.set()  # idle keep-alive connections close now
-        await stop_accepting()
-        await asyncio.sleep(0)  # connections accepted just now start their tasks, and count
-        if connections:
-            _, pending = await asyncio.wait(set(connections), timeout=config.graceful_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
         await lifespan.wait_for_shutdown()
         lifespan_task.cancel()
         try:
@@ -84,50 +92,61 @@ async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger:
             pass
 
 
-def _accept_in_thread(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    on_connection: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> Callable[[], Awaitable[None]]:
+async def _run_in(scope: anyio.CancelScope, function: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await function()
+
+
+def _no_delay(conn: socket.socket) -> None:
+    if conn.family in (socket.AF_INET, socket.AF_INET6):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def _accept(sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+    """Hand every connection accepted on ``sock`` to ``on_connection`` until cancelled; then
+    close ``sock``, so that this worker takes no more and the queued ones go to the others."""
+    try:
+        if sys.platform == "win32":
+            await _accept_in_thread(sock, on_connection)
+        else:
+            loop = asyncio.get_running_loop()
+            sock.setblocking(False)
+            while True:
+                conn, _ = await loop.sock_accept(sock)
+                on_connection(conn)
+    finally:
+        sock.close()
+
+
+async def _accept_in_thread(sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+    loop = asyncio.get_running_loop()
     stopping = threading.Event()
-    adopting: set[concurrent.futures.Future[None]] = set()
     # A timeout, not blocking mode: every worker's handle of the shared socket behaves alike,
     # and a worker that loses the race for a connection simply waits again.
     sock.settimeout(ACCEPT_POLL)
 
-    async def adopt(conn: socket.socket) -> None:
-        reader = asyncio.StreamReader(limit=2**16, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, on_connection, loop=loop)
-        try:
-            await loop.connect_accepted_socket(lambda: protocol, conn)
-        except OSError:
-            conn.close()
-
     def accept_loop() -> None:
+        backoff = 0.0
         while not stopping.is_set():
             try:
                 conn, _ = sock.accept()
             except TimeoutError:
                 continue
             except OSError:
-                if stopping.is_set():
-                    return
+                # A repeating error (out of handles, say) must not spin this thread.
+                backoff = min(ACCEPT_BACKOFF_MAX, max(0.01, backoff * 2))
+                stopping.wait(backoff)
                 continue
-            if stopping.is_set():
-                conn.close()
-                return
-            future = asyncio.run_coroutine_threadsafe(adopt(conn), loop)
-            adopting.add(future)
-            future.add_done_callback(adopting.discard)
+            backoff = 0.0
+            conn.setblocking(True)
+            # Runs on the loop, even after this thread has stopped: no accepted connection is lost.
+            loop.call_soon_threadsafe(on_connection, conn)
 
     thread = threading.Thread(target=accept_loop, name="accept", daemon=True)
     thread.start()
-
-    async def stop() -> None:
+    try:
+        await anyio.sleep_forever()
+    finally:
         stopping.set()
-        await asyncio.to_thread(thread.join)
-        sock.close()
-        # Connections the thread accepted before it stopped are served like any other.
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in list(adopting)))
-
-    return stop
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(thread.join)

@@ -1,9 +1,12 @@
 """The worker's end of the control channel: handshake, then messages both ways.
 
 The supervisor speaks first after the handshake (``Configure``), then at any time sends
-``Stop`` or ``StatsRequest``; the worker sends ``Ready``, ``Stopped``, and asks for pool-wide
-statistics with ``PoolStatsRequest``. The channel closing is itself a message: the supervisor
-is gone, so the worker drains and exits rather than live on as an orphan.
+``Stop`` or ``StatsRequest``; the worker sends ``Ready``, a ``Heartbeat`` every interval from
+its event loop (never from a side thread, which a busy process could keep answering while its
+loop is stuck), ``Stopped``, and asks for pool-wide statistics with ``PoolStatsRequest``. Every
+statistics snapshot carries a sequence number, so the supervisor keeps the newest. The channel
+closing is itself a message: the supervisor is gone, so the worker drains and exits rather
+than live on as an orphan.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import ipc
 from ipc.messages import (
     Configure,
     Error,
+    Heartbeat,
     Hello,
     Message,
     PoolStatsReply,
@@ -27,8 +31,11 @@ from ipc.messages import (
     StatsReport,
     StatsRequest,
     Stop,
+    Stopped,
     Welcome,
 )
+
+from .memory import rss
 
 logger = logging.getLogger("worker")
 
@@ -40,17 +47,24 @@ class HandshakeError(Exception):
     """The supervisor refused this worker, or answered out of protocol."""
 
 
+class PoolStoppingError(HandshakeError):
+    """The pool began to stop before this worker joined it: nothing to do but exit."""
+
+
 class SupervisorLink:
     def __init__(self, connection: ipc.Connection) -> None:
         self.connection = connection
         self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
         self._replies: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
 
-    async def handshake(self, worker_id: int) -> Configure:
+    async def handshake(self, slot: int, generation: int) -> Configure:
         """Introduce ourselves; return the supervisor's configuration for us."""
-        await self.connection.send(Hello(ipc.PROTOCOL_VERSION, "worker", os.getpid(), worker_id))
+        await self.connection.send(Hello(ipc.PROTOCOL_VERSION, "worker", os.getpid(), slot, generation))
         reply = await self.connection.receive()
         if isinstance(reply, Error):
+            if reply.code == Error.STOPPING:
+                raise PoolStoppingError(reply.message)
             raise HandshakeError(f"supervisor refused this worker: {reply.message}")
         if not isinstance(reply, Welcome):
             raise HandshakeError(f"expected welcome, got {reply.kind}")
@@ -64,6 +78,9 @@ class SupervisorLink:
             return False
         return True
 
+    async def send_stopped(self, completed: int, dropped: int, served: int, models: dict[str, Any], why: str) -> None:
+        await self.send(Stopped(completed, dropped, why, served, models, next(self._seq)))
+
     async def pool_stats(self, own: dict[str, Any]) -> dict[str, Any]:
         """The pool's statistics; this worker's own if the supervisor cannot answer in time."""
         request_id = next(self._ids)
@@ -71,13 +88,23 @@ class SupervisorLink:
         slot: list[dict[str, Any]] = []
         self._replies[request_id] = (event, slot)
         try:
-            if not await self.send(PoolStatsRequest(request_id, own)):
+            if not await self.send(PoolStatsRequest(request_id, own, next(self._seq))):
                 return own
             with anyio.move_on_after(POOL_STATS_TIMEOUT):
                 await event.wait()
         finally:
             del self._replies[request_id]
         return slot[0] if slot else own
+
+    async def heartbeats(self, interval: float, in_flight: Callable[[], int]) -> None:
+        """A heartbeat every ``interval`` seconds, with how late the loop woke up to send it."""
+        due = anyio.current_time() + interval
+        while True:
+            await anyio.sleep(max(0.0, due - anyio.current_time()))
+            now = anyio.current_time()
+            if not await self.send(Heartbeat(in_flight(), round(max(0.0, now - due), 6), rss())):
+                return
+            due = now + interval
 
     async def serve(self, on_stop: Callable[[float | None], None], own_stats: Callable[[], dict[str, Any]]) -> None:
         """Handle the supervisor's messages until the channel closes; ``on_stop(None)`` then."""
@@ -87,7 +114,7 @@ class SupervisorLink:
                 if isinstance(message, Stop):
                     on_stop(message.grace)
                 elif isinstance(message, StatsRequest):
-                    await self.send(StatsReport(message.request_id, own_stats()))
+                    await self.send(StatsReport(message.request_id, own_stats(), next(self._seq)))
                 elif isinstance(message, PoolStatsReply):
                     pending = self._replies.get(message.request_id)
                     if pending is not None:

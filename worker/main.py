@@ -10,33 +10,40 @@ import time
 
 import anyio
 
+from .lifeline import bind_to_parent
 from .serve import run_worker
 
-#: How long, after serving ends, threads get to finish before the worker exits regardless.
+#: How long, after serving ends, model threads get to finish before the worker exits regardless.
 THREAD_EXIT_WAIT = 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description="A pool worker; the supervisor starts it.")
     parser.add_argument("--control", required=True, help="the supervisor's control address")
-    parser.add_argument("--id", type=int, required=True, help="this worker's id in the pool")
+    parser.add_argument("--slot", type=int, required=True, help="this worker's slot in the pool")
+    parser.add_argument("--generation", type=int, required=True, help="which process of its slot this is")
+    parser.add_argument("--parent", type=int, default=0, help="the supervisor's pid: die with it")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
-        format=f"%(asctime)s worker[{args.id}] %(levelname)s %(message)s",
+        format=f"%(asctime)s worker[{args.slot}] %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    code = anyio.run(run_worker, args.control, args.id)
+    if not bind_to_parent(args.parent):
+        logging.getLogger("worker").error("the supervisor (pid %d) is already gone", args.parent)
+        return 1
+    outcome = anyio.run(run_worker, args.control, args.slot, args.generation)
     # anyio's idle worker threads end with the loop; a predict still running past the grace
-    # period does not. Its request was already dropped and reported: waiting for it would only
-    # turn a clean exit into a kill.
-    deadline = time.monotonic() + THREAD_EXIT_WAIT
+    # period does not, nor a model load abandoned by a stop. Their work is already reported as
+    # dropped or abandoned: waiting for them would only turn a clean exit into a kill.
+    deadline = time.monotonic() + (THREAD_EXIT_WAIT if outcome.wait_for_threads else 0.0)
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join(max(0.0, deadline - time.monotonic()))
     busy = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon and t.is_alive()]
     if busy:
-        logging.getLogger("worker").warning("exiting with %d model threads still busy", len(busy))
+        if outcome.wait_for_threads:
+            logging.getLogger("worker").warning("exiting with %d model threads still busy", len(busy))
         logging.shutdown()
-        os._exit(code)
-    return code
+        os._exit(outcome.code)
+    return outcome.code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -9,15 +10,17 @@ import sys
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from hypercorn.config import Config
 
 import ipc
-from ipc.messages import Configure, Error, Ready, Stopped
+from ipc.messages import Configure, Error, Ready
+from ipc.settings import WorkerSettings
 
 from . import http
 from .api import InferenceApp, ServingState
-from .link import HandshakeError, SupervisorLink
-from .models import ModelError, load_models
+from .link import HandshakeError, PoolStoppingError, SupervisorLink
+from .models import Model, ModelError, load_models
 
 logger = logging.getLogger("worker")
 
@@ -25,6 +28,13 @@ logger = logging.getLogger("worker")
 ORPHAN_GRACE = 10.0
 #: A supervisor that does not welcome and configure a worker in this time is not coming.
 HANDSHAKE_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    code: int
+    #: False when a model load was abandoned: its thread cannot be stopped, only left behind.
+    wait_for_threads: bool = True
 
 
 def listening_socket(configure: Configure) -> socket.socket:
@@ -38,48 +48,60 @@ def listening_socket(configure: Configure) -> socket.socket:
     return socket.socket(fileno=configure.listen_fd)
 
 
-def hypercorn_config(settings: dict[str, Any]) -> Config:
+def allow_imports_from(folder: str) -> None:
+    """Let model factories be imported from ``folder`` (the pool's start folder), after every
+    package of the pool's own, so that a ``worker.py`` there cannot shadow ours. Workers run
+    with ``-P``, and the embeddable Windows interpreter never puts it on the path at all."""
+    if folder and folder not in sys.path:
+        sys.path.append(folder)
+
+
+def hypercorn_config(settings: WorkerSettings) -> Config:
     config = Config()
     config.accesslog = None
     http_log = logging.getLogger("worker.http")
     http_log.setLevel(logging.WARNING)
     config.errorlog = http_log
-    config.graceful_timeout = float(settings.get("grace", ORPHAN_GRACE))
-    config.keep_alive_timeout = float(settings.get("keep_alive", 5.0))
-    config.backlog = int(settings.get("backlog", 2048))
+    config.graceful_timeout = settings.grace
+    config.keep_alive_timeout = settings.keep_alive
     return config
 
 
-async def run_worker(address: str, worker_id: int) -> int:
-    """Serve as worker ``worker_id`` of the supervisor at ``address``; the exit code."""
+async def run_worker(address: str, slot: int, generation: int) -> Outcome:
+    """Serve as ``generation`` of ``slot`` in the pool of the supervisor at ``address``."""
     try:
         connection = await ipc.connect(address)
     except ipc.NoServerError as exc:
         logger.error("%s", exc)
-        return 1
+        return Outcome(1)
     async with connection:
         link = SupervisorLink(connection)
         try:
             with anyio.fail_after(HANDSHAKE_TIMEOUT):
-                configure = await link.handshake(worker_id)
+                configure = await link.handshake(slot, generation)
             sock = listening_socket(configure)
         except TimeoutError:
             logger.error("cannot join the pool: the supervisor did not answer in %gs", HANDSHAKE_TIMEOUT)
-            return 1
+            return Outcome(1)
+        except PoolStoppingError:
+            logger.info("the pool is stopping: exiting without serving")
+            return Outcome(0)
         except (HandshakeError, ipc.IPCError, OSError) as exc:
             logger.error("cannot join the pool: %s", exc)
-            return 1
+            return Outcome(1)
+        allow_imports_from(configure.settings.import_path)
         return await Worker(link, sock, configure.settings).run()
 
 
 class Worker:
     """One worker's life after the handshake: load, serve, drain, report.
 
-    The control channel is listened to from the start, so a Stop that arrives while the
-    models load is not lost: the worker then reports and exits as soon as loading ends.
+    The control channel is listened to from the start, so a Stop (or the channel closing)
+    while the models load ends the worker at once: it has nothing in flight to protect, and
+    the load's thread is abandoned.
     """
 
-    def __init__(self, link: SupervisorLink, sock: socket.socket, settings: dict[str, Any]) -> None:
+    def __init__(self, link: SupervisorLink, sock: socket.socket, settings: WorkerSettings) -> None:
         self.link = link
         self.sock = sock
         self.settings = settings
@@ -88,49 +110,59 @@ class Worker:
         self.app: InferenceApp | None = None
         #: Set by a Stop message, or by the channel closing (then with ORPHAN_GRACE).
         self.stop_requested = anyio.Event()
+        self._loading = anyio.CancelScope()
 
     def on_stop(self, grace: float | None) -> None:
         if self.stop_requested.is_set():
             return
-        if grace is None:
+        if self.app is None:
+            logger.info("stop received while loading: exiting without serving")
+            self._loading.cancel()
+        elif grace is None:
             logger.warning("control channel closed: the supervisor is gone; draining")
             grace = ORPHAN_GRACE
-        logger.info("stop received: draining %d requests in flight (grace %gs)", self.state.in_flight, grace)
-        # Readiness turns 503 at once; hypercorn reads graceful_timeout when the trigger fires.
+        if self.app is not None:
+            logger.info("stop received: draining %d requests in flight (grace %gs)", self.state.in_flight, grace)
+        # Readiness turns 503 at once; the server reads graceful_timeout when the trigger fires.
         self.state.draining = True
-        self.config.graceful_timeout = grace
+        self.config.graceful_timeout = grace if grace is not None else ORPHAN_GRACE
         self.stop_requested.set()
 
     def own_stats(self) -> dict[str, Any]:
         return self.app.own_stats() if self.app is not None else {}
 
-    async def run(self) -> int:
-        code = 0
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.link.serve, self.on_stop, self.own_stats)
-            try:
-                models = await anyio.to_thread.run_sync(load_models, list(self.settings.get("models", [])))
-            except Exception as exc:
-                message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
-                if not await self.link.send(Error("model_load", message)):
-                    logger.error("cannot load models: %s", message)  # else the supervisor says it
-                code = 1
-            else:
+    async def run(self) -> Outcome:
+        outcome = Outcome(0)
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self.link.serve, self.on_stop, self.own_stats)
+            task_group.start_soon(self.link.heartbeats, self.settings.heartbeat_interval, lambda: self.state.in_flight)
+            models: list[Model] | None = None
+            with self._loading:
+                try:
+                    models = await anyio.to_thread.run_sync(
+                        load_models, self.settings.models, self.settings.model_dirs, abandon_on_cancel=True
+                    )
+                except Exception as exc:
+                    message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+                    if not await self.link.send(Error(Error.MODEL_LOAD, message)):
+                        logger.error("cannot load models: %s", message)  # else the supervisor says it
+                    outcome = Outcome(1)
+            if self._loading.cancelled_caught:
+                await self.link.send_stopped(0, 0, 0, {}, "stopped while loading")
+                outcome = Outcome(0, wait_for_threads=False)
+            elif models is not None:
                 try:
                     await self._serve(models)
                 finally:
                     for model in models:
                         model.unload()
-            tg.cancel_scope.cancel()
-        return code
+            task_group.cancel_scope.cancel()
+        return outcome
 
-    async def _serve(self, models: list[Any]) -> None:
-        max_body_size = int(self.settings.get("max_body_size", 64 * 1024 * 1024))
-        app = self.app = InferenceApp(models, self.state, max_body_size=max_body_size, pool_stats=self.link.pool_stats)
-        if self.stop_requested.is_set():
-            logger.info("stopped while loading: exiting without serving")
-            await self.link.send(Stopped(0, 0, models=app.own_stats()))
-            return
+    async def _serve(self, models: list[Model]) -> None:
+        settings = self.settings
+        app = InferenceApp(models, self.state, max_body_size=settings.max_body_size, pool_stats=self.link.pool_stats)
+        self.app = app
         shutdown = anyio.Event()
         completed_before_drain = 0
 
@@ -140,19 +172,18 @@ class Worker:
             completed_before_drain = self.state.completed
             # Keep accepting for the drain delay, readiness already 503, so that load
             # balancers stop routing here before the server stops accepting.
-            await anyio.sleep(float(self.settings.get("drain_delay", 0)))
+            await anyio.sleep(settings.drain_delay)
             shutdown.set()
 
         async def announce_ready() -> None:
             await self.state.started.wait()
             await self.link.send(Ready(os.getpid(), [model.name for model in models]))
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drain_when_asked)
-            tg.start_soon(announce_ready)
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(drain_when_asked)
+            task_group.start_soon(announce_ready)
             await http.serve(app, self.config, self.sock, shutdown.wait)
-            tg.cancel_scope.cancel()
+            task_group.cancel_scope.cancel()
         completed = self.state.completed - completed_before_drain
         logger.info("drained: %d in-flight requests finished, %d dropped", completed, self.state.dropped)
-        served = self.state.completed
-        await self.link.send(Stopped(completed, self.state.dropped, served=served, models=app.own_stats()))
+        await self.link.send_stopped(completed, self.state.dropped, self.state.completed, app.own_stats(), "stop")

@@ -66,6 +66,35 @@ class Platform:
         path = os.path.join(tmp_path, "control.sock") if tmp_path else ""
         return path if path and len(path) < 100 else f"/tmp/is-e2e-{tag}.sock"
 
+    def kill(self, pid: int) -> None:
+        """Kill a worker outright: SIGKILL, or ``taskkill /F`` for a Windows pid."""
+        if self.windows:
+            self._run_windows("taskkill", "/F", "/PID", str(pid))
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+    def freeze(self, pid: int) -> None:
+        """Make a worker hang: SIGSTOP, or NtSuspendProcess for a Windows pid."""
+        if self.windows:
+            self._run_windows(
+                WINDOWS_PYTHON or "",
+                self.path(os.path.join(ROOT, "tests", "windows", "suspend.py")),
+                "suspend",
+                str(pid),
+            )
+        else:
+            os.kill(pid, signal.SIGSTOP)
+
+    def _run_windows(self, *command: str) -> None:
+        result = subprocess.run(
+            [shutil.which("wine") or "wine", *command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=self.env({}),
+            timeout=60,
+        )
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+
     def env(self, extra: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -77,14 +106,16 @@ class Platform:
 class Pool:
     """A ``supervisor start`` process and what it has printed."""
 
-    def __init__(self, platform: Platform, control: str, args: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, platform: Platform, control: str, args: Sequence[str], env: dict[str, str], cwd: str = ROOT
+    ) -> None:
         self.platform = platform
         self.control = control
         self.env = env
         command = [*platform.python, "-m", "supervisor", "start", "--control", control, *args]
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -164,10 +195,20 @@ class Pool:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    def status_or_none(self) -> str | None:
-        """The pool's state, or None once it no longer answers."""
+    def status_if_running(self) -> dict[str, Any] | None:
+        """``status --json``, or None while (or once) no supervisor answers."""
         result = self.cli("status", "--json")
-        return json.loads(result.stdout)["state"] if result.returncode == 0 else None
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def status_or_none(self) -> str | None:
+        """The pool's state, or None while (or once) it does not answer."""
+        status = self.status_if_running()
+        return status["state"] if status else None
+
+    def worker_states(self) -> list[str]:
+        """Each worker's state, or [] while the supervisor does not answer."""
+        status = self.status_if_running()
+        return [w["state"] for w in status["workers"]] if status else []
 
     def interrupt(self) -> None:
         """Ctrl+C as a terminal sends it: SIGINT to the whole foreground process group."""

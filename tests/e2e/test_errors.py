@@ -53,7 +53,7 @@ def test_status_with_no_supervisor_running(platform, tmp_path):
         (["start", "--wrokers", "2"], "unrecognized arguments: --wrokers"),
         (["start", "--workers", "0"], "--workers: must be at least 1, not 0"),
         (["start", "--workers", "many"], "--workers: expected a whole number"),
-        (["start", "--bind", "8080"], "--bind must be HOST:PORT"),
+        (["start", "--bind", "8080"], "--bind: must be HOST:PORT"),
         (["start", "--grace", "-1"], "--grace: must be a finite number of seconds >= 0"),
         (["start", "--name", "../x"], "--name: invalid name"),
         (["start", "--model", "nonsense"], "is not NAME=PATH.npz or NAME=module:Factory"),

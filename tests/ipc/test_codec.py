@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import msgpack
@@ -12,7 +13,19 @@ from hypothesis import strategies as st
 from ipc import FrameDecoder, encode
 from ipc.errors import FrameTooLargeError, MalformedFrameError, ProtocolError, UnknownMessageError, VersionMismatchError
 from ipc.handshake import PROTOCOL_VERSION, check_hello
-from ipc.messages import KINDS, Configure, Hello, Ready, StatusReply, Stop, StopRequest
+from ipc.messages import (
+    KINDS,
+    Configure,
+    Heartbeat,
+    Hello,
+    Ready,
+    StatsReport,
+    StatusReply,
+    Stop,
+    StopRequest,
+    WorkerStatus,
+)
+from ipc.settings import WorkerSettings
 
 
 def frame_of(obj: object) -> bytes:
@@ -21,13 +34,15 @@ def frame_of(obj: object) -> bytes:
 
 
 SAMPLES = [
-    Hello(PROTOCOL_VERSION, "worker", 1234, 3),
-    Configure({"grace": 2.5, "models": ["a=b.npz"]}, listen_fd=7),
-    Configure({}, listen_share=b"\x00\x01binary"),
+    Hello(PROTOCOL_VERSION, "worker", 1234, 3, 7),
+    Configure(WorkerSettings(grace=2.5, models=["a=b.npz"]), listen_fd=7),
+    Configure(WorkerSettings(), listen_share=b"\x00\x01binary"),
     Ready(99, ["mlp"]),
+    Heartbeat(in_flight=3, loop_lag=0.001, rss=123456789),
     Stop(0.0),
     StopRequest(None),
-    StatusReply(1, "http://127.0.0.1:1", "ready", [{"id": 0, "pid": 5, "state": "ready"}]),
+    StatsReport(1, {"mlp": {"inference_count": 5}}, seq=9),
+    StatusReply(1, "http://127.0.0.1:1", "ready", [WorkerStatus(0, 1, 5, "ready", heartbeat_age=0.5)]),
 ]
 
 
@@ -118,6 +133,13 @@ def test_garbage_is_a_malformed_frame(payload):
         ({"kind": "hello", "protocol_version": 1, "role": "worker", "pid": "x"}, "field 'pid'"),
         ({"kind": "ready", "pid": 1, "models": ["a", 2]}, "field 'models'"),
         ({"kind": "configure", "settings": {1: 2}}, "not valid msgpack|field 'settings'"),
+        ({"kind": "configure", "settings": [1]}, "field 'settings' must be a map"),
+        ({"kind": "configure", "settings": {"grace": "soon"}}, "field 'grace' has a value of type str"),
+        ({"kind": "configure", "settings": {"grace": -1}}, "field 'grace' must be a finite number of seconds >= 0"),
+        ({"kind": "configure", "settings": {"max_body_size": 0}}, "field 'max_body_size' must be at least 1"),
+        ({"kind": "configure", "settings": {"models": ["no-equals"]}}, "is not NAME=PATH.npz or NAME=module:Factory"),
+        ({"kind": "status_reply", "supervisor_pid": 1, "url": "u", "state": "s", "workers": [{"slot": 0}]}, "missing"),
+        ({"kind": "status_reply", "supervisor_pid": 1, "url": "u", "state": "s", "workers": {}}, "must be a list"),
     ],
 )
 def test_bad_fields_are_malformed(obj, error):
@@ -135,8 +157,17 @@ def test_ext_types_are_refused():
         decoder.next_message()
 
 
+def test_infinite_settings_are_refused():
+    decoder = FrameDecoder()
+    decoder.feed(frame_of({"kind": "configure", "settings": {"keep_alive": float("inf")}}))
+    with pytest.raises(MalformedFrameError, match="keep_alive"):
+        decoder.next_message()
+
+
 def test_timestamps_are_refused_even_in_free_form_fields():
-    payload = msgpack.packb({"kind": "configure", "settings": {"at": msgpack.Timestamp(1, 0)}}, datetime=False)
+    payload = msgpack.packb(
+        {"kind": "stats_report", "request_id": 1, "models": {"at": msgpack.Timestamp(1, 0)}}, datetime=False
+    )
     decoder = FrameDecoder()
     decoder.feed(struct.pack(">I", len(payload)) + payload)
     with pytest.raises(MalformedFrameError):
@@ -167,7 +198,11 @@ def test_wrong_protocol_version():
 
 @pytest.mark.parametrize(
     "hello",
-    [Hello(PROTOCOL_VERSION, "admin", 1), Hello(PROTOCOL_VERSION, "worker", 1, None)],
+    [
+        Hello(PROTOCOL_VERSION, "admin", 1),
+        Hello(PROTOCOL_VERSION, "worker", 1, None),
+        Hello(PROTOCOL_VERSION, "worker", 1, 0),
+    ],
 )
 def test_bad_hello(hello):
     with pytest.raises(ProtocolError):
@@ -201,3 +236,49 @@ def test_any_map_decodes_or_raises_a_protocol_error(fields):
             decoder.next_message()
         except ProtocolError:
             pass
+
+
+# Values msgpack can carry: what a hostile or buggy peer could put in any field.
+wire_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.sampled_from(sorted(KINDS)), st.dictionaries(st.text(max_size=12), wire_values, max_size=6), st.data())
+def test_any_fields_of_any_kind_decode_or_raise_a_protocol_error(kind, fields, data):
+    """Well-framed msgpack of every kind, with real field names given random values: every
+    example reaches msgpack decoding and the field checks, and either decodes or is refused."""
+    cls = KINDS[kind]
+    names = [field.name for field in dataclasses.fields(cls)]
+    for name in data.draw(st.lists(st.sampled_from(names), max_size=len(names))) if names else []:
+        fields[name] = data.draw(wire_values)
+    decoder = FrameDecoder()
+    decoder.feed(frame_of({**fields, "kind": kind}))
+    try:
+        message = decoder.next_message()
+    except ProtocolError:
+        return
+    assert isinstance(message, cls)
+    # What decodes encodes again to the same message: nothing half-checked slipped through.
+    again = FrameDecoder()
+    again.feed(encode(message))
+    assert again.next_message() == message
+
+
+@given(st.binary(max_size=256))
+def test_any_payload_behind_a_correct_prefix_decodes_or_raises_a_protocol_error(payload):
+    """Generate the payload, then its length prefix: msgpack itself sees every example."""
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", len(payload)) + payload)
+    try:
+        decoder.next_message()
+    except ProtocolError:
+        pass
+    assert decoder.buffered == 0

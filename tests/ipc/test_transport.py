@@ -12,6 +12,7 @@ import pytest
 
 import ipc
 from ipc.messages import Configure, Hello, Stop
+from ipc.settings import WorkerSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +32,7 @@ async def test_round_trip(control_address):
                 for message in (
                     Hello(1, "client", os.getpid()),
                     Stop(2.5),
-                    Configure({"k": [1, 2]}, listen_share=b"\x00" * 1000),
+                    Configure(WorkerSettings(models=["a=b.npz"]), listen_share=b"\x00" * 1000),
                 ):
                     await client.send(message)
                     assert await client.receive() == message
@@ -41,7 +42,7 @@ async def test_round_trip(control_address):
 
 async def test_large_message_and_many_in_a_row(control_address):
     listener = await ipc.listen(control_address)
-    big = Configure({"blob": "x" * 500_000})
+    big = Configure(WorkerSettings(models=["m=" + "x" * 500_000]))
     try:
         async with anyio.create_task_group() as tg:
 
@@ -79,7 +80,7 @@ async def test_oversized_frame_from_peer(control_address):
     listener = await ipc.listen(control_address, max_frame_size=64)
     try:
         async with await ipc.connect(control_address) as client, await listener.accept() as server_side:
-            await client.send(Configure({"blob": "x" * 100}))
+            await client.send(Configure(WorkerSettings(models=["m=" + "x" * 100])))
             with pytest.raises(ipc.FrameTooLargeError):
                 with anyio.fail_after(10):
                     await server_side.receive()

@@ -1,10 +1,14 @@
-"""The command line's parsing and settings, in-process (the e2e tests run it for real)."""
+"""The command line and its settings, in-process (the e2e tests run it for real)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from ipc.settings import WorkerSettings
 from supervisor import cli
+from supervisor.settings import PoolSettings, SettingsError, options, resolve
 from supervisor.sockets import parse_bind
 
 
@@ -22,46 +26,88 @@ def test_parse_bind_refuses(text):
         parse_bind(text)
 
 
-def settings(argv):
-    return cli._settings(cli.build_parser().parse_args(["start", *argv]))
+def flags(argv):
+    args = cli.build_parser().parse_args(["start", *argv])
+    return {option.key: getattr(args, option.key) for option in options()}, args.config
 
 
-def test_defaults():
+def settings(argv, environ=None):
+    given, config = flags(argv)
+    return resolve(given, config, environ or {})
+
+
+def test_defaults_are_the_declarations():
     got = settings([])
-    assert got["workers"] == 1 and got["bind"] == ("127.0.0.1", 8080) and got["grace"] == 30.0
-    assert got["models"] == [] and got["control"] is None and got["name"] == "default"
+    assert got.pool == PoolSettings() and got.worker == WorkerSettings()
+    assert got.pool.workers == 1 and got.pool.bind == "127.0.0.1:8080" and got.worker.grace == 30.0
+    assert set(got.sources.values()) == {"default"}
 
 
-def test_flags_win_over_the_file_which_wins_over_defaults(tmp_path):
+def test_every_setting_has_a_flag_a_variable_and_help():
+    for option in options():
+        assert option.flag.startswith("--") and option.env.startswith("INFERENCE_SUPERVISOR_")
+        assert option.declared.help
+    flags_seen = [option.flag for option in options()]
+    assert len(flags_seen) == len(set(flags_seen))
+    assert "--heartbeat-interval" not in flags_seen  # internal: the supervisor sets it
+
+
+def test_flag_beats_environment_beats_file_beats_default(tmp_path):
     config = tmp_path / "pool.toml"
-    config.write_text(
-        'workers = 3\ngrace = 7\nbind = "0.0.0.0:9000"\nmodels = ["a=w.npz", "b=pkg.mod:B"]\nmodel_dirs = ["repo"]\n'
-    )
-    got = settings(["--config", str(config), "--workers", "5"])
-    assert got["workers"] == 5  # the flag
-    assert got["grace"] == 7.0 and got["bind"] == ("0.0.0.0", 9000)  # the file
-    assert got["drain_delay"] == 0.0  # the default
+    config.write_text('workers = 3\ngrace = 7\ndrain_delay = 2\nbind = "0.0.0.0:9000"\n')
+    environ = {"INFERENCE_SUPERVISOR_GRACE": "9", "INFERENCE_SUPERVISOR_WORKERS": "4"}
+    got = settings(["--config", str(config), "--workers", "5"], environ)
+    assert got.pool.workers == 5 and got.sources["workers"] == "flag"
+    assert got.worker.grace == 9.0 and got.sources["grace"] == "env"
+    assert got.worker.drain_delay == 2.0 and got.sources["drain_delay"] == f"file {config}"
+    assert got.pool.bind == "0.0.0.0:9000"
+    assert got.worker.keep_alive == 5.0 and got.sources["keep_alive"] == "default"
+
+
+def test_paths_are_the_files_or_the_current_folders(tmp_path):
+    config = tmp_path / "pool.toml"
+    config.write_text('models = ["a=w.npz", "b=pkg.mod:B"]\nmodel_dirs = ["repo"]\n')
+    got = settings(["--config", str(config)])
     # Paths in the file are the file's; factories stay as they are.
-    assert got["models"] == [f"a={tmp_path / 'w.npz'}", "b=pkg.mod:B"]
-    assert got["model_dirs"] == [str(tmp_path / "repo")]
+    assert got.worker.models == [f"a={tmp_path / 'w.npz'}", "b=pkg.mod:B"]
+    assert got.worker.model_dirs == [str(tmp_path / "repo")]
+    got = settings(["--model", "c=x/c.npz", "--model", "d=m:D"])
+    assert got.worker.models == [f"c={os.path.join(os.getcwd(), 'x', 'c.npz')}", "d=m:D"]
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("workers = 0", "workers: must be at least 1"),
-        ("workers = true", "workers must be a whole number"),
-        ('grace = "soon"', "grace must be a number of seconds"),
-        ("models = [1]", "models must be a list"),
+        ("workers = 0", "workers: must be at least 1, not 0"),
+        ("workers = true", "workers: must be a whole number"),
+        ('grace = "soon"', "grace: must be a number of seconds"),
+        ("grace = inf", "grace: must be a finite number of seconds >= 0"),
+        ("models = [1]", "models: must be a list"),
+        ('models = ["nonsense"]', "models: 'nonsense' is not NAME=PATH.npz or NAME=module:Factory"),
+        ('bind = "8080"', "bind: must be HOST:PORT"),
         ("nope = 1", "unknown key 'nope'"),
+        ("heartbeat_interval = 1", "unknown key 'heartbeat_interval'"),
         ("workers = ", "not valid TOML"),
     ],
 )
-def test_bad_files(tmp_path, text, message):
+def test_bad_files_name_the_key(tmp_path, text, message):
     config = tmp_path / "pool.toml"
     config.write_text(text + "\n")
-    with pytest.raises(cli.config.ConfigError, match=message):
+    with pytest.raises(SettingsError, match=message):
         settings(["--config", str(config)])
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("INFERENCE_SUPERVISOR_WORKERS", "many", "expected a whole number"),
+        ("INFERENCE_SUPERVISOR_GRACE", "-1", "must be a finite number of seconds >= 0"),
+        ("INFERENCE_SUPERVISOR_NAME", "../x", "invalid name"),
+    ],
+)
+def test_bad_environment_names_the_variable(name, value, message):
+    with pytest.raises(SettingsError, match=f"{name}: .*{message}"):
+        settings([], {name: value})
 
 
 def test_usage_errors_are_one_line_and_exit_2(capsys):
@@ -70,3 +116,17 @@ def test_usage_errors_are_one_line_and_exit_2(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("supervisor start: error: argument --workers")
+
+
+def test_bad_environment_is_one_line_and_exit_2(capsys, monkeypatch):
+    monkeypatch.setenv("INFERENCE_SUPERVISOR_MAX_RESTARTS", "-3")
+    assert cli.main(["start"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "INFERENCE_SUPERVISOR_MAX_RESTARTS: must be at least 0, not -3" in err
+
+
+@pytest.mark.parametrize(
+    "seconds, text", [(0, "0s"), (59.9, "59s"), (61, "1m01s"), (3600 * 2 + 180, "2h03m"), (86400 * 4 + 7200, "4d02h")]
+)
+def test_durations_read_at_a_glance(seconds, text):
+    assert cli._duration(seconds) == text

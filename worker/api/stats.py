@@ -93,4 +93,4 @@ def as_triton(name: str, snapshot: Any) -> dict[str, Any]:
 
 def _count(mapping: Any, key: str) -> int:
     value = mapping.get(key, 0) if isinstance(mapping, dict) else 0
-    return int(value) if isinstance(value, (int, float)) and value == value else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

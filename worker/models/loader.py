@@ -5,10 +5,10 @@ A spec is one of:
 - ``NAME=path/to/weights.npz``: an :class:`~worker.models.mlp.MLP` from a weights file;
 - ``NAME=package.module:Factory``: any importable callable taking the model name and
   returning a :class:`~worker.models.base.Model` (a class, usually);
-- ``dir:PATH``: a model repository, one model per subfolder, each holding ``model.npz`` or a
-  ``model.txt`` whose one line is ``package.module:Factory``.
+and a model repository is a folder with one model per subfolder, each holding ``model.npz`` or
+a ``model.txt`` whose one line is ``package.module:Factory``.
 
-No spec at all serves the built-in demo model as ``mlp``.
+No spec and no repository at all serves the built-in demo model as ``mlp``.
 """
 
 from __future__ import annotations
@@ -68,14 +68,12 @@ def _from_directory(folder: str) -> list[Model]:
     return models
 
 
-def load_models(specs: Sequence[str]) -> list[Model]:
-    """Build and ``load()`` every model the specs name, in order; the demo when none."""
-    models: list[Model] = []
-    for spec in specs:
-        if spec.startswith("dir:"):
-            models.extend(_from_directory(spec[4:]))
-        else:
-            models.append(load_one(*parse_spec(spec)))
+def load_models(specs: Sequence[str], folders: Sequence[str] = ()) -> list[Model]:
+    """Build and ``load()`` every model the specs and repositories name, in order; the demo
+    when there are none."""
+    models: list[Model] = [load_one(*parse_spec(spec)) for spec in specs]
+    for folder in folders:
+        models.extend(_from_directory(folder))
     if not models:
         models.append(demo_model())
     seen: set[str] = set()

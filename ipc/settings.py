@@ -1,0 +1,154 @@
+"""What a worker is told by its supervisor: one typed contract, each setting declared once.
+
+A setting is a dataclass field made by :func:`setting`: its annotation is its type, and its
+metadata carries the help line, the bounds and any extra check. Everything else derives from
+that one declaration (hypercorn's ``Config`` shape): the command line's flags, the TOML keys,
+the environment variables and the check a decoded ``Configure`` message gets on the wire.
+
+:class:`WorkerSettings` holds what crosses to workers; ``supervisor.settings`` declares the
+settings only the supervisor reads, in the same way. Settings marked ``internal`` are filled in
+by the supervisor, never by the user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+#: The key of a setting's :class:`Declaration` in its field's metadata.
+METADATA_KEY = "setting"
+
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """How a setting is described and checked, beyond its type and default."""
+
+    help: str
+    metavar: str | None = None
+    #: The least value a number may take.
+    minimum: float | None = None
+    #: Raises ``ValueError`` with a one-line reason for a value of the right type that is wrong.
+    check: Callable[[Any], object] | None = None
+    #: The command line's flag, when it is not ``--`` + the key with ``-`` for ``_``.
+    flag: str | None = None
+    #: Set by the supervisor itself: no flag, no key, no variable.
+    internal: bool = False
+
+    @property
+    def seconds(self) -> bool:
+        return self.metavar == "SECONDS"
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    metavar: str | None = None,
+    minimum: float | None = None,
+    check: Callable[[Any], object] | None = None,
+    flag: str | None = None,
+    internal: bool = False,
+) -> Any:
+    """Declare one setting: a dataclass field with its :class:`Declaration`."""
+    metadata = {METADATA_KEY: Declaration(help, metavar, minimum, check, flag, internal)}
+    if isinstance(default, list):
+        items = list(default)
+        return dataclasses.field(default_factory=lambda: list(items), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def declaration(field: dataclasses.Field[Any]) -> Declaration | None:
+    found = field.metadata.get(METADATA_KEY)
+    return found if isinstance(found, Declaration) else None
+
+
+def describe_type(hint: Any, declared: Declaration) -> str:
+    """``hint`` in words, for error messages: 'a whole number', 'a list of strings'..."""
+    if hint is int:
+        return "a whole number"
+    if hint is float:
+        return "a number of seconds" if declared.seconds else "a number"
+    if hint is bool:
+        return "true or false"
+    if hint == list[str]:
+        return "a list of strings"
+    return "a string"
+
+
+def check(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
+    """``value`` as the setting ``field`` holds it, or ``ValueError`` with a one-line reason.
+
+    ``hint`` is the field's resolved annotation. Whole numbers are accepted for floats.
+    """
+    declared = declaration(field)
+    if declared is None:
+        return value
+    kind = describe_type(hint, declared)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be {kind}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and isinstance(value, float)):
+            raise ValueError(f"must be {kind}")
+        if hint is float:
+            value = float(value)
+        if not math.isfinite(value) or (declared.minimum is not None and value < declared.minimum):
+            bound = f" >= {declared.minimum:g}" if declared.minimum is not None else ""
+            if hint is int:
+                raise ValueError(f"must be at least {declared.minimum:g}, not {value}")
+            raise ValueError(f"must be a finite {kind.removeprefix('a ')}{bound}, not {value}")
+    elif hint == list[str]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"must be {kind}")
+        value = list(value)
+    elif hint == (str | None):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"must be {kind}")
+    elif not isinstance(value, str):
+        raise ValueError(f"must be {kind}")
+    if declared.check is not None and value is not None:
+        declared.check(value)
+    return value
+
+
+def check_model_specs(specs: list[str]) -> None:
+    """Each spec is ``NAME=SOURCE``; what the source holds is for the worker to find out."""
+    for spec in specs:
+        name, sep, source = spec.partition("=")
+        if not sep or not name or not source:
+            raise ValueError(f"{spec!r} is not NAME=PATH.npz or NAME=module:Factory")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Everything a worker needs to know to load and serve, sent in ``Configure``."""
+
+    grace: float = setting(30.0, "how long a stop lets in-flight requests finish", metavar="SECONDS", minimum=0)
+    drain_delay: float = setting(
+        0.0,
+        "on stop, keep serving this long with readiness at 503 before refusing new connections",
+        metavar="SECONDS",
+        minimum=0,
+    )
+    models: list[str] = setting(
+        [],
+        "serve a model: NAME=path.npz or NAME=module:Factory; repeatable (with none, the demo 'mlp')",
+        metavar="NAME=SOURCE",
+        check=check_model_specs,
+        flag="--model",
+    )
+    model_dirs: list[str] = setting(
+        [], "serve every model in a repository folder (one model per subfolder)", metavar="DIR", flag="--model-dir"
+    )
+    max_body_size: int = setting(64 * 1024 * 1024, "largest request body accepted", metavar="BYTES", minimum=1)
+    keep_alive: float = setting(
+        5.0, "how long an idle kept-alive HTTP connection stays open", metavar="SECONDS", minimum=0
+    )
+    #: How often the worker's event loop reports in; the supervisor derives it from its timeout.
+    heartbeat_interval: float = setting(1.0, "seconds between heartbeats", minimum=0.01, internal=True)
+    #: The folder the pool was started from: model factories are imported from it, after the
+    #: pool's own packages so that it can never shadow them.
+    import_path: str = setting("", "where model factories are imported from", internal=True)

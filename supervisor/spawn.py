@@ -1,0 +1,133 @@
+"""Starting worker processes, behind a small interface (httpx's transport seam).
+
+The pool asks a :class:`Spawner` for a process and gets a :class:`ProcessHandle` back: a pid,
+a way to wait for its exit and a way to kill it. :class:`SubprocessSpawner` starts real
+``python -m worker`` processes; the pool's in-process tests pass a fake that runs workers as
+tasks instead.
+
+Every real worker dies with the supervisor, however the supervisor ends:
+
+- its control channel closes, and the worker exits on its own (the protocol's way);
+- on Linux the worker asks for ``PR_SET_PDEATHSIG`` (``worker.lifeline``): the kernel kills it
+  when the thread that spawned it ends, so workers are spawned from the event loop's thread,
+  which lives as long as the supervisor;
+- on Windows every worker is put in a Job Object that kills its processes when its last handle
+  closes, which the supervisor's exit does (``_winjob``).
+
+Workers run with ``-P`` (Python's safe path): the folder the pool was started from is not put
+in front of the pool's own packages, so a ``worker.py`` there cannot shadow them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import socket
+import subprocess
+import sys
+from typing import Protocol
+
+import anyio
+import anyio.to_thread
+
+if sys.platform == "win32":
+    from ._winjob import KillOnCloseJob
+
+logger = logging.getLogger("supervisor")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpawnRequest:
+    """Which worker to start: its slot and generation, and where it reports."""
+
+    control: str
+    slot: int
+    generation: int
+
+
+class ProcessHandle(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    async def wait(self) -> int:
+        """The exit code, once the process has exited (and been reaped)."""
+        ...
+
+    def kill(self) -> None:
+        """Kill it now (``Process.kill()``; TerminateProcess on Windows); harmless once it has exited."""
+        ...
+
+
+class Spawner(Protocol):
+    def spawn(self, request: SpawnRequest) -> ProcessHandle: ...
+
+    def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
+        """How ``Configure`` names the pool's listening socket to this worker: (fd, share)."""
+        ...
+
+
+class Subprocess:
+    """A real worker process."""
+
+    def __init__(self, process: subprocess.Popen[bytes], limiter: anyio.CapacityLimiter) -> None:
+        self._process = process
+        self._limiter = limiter
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    async def wait(self) -> int:
+        return await anyio.to_thread.run_sync(self._process.wait, abandon_on_cancel=True, limiter=self._limiter)
+
+    def kill(self) -> None:
+        if self._process.returncode is None:
+            try:
+                self._process.kill()
+            except ProcessLookupError:  # exited between the check and the kill
+                pass
+
+
+class SubprocessSpawner:
+    """Spawns ``python -P -m worker`` processes that share ``listen_socket``."""
+
+    def __init__(self, listen_socket: socket.socket) -> None:
+        self.listen_socket = listen_socket
+        # One thread per process waits for its exit: they must not queue behind anyio's
+        # default limit of 40 threads, or a large pool's late exits would go unseen.
+        self._waiters = anyio.CapacityLimiter(math.inf)
+        if sys.platform == "win32":
+            self._job = KillOnCloseJob()
+
+    def command(self, request: SpawnRequest) -> list[str]:
+        return [
+            sys.executable, "-P", "-m", "worker",
+            "--control", request.control,
+            "--slot", str(request.slot),
+            "--generation", str(request.generation),
+            "--parent", str(os.getpid()),
+        ]  # fmt: skip
+
+    def spawn(self, request: SpawnRequest) -> Subprocess:
+        command = self.command(request)
+        if sys.platform == "win32":
+            # Its own process group: the console's Ctrl+C is not delivered to it at all.
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP
+            )
+            try:
+                self._job.assign(process)
+            except OSError as exc:
+                # The control channel still ends the worker with the supervisor; the job only
+                # backs that up (for a worker whose loop is stuck).
+                logger.warning("worker pid %d is not in the pool's job object: %s", process.pid, exc)
+        else:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(self.listen_socket.fileno(),))
+        return Subprocess(process, self._waiters)
+
+    def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
+        if sys.platform == "win32":
+            return None, self.listen_socket.share(handle.pid)
+        return self.listen_socket.fileno(), None

@@ -1,0 +1,255 @@
+"""The pool in-process: a real supervisor, control channel and transport, with fake workers
+(tasks speaking the protocol) instead of processes, and every timeout short."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+import ipc
+from ipc.messages import Error, Hello, PoolStatsRequest, Ready, StatsRequest, Stop
+from ipc.settings import WorkerSettings
+from supervisor import client
+from supervisor.lifecycle import PoolState
+from supervisor.policy import Timeouts
+from supervisor.pool import open_pool
+from supervisor.run import EXIT_DOWN, EXIT_ERROR, EXIT_OK, Supervisor
+from supervisor.settings import PoolSettings, Settings
+from supervisor.spawn import SpawnRequest
+
+from .fakes import FakeSpawner, FakeWorker, Script, healthy
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUTS = Timeouts(
+    exit_margin=1.0,
+    unready_exit=0.2,
+    stats=0.5,
+    handshake=2.0,
+    reply_window=1.0,
+    backoff_base=0.05,
+    backoff_max=0.2,
+    healthy_after=5.0,
+)
+DEADLINE = 20
+
+
+@dataclasses.dataclass
+class Running:
+    supervisor: Supervisor
+    spawner: FakeSpawner
+    control: str
+    exit_code: list[int]
+    done: anyio.Event
+
+    @property
+    def pool(self):
+        assert self.supervisor.pool is not None
+        return self.supervisor.pool
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        with anyio.fail_after(DEADLINE):
+            await self.supervisor.opened.wait()
+            await self.pool.wait_until(predicate)
+
+    async def finished(self) -> int:
+        with anyio.fail_after(DEADLINE):
+            await self.done.wait()
+        return self.exit_code[0]
+
+
+@asynccontextmanager
+async def running(
+    control_address: str, script: Callable[[SpawnRequest], Script], workers: int = 2, **pool: object
+) -> AsyncIterator[Running]:
+    settings = Settings(
+        PoolSettings(workers=workers, bind="127.0.0.1:0", **{"heartbeat_timeout": 1.0, **pool}),  # type: ignore[arg-type]
+        WorkerSettings(grace=1.0),
+        {},
+    )
+    async with anyio.create_task_group() as task_group:
+        spawner = FakeSpawner(task_group, script)
+        supervisor = Supervisor(settings, control_address, TIMEOUTS, spawner=lambda sock: spawner)
+        exit_code: list[int] = []
+        done = anyio.Event()
+
+        async def run() -> None:
+            exit_code.append(await supervisor.run())
+            done.set()
+
+        task_group.start_soon(run)
+        handle = Running(supervisor, spawner, control_address, exit_code, done)
+        try:
+            yield handle
+        finally:
+            supervisor.request_stop()
+            await handle.finished()
+            assert not spawner.running(), "a fake worker outlived its supervisor"
+
+
+def by_generation(**scripts: Script) -> Callable[[SpawnRequest], Script]:
+    """``g1=...`` for first generations, ``s1g2=...`` for slot 1's second; else healthy."""
+
+    def pick(request: SpawnRequest) -> Script:
+        return scripts.get(f"s{request.slot}g{request.generation}", scripts.get(f"g{request.generation}", healthy))
+
+    return pick
+
+
+async def test_a_healthy_pool_starts_and_stops_cleanly(control_address):
+    async with running(control_address, by_generation()) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply = await client.status(control_address)
+        assert reply.state == "ready"
+        assert [(w.slot, w.generation, w.state) for w in reply.workers] == [(0, 1, "ready"), (1, 1, "ready")]
+        stop = await client.stop(control_address, None)
+        assert stop.clean and [w.state for w in stop.workers] == ["stopped", "stopped"]
+    assert await pool.finished() == EXIT_OK
+    assert all(isinstance(w.received[-1], Stop) for w in pool.spawner.spawned)
+
+
+async def crash_after_ready(worker: FakeWorker) -> None:
+    await worker.join()
+    await worker.send(Ready(worker.pid, []))
+    worker.exit(3)
+
+
+async def test_a_lost_worker_is_replaced_in_its_slot(control_address):
+    async with running(control_address, by_generation(s1g1=crash_after_ready)) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY and pool.pool.slots[1].generation == 2)
+        slot = pool.pool.slots[1]
+        assert slot.restarts.count == 1 and slot.current is not None and slot.current.pid != pool.spawner.spawned[1].pid
+        assert pool.pool.slots[0].generation == 1
+
+
+async def fail_to_load(worker: FakeWorker) -> None:
+    await worker.join()
+    await worker.send(Error(Error.MODEL_LOAD, "weights vanished"))
+    worker.exit(1)
+
+
+async def test_a_crash_loop_gives_up_with_its_own_exit_code_after_backing_off(control_address):
+    script = by_generation(s0g2=fail_to_load, s0g3=fail_to_load, s0g4=fail_to_load, s0g1=crash_after_ready)
+    async with running(control_address, script, max_restarts=2) as pool:
+        assert await pool.finished() == EXIT_DOWN
+        assert pool.pool.state is PoolState.DOWN
+        assert pool.pool.failure == "worker 0 failed 3 times within 60s: a crash loop; the pool is down"
+        assert [w.generation for w in pool.spawner.spawned if w.slot == 0] == [1, 2, 3]
+
+
+async def test_a_worker_that_never_becomes_ready_fails_the_start(control_address):
+    async def never_ready(worker: FakeWorker) -> None:
+        await worker.join()
+        await worker.serve(ready=False)
+
+    async with running(control_address, by_generation(s1g1=never_ready), ready_timeout=0.3) as pool:
+        assert await pool.finished() == EXIT_ERROR
+        assert pool.pool.failed_to_start
+        (killed,) = [w for w in pool.spawner.spawned if w.killed]
+        assert killed.slot == 1
+
+
+async def test_a_silent_worker_is_killed_as_hung_and_replaced(control_address):
+    async def hang(worker: FakeWorker) -> None:
+        await worker.join()
+        await worker.serve(heartbeats=False)
+
+    async with running(control_address, by_generation(s0g1=hang), heartbeat_timeout=0.3) as pool:
+        await pool.until(lambda: pool.pool.slots[0].generation == 2 and pool.pool.state is PoolState.READY)
+        first = pool.spawner.spawned[0]
+        assert first.killed
+        assert pool.pool.slots[0].restarts.count == 1
+
+
+async def test_a_worker_that_breaks_the_protocol_gets_an_error_and_is_replaced(control_address):
+    async def garbage(worker: FakeWorker) -> None:
+        await worker.join()
+        await worker.send(Ready(worker.pid, []))
+        assert worker.connection is not None
+        worker.connection._writer.write(b"\x00\x00\x00\x01\xc1")
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):  # read the Error, killed or not
+            worker.received.append(await worker.connection.receive())
+        await anyio.sleep_forever()
+
+    async with running(control_address, by_generation(s1g1=garbage)) as pool:
+        await pool.until(lambda: pool.pool.slots[1].generation == 2 and pool.pool.state is PoolState.READY)
+        hostile = pool.spawner.spawned[1]
+        assert hostile.killed
+        (reply,) = hostile.received
+        assert isinstance(reply, Error) and reply.code == Error.PROTOCOL
+
+
+async def test_stop_during_start_up_ends_the_unready_workers_at_once(control_address):
+    async def slow(worker: FakeWorker) -> None:
+        await worker.join()
+        await worker.serve(ready=False)  # loading for ever, but it answers Stop
+
+    async def deaf(worker: FakeWorker) -> None:
+        await anyio.sleep_forever()  # never even connects
+
+    script = by_generation(s0g1=slow, s1g1=deaf)
+    async with running(control_address, script) as pool:
+        await pool.until(lambda: pool.pool.slots[0].current is not None and pool.pool.slots[0].current.outbox)
+        with anyio.fail_after(2):  # far below grace (1 s) + exit margin (1 s) + ...
+            reply = await client.stop(control_address, 30.0)
+        assert reply.clean  # nothing was in flight: killing an unready worker loses nothing
+        assert {w.slot: w.state for w in reply.workers} == {0: "stopped", 1: "killed"}
+    assert await pool.finished() == EXIT_OK
+
+
+async def test_a_stale_or_bad_statistics_snapshot_never_lowers_the_counters(control_address):
+    snapshot = {"fake": {"inference_count": 10}}
+
+    async def reporter(worker: FakeWorker) -> None:
+        await worker.join()
+        await worker.send(PoolStatsRequest(1, snapshot, seq=5))
+        await worker.send(PoolStatsRequest(2, {"fake": {"inference_count": 3}}, seq=4))  # late
+        await worker.send(PoolStatsRequest(3, {"fake": {"inference_count": float("inf")}}, seq=6))  # bad
+        await worker.serve(stats=snapshot)
+
+    async with running(control_address, by_generation(s0g1=reporter), workers=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        totals = await pool.pool.pool_stats()
+        assert totals == {"fake": {"inference_count": 10}}
+
+
+async def test_concurrent_statistics_requests_share_one_fan_out(control_address):
+    async with running(control_address, by_generation()) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        async with anyio.create_task_group() as task_group:
+            for _ in range(10):
+                task_group.start_soon(pool.pool.pool_stats)
+        asked = [sum(isinstance(m, StatsRequest) for m in w.received) for w in pool.spawner.spawned]
+        assert asked == [1, 1]
+
+
+async def test_a_hello_for_a_worker_the_pool_did_not_spawn_is_refused(control_address):
+    async with running(control_address, by_generation()) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        impostor = pool.spawner.spawned[0]
+        async with await ipc.connect(control_address) as connection:
+            await connection.send(Hello(ipc.PROTOCOL_VERSION, "worker", impostor.pid, 0, 1))  # already joined
+            reply = await connection.receive()
+        assert isinstance(reply, Error) and reply.code == Error.UNKNOWN_WORKER
+        assert pool.pool.state is PoolState.READY
+
+
+async def test_the_pools_exit_kills_and_reaps_everything_whatever_cancelled_it(control_address):
+    settings = Settings(PoolSettings(workers=3), WorkerSettings(), {})
+    listener = await ipc.listen(control_address)
+    try:
+        async with anyio.create_task_group() as task_group:
+            spawner = FakeSpawner(task_group, by_generation())
+            with anyio.move_on_after(0.5):
+                async with open_pool(settings, spawner, control_address, TIMEOUTS) as pool:
+                    await anyio.sleep_forever()  # cancelled from outside, mid-start
+            assert len(spawner.spawned) == 3
+            assert not spawner.running()
+            assert all(w.killed for w in spawner.spawned)
+            assert not pool.processes() or all(not p.running for p in pool.processes())
+    finally:
+        await listener.aclose()
