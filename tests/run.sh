@@ -13,6 +13,6 @@ python3 -m ruff check .
 python3 -m ruff format --check .
 python3 -m mypy
 echo "== Linux suite"
-python3 -m pytest
+python3 -m pytest -n 2
 echo "== Windows suite"
 bash tests/windows/run.sh

@@ -116,7 +116,10 @@ class Worker:
         if self.stop_requested.is_set():
             return
         if self.app is None:
-            logger.info("stop received while loading: exiting without serving")
+            if grace is None:
+                logger.warning("control channel closed while loading: the supervisor is gone; exiting")
+            else:
+                logger.info("stop received while loading: exiting without serving")
             self._loading.cancel()
         elif grace is None:
             logger.warning("control channel closed: the supervisor is gone; draining")

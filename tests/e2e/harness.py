@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -85,15 +86,36 @@ class Platform:
         else:
             os.kill(pid, signal.SIGSTOP)
 
-    def _run_windows(self, *command: str) -> None:
+    def raw_control(self, address: str, data: bytes) -> bytes:
+        """Write raw bytes to a control address; all that comes back until the server closes
+        the connection or stays silent for 3 s."""
+        if self.windows:
+            script = self.path(os.path.join(ROOT, "tests", "windows", "raw_pipe.py"))
+            return bytes.fromhex(self._run_windows(WINDOWS_PYTHON or "", script, address, data.hex()))
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.settimeout(10)
+            raw.connect(address)
+            raw.sendall(data)
+            raw.settimeout(3)
+            received = b""
+            try:
+                while chunk := raw.recv(4096):
+                    received += chunk
+            except TimeoutError:
+                pass
+            return received
+
+    def _run_windows(self, *command: str) -> str:
         result = subprocess.run(
             [shutil.which("wine") or "wine", *command],
             stdin=subprocess.DEVNULL,
             capture_output=True,
+            text=True,
             env=self.env({}),
             timeout=60,
         )
         assert result.returncode == 0, (command, result.stdout, result.stderr)
+        return result.stdout.strip()
 
     def env(self, extra: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -211,8 +233,14 @@ class Pool:
         return [w["state"] for w in status["workers"]] if status else []
 
     def interrupt(self) -> None:
-        """Ctrl+C as a terminal sends it: SIGINT to the whole foreground process group."""
+        """Ctrl+C as a terminal sends it: SIGINT to the whole foreground process group. Wine
+        delivers a SIGINT to a Windows process as the console's Ctrl+C event."""
         os.killpg(self.process.pid, signal.SIGINT)
+
+    def interrupt_worker(self, slot: int) -> None:
+        """SIGINT to one worker's process (under Wine: a Ctrl+C event for that worker)."""
+        (proc,) = [p for p in self.leftovers() if f"--slot {slot} " in " ".join(p.cmdline())]
+        proc.send_signal(signal.SIGINT)
 
     def wait_exit(self, timeout: float = DEADLINE) -> int:
         try:

@@ -91,7 +91,7 @@ def test_start_serve_status_stop(launch, platform):
     "how",
     [
         "stop",
-        pytest.param("ctrl-c", marks=pytest.mark.linux_supervisor("no console Ctrl+C for Wine from here")),
+        "ctrl-c",
         pytest.param("sigterm-to-group", marks=posix_signals),
     ],
 )
@@ -125,13 +125,12 @@ def test_request_in_flight_completes(launch, gate, platform, how):
     pool.assert_no_leftovers()
 
 
-@posix_signals
 def test_ctrl_c_stops_cleanly_and_workers_ignore_it(launch, platform):
     pool = launch(workers=3)
     pool.wait_ready()
     # Workers first, alone: they must shrug it off.
     for worker in pool.status()["workers"]:
-        os.kill(worker["pid"], signal.SIGINT)
+        pool.interrupt_worker(worker["slot"])
     assert http("GET", f"{pool.url}/v2/health/ready")[0] == 200
     assert [w["state"] for w in pool.status()["workers"]] == ["ready"] * 3
     pool.interrupt()  # then the whole group, as a terminal does
@@ -154,7 +153,6 @@ def test_sigterm_takes_the_same_stop_path(launch, platform):
     pool.assert_no_leftovers()
 
 
-@posix_signals
 def test_second_ctrl_c_forces(launch, gate, platform):
     pool = launch("--model", "slow=tests.models:GatedModel", "--grace", "60", workers=1)
     url = pool.wait_ready()
@@ -189,12 +187,11 @@ def test_request_outliving_the_grace_period_is_dropped_and_reported(launch, gate
     pool.assert_no_leftovers()
 
 
-@pytest.mark.linux_supervisor("SIGSTOP is how this test hangs a worker")
 def test_hung_worker_is_killed_after_the_grace_period(launch, platform):
     pool = launch(workers=2)
     pool.wait_ready()
     hung = pool.status()["workers"][0]["pid"]
-    os.kill(hung, signal.SIGSTOP)  # the test's doing, to make a worker that cannot answer
+    platform.freeze(hung)  # the test's doing, to make a worker that cannot answer
     stop = pool.cli("stop", "--grace", "0.5")
     assert stop.returncode == 3, stop.stdout + stop.stderr
     assert pool.wait_exit() == 3, pool.output

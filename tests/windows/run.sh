@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Windows suite: real Windows CPython 3.12 under Wine.
-#   1. in-process tests with the Windows interpreter (codec, named-pipe transport, Proactor facts);
+#   1. in-process tests with the Windows interpreter (codec, named-pipe transport, the pool with
+#      fake workers over named pipes, the HTTP API, Proactor facts);
 #   2. the end-to-end tests with the supervisor and its workers running as Windows processes,
 #      driven from Linux: HTTP from Linux, `supervisor stop` with the Windows interpreter.
 # Extra arguments go to the second pytest run.
@@ -23,9 +24,9 @@ wine wineboot </dev/null >/dev/null 2>&1
 
 echo "== Windows suite, part 1: in-process tests with $windows_python"
 # The Windows process wants a pipe for its output, not a file or a terminal.
-wine "$windows_python" -m pytest -p no:cacheprovider -q tests/ipc tests/windows </dev/null 2>&1 | cat
+wine "$windows_python" -m pytest -p no:cacheprovider -q tests/ipc tests/supervisor tests/worker tests/windows </dev/null 2>&1 | cat
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "Windows suite, part 1 failed ($status)"; exit "$status"; }
 
 echo "== Windows suite, part 2: end to end, supervisor and workers under Wine"
-WINDOWS_PYTHON=$windows_python python3 -m pytest -q -p no:cacheprovider tests/e2e "$@"
+WINDOWS_PYTHON=$windows_python python3 -m pytest -q -n 2 -p no:cacheprovider tests/e2e "$@"
