@@ -103,6 +103,17 @@ def test_supervisor_killed_while_workers_load_leaves_nothing_within_3s(launch, p
     pool.assert_no_leftovers(timeout=3)
 
 
+def test_a_frozen_worker_dies_with_a_killed_supervisor(launch, platform):
+    """A frozen worker cannot see its control channel close: only the OS backstop (Linux's
+    PR_SET_PDEATHSIG, the Windows Job Object) can end it with the supervisor."""
+    pool = launch(workers=2)
+    pool.wait_ready()
+    platform.freeze(slot_row(pool, 0)["pid"])
+    pool.process.kill()
+    pool.process.wait(30)
+    pool.assert_no_leftovers(timeout=5)
+
+
 def test_supervisor_killed_while_serving_leaves_nothing(launch, platform):
     pool = launch(workers=2)
     pool.wait_ready()
