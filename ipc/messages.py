@@ -16,8 +16,8 @@ Who sends what::
     any side               Hello, Welcome, Error
     supervisor -> worker   Configure, Stop, StatsRequest, PoolStatsReply
     worker -> supervisor   Ready, Heartbeat, Stopped, StatsReport, PoolStatsRequest
-    client -> supervisor   StatusRequest, StopRequest
-    supervisor -> client   StatusReply, StopReply
+    client -> supervisor   StatusRequest, StopRequest, ReloadRequest, ScaleRequest
+    supervisor -> client   StatusReply, StopReply, Progress, OperationReply
 """
 
 from __future__ import annotations
@@ -245,14 +245,22 @@ class Heartbeat(Message):
     in_flight: int
     loop_lag: float
     rss: int = 0
+    #: Requests answered so far: what recycling after --max-requests counts.
+    served: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Stop(Message):
-    """Drain and exit: stop accepting, finish in-flight requests within ``grace`` seconds."""
+    """Drain and exit: stop accepting, finish in-flight requests within ``grace`` seconds.
+
+    ``drain_delay``: first keep serving this long with readiness at 503, so that load
+    balancers stop routing to the pool (a whole pool's stop); 0 for a worker replaced while
+    the pool goes on serving.
+    """
 
     kind: ClassVar[str] = "stop"
     grace: float
+    drain_delay: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -380,6 +388,47 @@ class StopReply(Message):
     clean: bool
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReloadRequest(Message):
+    """Replace every worker, one slot at a time, each new one ready before its old one drains."""
+
+    kind: ClassVar[str] = "reload_request"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScaleRequest(Message):
+    """Grow or shrink the pool to ``workers`` slots; shrinking drains the highest slots."""
+
+    kind: ClassVar[str] = "scale_request"
+    workers: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress(Message):
+    """One step of a reload or scale, as it happens: a line for the user."""
+
+    kind: ClassVar[str] = "progress"
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OperationReply(Message):
+    """How a reload or scale ended: ``outcome`` is DONE, FAILED, REFUSED or INTERRUPTED."""
+
+    kind: ClassVar[str] = "operation_reply"
+    outcome: str
+    message: str
+    workers: list[WorkerStatus]
+
+    DONE: ClassVar[str] = "done"
+    #: A new worker did not become ready; the old ones still serve.
+    FAILED: ClassVar[str] = "failed"
+    #: Another reload or scale runs, or the pool is not in a state to do it.
+    REFUSED: ClassVar[str] = "refused"
+    #: The pool began to stop first.
+    INTERRUPTED: ClassVar[str] = "interrupted"
+
+
 #: The tag table: every kind this version knows.
 KINDS: dict[str, type[Message]] = {
     cls.kind: cls
@@ -388,5 +437,6 @@ KINDS: dict[str, type[Message]] = {
         Configure, Ready, Heartbeat, Stop, Stopped,
         StatsRequest, StatsReport, PoolStatsRequest, PoolStatsReply,
         StatusRequest, StatusReply, StopRequest, StopReply,
+        ReloadRequest, ScaleRequest, Progress, OperationReply,
     )
 }  # fmt: skip

@@ -29,6 +29,7 @@ class Declaration:
     metavar: str | None = None
     #: The least value a number may take.
     minimum: float | None = None
+    maximum: float | None = None
     #: Raises ``ValueError`` with a one-line reason for a value of the right type that is wrong.
     check: Callable[[Any], object] | None = None
     #: The command line's flag, when it is not ``--`` + the key with ``-`` for ``_``.
@@ -47,12 +48,13 @@ def setting(
     *,
     metavar: str | None = None,
     minimum: float | None = None,
+    maximum: float | None = None,
     check: Callable[[Any], object] | None = None,
     flag: str | None = None,
     internal: bool = False,
 ) -> Any:
     """Declare one setting: a dataclass field with its :class:`Declaration`."""
-    metadata = {METADATA_KEY: Declaration(help, metavar, minimum, check, flag, internal)}
+    metadata = {METADATA_KEY: Declaration(help, metavar, minimum, maximum, check, flag, internal)}
     if isinstance(default, list):
         items = list(default)
         return dataclasses.field(default_factory=lambda: list(items), metadata=metadata)
@@ -100,6 +102,8 @@ def check(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
             if hint is int:
                 raise ValueError(f"must be at least {declared.minimum:g}, not {value}")
             raise ValueError(f"must be a finite {kind.removeprefix('a ')}{bound}, not {value}")
+        if declared.maximum is not None and value > declared.maximum:
+            raise ValueError(f"must be at most {declared.maximum:g}, not {value}")
     elif hint == list[str]:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ValueError(f"must be {kind}")
@@ -127,12 +131,6 @@ class WorkerSettings:
     """Everything a worker needs to know to load and serve, sent in ``Configure``."""
 
     grace: float = setting(30.0, "how long a stop lets in-flight requests finish", metavar="SECONDS", minimum=0)
-    drain_delay: float = setting(
-        0.0,
-        "on stop, keep serving this long with readiness at 503 before refusing new connections",
-        metavar="SECONDS",
-        minimum=0,
-    )
     models: list[str] = setting(
         [],
         "serve a model: NAME=path.npz or NAME=module:Factory; repeatable (with none, the demo 'mlp')",

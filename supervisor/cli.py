@@ -1,9 +1,10 @@
-"""The ``supervisor`` command: ``start``, ``stop``, ``status``.
+"""The ``supervisor`` command: ``start``, ``stop``, ``status``, ``reload``, ``scale``.
 
 Exit codes: 0 success; 1 an error the message explains (port in use, no supervisor running,
-a worker that failed to start); 2 bad usage; 3 the pool stopped but not cleanly (a request was
-dropped, a worker had to be killed); 4 the pool went down (a worker kept failing: a crash loop);
-130 interrupted while waiting (stop, status).
+a worker that failed to start, a reload whose new worker could not start); 2 bad usage; 3 the
+pool stopped but not cleanly (a request was dropped, a worker had to be killed); 4 the pool
+went down (a worker kept failing: a crash loop); 5 a reload or scale was interrupted by a stop;
+130 interrupted while waiting (Ctrl+C).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any, NoReturn
 import anyio
 
 from ipc.address import default_address
-from ipc.messages import WorkerStatus
+from ipc.messages import OperationReply, ReloadRequest, ScaleRequest, WorkerStatus
 
 from . import client, settings
 from .run import EXIT_ERROR, EXIT_OK, EXIT_UNCLEAN, EXIT_USAGE, Supervisor
 
 PROG = "supervisor"
-#: Ctrl+C while `stop` or `status` waits: the shell's convention, 128 + SIGINT.
+#: `reload` or `scale` cut short: the pool began to stop first.
+EXIT_INTERRUPTED_BY_STOP = 5
+#: Ctrl+C while a command waits: the shell's convention, 128 + SIGINT.
 EXIT_INTERRUPTED = 130
 
 
@@ -96,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show a running pool, one row a worker")
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_address(status)
+
+    reload = commands.add_parser(
+        "reload",
+        help="replace every worker, one at a time, losing no request",
+        description="Start a new worker in each slot in turn (reading code and models afresh), wait until it "
+        "is ready, then drain the old one. A new worker that cannot start stops the reload; the old ones serve on.",
+    )
+    _add_address(reload)
+
+    scale = commands.add_parser(
+        "scale",
+        help="grow or shrink a running pool",
+        description="Start new workers, or drain and stop the highest slots, until the pool has WORKERS workers.",
+    )
+    scale.add_argument("workers", type=_flag_type(settings.option("workers")), metavar="WORKERS")
+    _add_address(scale)
     return parser
 
 
@@ -113,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         address = _address(settings.resolve({"name": args.name, "control": args.control}))
         if args.command == "stop":
             return _stop(args, address)
+        if args.command in ("reload", "scale"):
+            return _operate(args, address)
         return _status(args, address)
     except client.ControlError as exc:
         return _fail(str(exc))
@@ -165,6 +186,16 @@ def _stop(args: argparse.Namespace, address: str) -> int:
         print(line)
     print("stopped cleanly" if reply.clean else "stopped, not cleanly")
     return EXIT_OK if reply.clean else EXIT_UNCLEAN
+
+
+def _operate(args: argparse.Namespace, address: str) -> int:
+    request = ReloadRequest() if args.command == "reload" else ScaleRequest(args.workers)
+    reply = anyio.run(client.operate, address, request, lambda text: print(text, flush=True))
+    if reply.outcome == OperationReply.DONE:
+        print(f"{args.command} done: {reply.message}")
+        return EXIT_OK
+    code = EXIT_INTERRUPTED_BY_STOP if reply.outcome == OperationReply.INTERRUPTED else EXIT_ERROR
+    return _fail(f"{args.command} {reply.outcome}: {reply.message}", code)
 
 
 STATUS_COLUMNS = ("SLOT", "GEN", "PID", "STATE", "UPTIME", "RESTARTS", "IN-FLIGHT", "HEARTBEAT")

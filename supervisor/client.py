@@ -1,14 +1,29 @@
-"""The command line's end of the control channel: ``supervisor stop`` and ``supervisor status``."""
+"""The command line's end of the control channel: ``stop``, ``status``, ``reload``, ``scale``."""
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 
 import ipc
-from ipc.messages import Error, Hello, Message, StatusReply, StatusRequest, StopReply, StopRequest, Welcome
+from ipc.messages import (
+    Error,
+    Hello,
+    Message,
+    OperationReply,
+    Progress,
+    ReloadRequest,
+    ScaleRequest,
+    StatusReply,
+    StatusRequest,
+    StopReply,
+    StopRequest,
+    Welcome,
+)
 
 
 class ControlError(Exception):
@@ -49,44 +64,70 @@ async def _connect(address: str) -> ipc.Connection:
                     if isinstance(welcome, Welcome):
                         return connection
                     await connection.aclose()
-                    if isinstance(welcome, Error):
-                        raise ControlError(f"the supervisor refused: {welcome.message}")
-                    raise ControlError(f"unexpected {welcome.kind} from the supervisor")
+                    raise _refused(welcome)
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
 
-async def request(address: str, message: Message, timeout: float | None = None) -> Message:
-    """Send one request to the supervisor at ``address`` and return its reply."""
+@asynccontextmanager
+async def _session(address: str) -> AsyncIterator[ipc.Connection]:
+    """A welcomed connection; the channel's failures become one-line ``ControlError``\\s."""
     try:
         connection = await _connect(address)
     except TimeoutError as exc:
         raise ControlError("the supervisor did not answer in time") from exc
     async with connection:
         try:
-            await connection.send(message)
-            with anyio.fail_after(timeout):
-                reply = await connection.receive()
+            yield connection
         except ipc.ConnectionClosedError as exc:
             raise ControlError("the supervisor closed the connection without replying") from exc
         except ipc.ProtocolError as exc:
             raise ControlError(f"the supervisor broke the protocol: {exc}") from exc
         except TimeoutError as exc:
             raise ControlError("the supervisor did not answer in time") from exc
+
+
+def _refused(reply: Message) -> ControlError:
     if isinstance(reply, Error):
-        raise ControlError(f"the supervisor refused: {reply.message}")
+        return ControlError(f"the supervisor refused: {reply.message}")
+    return ControlError(f"unexpected {reply.kind} from the supervisor")
+
+
+async def request(address: str, message: Message, timeout: float | None = None) -> Message:
+    """Send one request to the supervisor at ``address`` and return its reply."""
+    async with _session(address) as connection:
+        await connection.send(message)
+        with anyio.fail_after(timeout):
+            reply = await connection.receive()
+    if isinstance(reply, Error):
+        raise _refused(reply)
     return reply
+
+
+async def operate(
+    address: str, request: ReloadRequest | ScaleRequest, on_progress: Callable[[str], None]
+) -> OperationReply:
+    """Ask for a reload or a scale; ``on_progress`` gets each step as it happens."""
+    async with _session(address) as connection:
+        await connection.send(request)
+        while True:
+            reply = await connection.receive()
+            if isinstance(reply, OperationReply):
+                return reply
+            if not isinstance(reply, Progress):
+                raise _refused(reply)
+            on_progress(reply.text)
 
 
 async def status(address: str) -> StatusReply:
     reply = await request(address, StatusRequest(), timeout=10)
     if not isinstance(reply, StatusReply):
-        raise ControlError(f"unexpected {reply.kind} from the supervisor")
+        raise _refused(reply)
     return reply
 
 
 async def stop(address: str, grace: float | None) -> StopReply:
     reply = await request(address, StopRequest(grace))
     if not isinstance(reply, StopReply):
-        raise ControlError(f"unexpected {reply.kind} from the supervisor")
+        raise _refused(reply)
     return reply

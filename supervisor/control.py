@@ -16,8 +16,20 @@ import anyio
 
 import ipc
 from ipc.handshake import check_hello
-from ipc.messages import Error, Hello, StatusReply, StatusRequest, StopRequest, Welcome
+from ipc.messages import (
+    Error,
+    Hello,
+    OperationReply,
+    Progress,
+    ReloadRequest,
+    ScaleRequest,
+    StatusReply,
+    StatusRequest,
+    StopRequest,
+    Welcome,
+)
 
+from . import operations, settings
 from .pool import Pool
 
 logger = logging.getLogger("supervisor")
@@ -70,6 +82,8 @@ class ControlServer:
             if isinstance(request, StatusRequest):
                 status = StatusReply(os.getpid(), self.url, self.pool.state.value, self.pool.status())
                 await connection.send(status)
+            elif isinstance(request, ReloadRequest | ScaleRequest):
+                await self._operate(connection, request)
             elif isinstance(request, StopRequest):
                 if request.grace is not None and not (math.isfinite(request.grace) and request.grace >= 0):
                     await connection.send(Error(Error.BAD_REQUEST, "grace must be a finite number of seconds >= 0"))
@@ -78,6 +92,27 @@ class ControlServer:
                 return
             else:
                 await connection.send(Error(Error.BAD_REQUEST, f"a client may not send {request.kind}"))
+
+    async def _operate(self, connection: ipc.Connection, request: ReloadRequest | ScaleRequest) -> None:
+        async def progress(text: str) -> None:
+            logger.info("%s", text)
+            # The client only watches: if it leaves, the operation carries on.
+            await _try_send(connection, Progress(text))
+
+        if isinstance(request, ScaleRequest):
+            try:
+                workers = settings.option("workers").check(request.workers)
+            except ValueError as exc:
+                await connection.send(Error(Error.BAD_REQUEST, f"workers {exc}"))
+                return
+            logger.info("scaling from %d to %d workers", len(self.pool.slots), workers)
+            outcome = await operations.scale(self.pool, workers, progress)
+        else:
+            logger.info("reloading %d workers, one at a time", len(self.pool.slots))
+            outcome = await operations.reload(self.pool, progress)
+        log = logger.info if outcome.outcome == OperationReply.DONE else logger.warning
+        log("%s: %s", "scale" if isinstance(request, ScaleRequest) else "reload", outcome.message)
+        await connection.send(OperationReply(outcome.outcome, outcome.message, self.pool.status()))
 
 
 async def _try_send(connection: ipc.Connection, message: ipc.Message) -> None:

@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -101,18 +102,18 @@ class Pool:
             heartbeat_interval=min(1.0, pool.heartbeat_timeout / 4),
             import_path=settings.worker.import_path or os.getcwd(),
         )
-        rules = RestartRules(
+        self._rules = RestartRules(
             pool.max_restarts, pool.restart_window, timeouts.backoff_base, timeouts.backoff_max, timeouts.healthy_after
         )
-        self.slots = [Slot(index, Restarts(rules)) for index in range(pool.workers)]
+        self.slots = [Slot(index, Restarts(self._rules)) for index in range(pool.workers)]
         self.lifecycle = PoolLifecycle()
         self.book = StatsBook()
         #: Why the pool gave up, and whether it was before it had ever been ready.
         self.failure: str | None = None
         self.failed_to_start = False
         self.forced = False
-        #: The processes that ended during the stop: the stop's report.
-        self.ended: list[WorkerProcess] = []
+        #: The processes that ended during the stop, with their slot's restarts: the stop's report.
+        self.ended: list[tuple[WorkerProcess, int]] = []
         self._changed = anyio.Event()
         self._request_ids = itertools.count(1)
         self._stats_waiters: dict[int, anyio.Event] = {}
@@ -167,6 +168,8 @@ class Pool:
         self._task_group.start_soon(self._watchdog)
 
     def _spawn(self, slot: Slot) -> WorkerProcess:
+        """A new process for ``slot``: its ``current`` if the slot has none running, else its
+        ``incoming`` (a replacement that takes over once ready)."""
         slot.generation += 1
         slot.respawn_at = None
         handle = self.spawner.spawn(SpawnRequest(self.control_address, slot.index, slot.generation))
@@ -174,10 +177,16 @@ class Pool:
         process = WorkerProcess(slot.index, slot.generation, handle, now)
         timeout = self.settings.pool.ready_timeout
         process.set_deadline(now + timeout, f"not ready after {timeout:g}s")
+        pool = self.settings.pool
+        if pool.max_requests:
+            process.request_limit = pool.max_requests + random.randint(0, pool.max_requests_jitter)
         slot.processes.append(process)
-        slot.current = process
-        if slot.generation > 1:
-            logger.info("worker %d restarting (pid %d, generation %d)", slot.index, process.pid, slot.generation)
+        if slot.current is None or not slot.current.running:
+            slot.current = process
+            if slot.generation > 1:
+                logger.info("worker %d restarting (pid %d, generation %d)", slot.index, process.pid, slot.generation)
+        else:
+            slot.incoming = process
         self._task_group.start_soon(self._watch, slot, process)
         self._notify()
         return process
@@ -198,7 +207,9 @@ class Pool:
         self.book.retire(process)
         slot.processes.remove(process)
         if self.state in (PoolState.STOPPING, PoolState.DOWN):
-            self.ended.append(process)
+            self.ended.append((process, slot.restarts.count))
+        if slot.incoming is process:
+            slot.incoming = None
         if slot.current is process:
             slot.current = None
             if not process.retiring:
@@ -212,8 +223,10 @@ class Pool:
         if process.ready_at is None:
             detail = process.reason or f"exited with code {code} before it was ready"
             logger.error("worker %d failed to start: %s", slot.index, detail)
-            if self.state is PoolState.STARTING:
-                self._give_up(f"worker {slot.index} failed to start", failed_to_start=True)
+            if not slot.ever_ready:
+                # A slot still starting: the pool's start fails; a scale reports it itself.
+                if self.state is PoolState.STARTING:
+                    self._give_up(f"worker {slot.index} failed to start", failed_to_start=True)
                 return
         elif was is not State.KILLED:
             logger.error("worker %d (pid %d) exited unexpectedly with code %d", slot.index, process.pid, code)
@@ -221,7 +234,10 @@ class Pool:
         served_for = now - process.ready_at if process.ready_at is not None else 0.0
         self._fire_pool(PoolEvent.LOST)
         delay = slot.restarts.on_lost(now, served_for)
-        if delay is None:
+        if delay is not None and slot.incoming is not None:
+            # Its replacement is already starting: it takes the slot now.
+            slot.current, slot.incoming = slot.incoming, None
+        elif delay is None:
             rules = slot.restarts.rules
             self._give_up(
                 f"worker {slot.index} failed {rules.max_restarts + 1} times within {rules.window:g}s: "
@@ -269,10 +285,126 @@ class Pool:
                         self._kill(process, process.deadline_reason)
                     elif process.last_heard is not None and now - process.last_heard > pool.heartbeat_timeout:
                         self._kill(process, f"hung: no heartbeat for {now - process.last_heard:.1f}s")
+                self._maybe_recycle(slot)
             await anyio.sleep(tick)
 
     def _ending(self) -> bool:
         return self.state in (PoolState.STOPPING, PoolState.DOWN, PoolState.STOPPED)
+
+    # --- replacing a slot's process: reload, scale, recycling ---------------------------------
+
+    def begin(self, operation: PoolEvent) -> bool:
+        """Enter a reload or scale; ``False`` if the pool's state does not allow it now."""
+        try:
+            self.lifecycle.fire(operation)
+        except TransitionError:
+            return False
+        self._notify()
+        return True
+
+    def end_operation(self) -> None:
+        """Leave the reload or scale (if a stop has not already ended it) and state the pool's health."""
+        if self.state in (PoolState.RELOADING, PoolState.SCALING):
+            self._fire_pool(PoolEvent.DONE)
+            if not all(slot.serving for slot in self.slots):
+                self._fire_pool(PoolEvent.LOST)
+
+    async def replace(self, slot: Slot) -> str | None:
+        """Start a new process in ``slot``; once it is ready, drain the old one.
+
+        ``None`` when done, else why not: the new process did not become ready (the old one,
+        if any, serves on) or the pool began to stop. One replacement at a time per slot.
+        """
+        await self.wait_until(lambda: not slot.replacing or self._ending())
+        if self._ending():
+            return "the pool is stopping"
+        slot.replacing = True
+        try:
+            old = slot.current
+            new = self._spawn(slot)
+            await self.wait_until(lambda: new.state not in (State.SPAWNED, State.CONNECTED) or self._ending())
+            if new.state is State.READY and not self._ending():
+                if slot.incoming is new:
+                    slot.current, slot.incoming = new, None
+                if old is not None and old is not new and old.running:
+                    self.retire(old)
+                self._check_health()
+                return None
+            if self._ending():
+                return "the pool is stopping"
+            self._kill(new, "its replacement was abandoned")
+            return new.reason or f"it exited with code {new.exit_code} before it was ready"
+        finally:
+            slot.replacing = False
+            self._notify()
+
+    def retire(self, process: WorkerProcess) -> None:
+        """Drain ``process`` away, its slot no longer counting on it: no drain delay (the pool
+        serves on), the usual grace period."""
+        process.retiring = True
+        grace = self.settings.worker.grace
+        if process.state is State.READY:
+            self._fire(process, Event.STOP)
+            self._post(process, Stop(grace, drain_delay=0.0))
+            process.set_deadline(
+                self._now() + grace + self.timeouts.exit_margin, f"it outlived the grace period of {grace:g}s"
+            )
+        elif process.state in (State.SPAWNED, State.CONNECTED):
+            self._fire(process, Event.STOP)
+            self._post(process, Stop(0.0))
+            process.set_deadline(self._now() + self.timeouts.unready_exit, "it was retired before it was ready")
+
+    def add_slot(self) -> Slot:
+        slot = Slot(len(self.slots), Restarts(self._rules))
+        self.slots.append(slot)
+        self._spawn(slot)
+        return slot
+
+    async def remove_slot(self) -> Slot:
+        """Drain the highest slot's processes away and drop the slot once they have exited."""
+        slot = self.slots[-1]
+        slot.respawn_at = None
+        for process in slot.processes:
+            self.retire(process)
+        await self.wait_until(lambda: not slot.processes)
+        if self.slots and self.slots[-1] is slot:
+            self.slots.pop()
+        self._check_health()
+        return slot
+
+    def _maybe_recycle(self, slot: Slot) -> None:
+        process = slot.current
+        if (
+            process is None
+            or process.state is not State.READY
+            or process.recycle_failed
+            or slot.replacing
+            or self.state not in (PoolState.READY, PoolState.DEGRADED)
+        ):
+            return
+        why = None
+        served = process.heartbeat.served if process.heartbeat else 0
+        rss = process.heartbeat.rss if process.heartbeat else 0
+        limit_mib = self.settings.pool.max_worker_memory
+        if process.request_limit is not None and served >= process.request_limit:
+            why = f"it answered {served} requests (limit {process.request_limit})"
+        elif limit_mib and rss > limit_mib * 1024 * 1024:
+            why = f"it uses {rss / 2**20:.0f} MiB (limit {limit_mib} MiB)"
+        if why is not None:
+            slot.replacing = True  # taken over by replace(), which clears it
+            self._task_group.start_soon(self._recycle, slot, process, why)
+
+    async def _recycle(self, slot: Slot, process: WorkerProcess, why: str) -> None:
+        logger.info("recycling worker %d (pid %d): %s", slot.index, process.pid, why)
+        slot.replacing = False
+        failure = await self.replace(slot)
+        if failure is None:
+            new = slot.current
+            assert new is not None
+            logger.info("worker %d recycled: generation %d (pid %d) serves", slot.index, new.generation, new.pid)
+        else:
+            process.recycle_failed = True
+            logger.warning("worker %d not recycled: %s; the old worker serves on", slot.index, failure)
 
     # --- one worker's control channel --------------------------------------------------------
 
@@ -354,6 +486,7 @@ class Pool:
             if process.state is State.CONNECTED:
                 process.ready_at = self._now()
                 process.deadline = None
+                self.slots[process.slot].ever_ready = True
                 logger.info("worker %d ready (pid %d)", process.slot, process.pid)
             self._fire(process, Event.READY)
             self._check_health()
@@ -439,11 +572,12 @@ class Pool:
             slot.respawn_at = None
         live = [process for process in self.processes() if process.running]
         logger.info("stopping: draining %d workers (grace %gs)", len(live), grace)
-        drain = self.settings.worker.drain_delay + grace + self.timeouts.exit_margin
+        delay = self.settings.pool.drain_delay
+        drain = delay + grace + self.timeouts.exit_margin
         for process in live:
             if process.state in (State.READY, State.DRAINING):
                 self._fire(process, Event.STOP)
-                self._post(process, Stop(grace))
+                self._post(process, Stop(grace, drain_delay=delay))
                 process.set_deadline(now + drain, f"it outlived the grace period of {grace:g}s")
             else:
                 # Not serving yet: nothing in flight to protect.
@@ -459,11 +593,11 @@ class Pool:
         self._fire_pool(PoolEvent.EXITED)
         for status in self.stop_report():
             _log_end(status)
-        return all(process.ended_cleanly for process in self.ended)
+        return all(process.ended_cleanly for process, _ in self.ended)
 
     def stop_report(self) -> list[WorkerStatus]:
         """How each process that ended during the stop ended."""
-        return [process.status(self._now(), self.slots[process.slot].restarts.count) for process in self.ended]
+        return [process.status(self._now(), restarts) for process, restarts in self.ended]
 
     async def reap_all(self) -> None:
         """Kill every process still running and wait (bounded) until each has exited."""

@@ -26,6 +26,8 @@ from . import config
 from .sockets import parse_bind
 
 ENV_PREFIX = "INFERENCE_SUPERVISOR_"
+#: More workers than any one machine wants: a typo, not a plan.
+MAX_WORKERS = 512
 
 
 def _check_bind(text: str) -> None:
@@ -36,12 +38,18 @@ def _check_bind(text: str) -> None:
 class PoolSettings:
     """What the supervisor itself reads: the pool's shape, address and health rules."""
 
-    workers: int = setting(1, "worker processes", metavar="N", minimum=1)
+    workers: int = setting(1, "worker processes", metavar="N", minimum=1, maximum=MAX_WORKERS)
     bind: str = setting(
         "127.0.0.1:8080",
         "where to serve HTTP; port 0 picks a free one, [::1]:8080 for IPv6",
         metavar="HOST:PORT",
         check=_check_bind,
+    )
+    drain_delay: float = setting(
+        0.0,
+        "on stop, keep serving this long with readiness at 503 before refusing new connections",
+        metavar="SECONDS",
+        minimum=0,
     )
     ready_timeout: float = setting(
         120.0, "how long a worker may take to load its models and become ready", metavar="SECONDS", minimum=0
@@ -53,6 +61,18 @@ class PoolSettings:
         5, "replacements one slot may need within --restart-window before the pool gives up", metavar="N", minimum=0
     )
     restart_window: float = setting(60.0, "the window --max-restarts counts in", metavar="SECONDS", minimum=0)
+    max_requests: int = setting(
+        0, "recycle a worker after it has answered this many requests (0: never)", metavar="N", minimum=0
+    )
+    max_requests_jitter: int = setting(
+        0,
+        "add a random 0..J to each worker's --max-requests, so they do not all recycle at once",
+        metavar="J",
+        minimum=0,
+    )
+    max_worker_memory: int = setting(
+        0, "recycle a worker whose resident memory exceeds this many MiB (0: never)", metavar="MIB", minimum=0
+    )
     name: str = setting("default", "the pool's name, which picks its default control address", check=check_name)
     control: str | None = setting(
         None, "the control address itself: a socket path on POSIX, \\\\.\\pipe\\NAME on Windows", metavar="ADDRESS"

@@ -50,6 +50,10 @@ class WorkerProcess:
     #: Its slot no longer counts on it (it is being replaced or drained away): when it ends,
     #: the slot is not refilled.
     retiring: bool = False
+    #: Recycled once it has answered this many requests (--max-requests plus its jitter).
+    request_limit: int | None = None
+    #: A replacement for recycling was tried and could not start: it serves on.
+    recycle_failed: bool = False
     #: Set when its control connection has ended.
     disconnected: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
@@ -107,6 +111,14 @@ class Slot:
     #: The process this slot counts on to serve (or to start serving); None while it waits to
     #: be refilled.
     current: WorkerProcess | None = None
+    #: Its replacement while it starts (a reload, a recycling): it becomes ``current`` once
+    #: ready, and only then does the old one drain.
+    incoming: WorkerProcess | None = None
+    #: A replacement is under way: one at a time per slot.
+    replacing: bool = False
+    #: It has had a ready worker: until then, a failure is a failed start (the pool's, or a
+    #: scale's), not a loss to heal.
+    ever_ready: bool = False
     #: Every process of this slot that has not been reaped yet: the current one, and those
     #: draining away.
     processes: list[WorkerProcess] = dataclasses.field(default_factory=list)

@@ -99,3 +99,24 @@ class ProtocolBreakerModel(FlakyModel):
         writer = link.connection._writer
         writer._loop.call_soon_threadsafe(writer.write, b"\x00\x00\x00\x03\xc1\xc1\xc1")
         return super().predict(inputs)
+
+
+class LeakyModel(FlakyModel):
+    """Keeps 2 MiB of every input it sees, as a model with a cache that never shrinks would."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.kept: list[bytes] = []
+
+    def predict(self, inputs):
+        self.kept.append(os.urandom(2 * 1024 * 1024))
+        return super().predict(inputs)
+
+
+class SlowReloadModel(FlakyModel):
+    """Loads at once the first time (the gate folder has no ``hold``), and waits at the gate
+    while ``hold`` exists: a reload whose new workers take as long as the test wants."""
+
+    def load(self) -> None:
+        if os.path.exists(os.path.join(self.gate, "hold")):
+            self.wait_at_gate()

@@ -2,7 +2,7 @@
 
 This mirrors ``hypercorn.asyncio.run.worker_serve`` (lifespan, one ``TCPServer`` per
 connection, stop accepting on the trigger, then up to ``config.graceful_timeout`` for open
-connections) with two differences:
+connections) with three differences:
 
 - Ownership: every connection is a task in a task group this function owns, so when it
   returns no connection of this worker is left running anywhere.
@@ -13,6 +13,7 @@ connections) with two differences:
   own) to the loop. Either way ``TCP_NODELAY`` is set on each connection: Windows CPython
   gives accepted sockets protocol 0, for which asyncio does not set it, and kept-alive
   requests then wait ~40 ms each (Nagle's algorithm meeting delayed ACKs).
+- Draining loses nothing: see the comment in :func:`serve`.
 """
 
 from __future__ import annotations
@@ -72,16 +73,23 @@ async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger:
             def on_connection(conn: socket.socket) -> None:
                 connections.start_soon(serve_connection, conn)
 
-            accepting = anyio.CancelScope()
-            connections.start_soon(_run_in, accepting, lambda: _accept(sock, on_connection))
-            await shutdown_trigger()
-            accepting.cancel()
-            await anyio.lowlevel.checkpoint()  # connections accepted just now start their tasks, and count
-            await context.terminated.set()  # idle keep-alive connections close now
-            if open_connections:
-                with anyio.move_on_after(config.graceful_timeout):
-                    while open_connections:
-                        await all_closed.wait()
+            acceptor = _ThreadAcceptor(sock) if sys.platform == "win32" else _LoopAcceptor(sock)
+            acceptor.start(on_connection)
+            try:
+                await shutdown_trigger()
+            finally:
+                await acceptor.stop()
+            # The drain. Kept-alive connections are not closed here: closing an idle one races
+            # a request its client may be sending at that very moment, and that request would
+            # be lost. Each connection instead closes after its next response, which says
+            # `Connection: close` (the app adds it while draining), so its client reconnects,
+            # to a worker that still accepts. A connection that stays idle ends at the
+            # keep-alive timeout, as it would on any day. What is still open when the grace
+            # period ends is cut off.
+            with anyio.move_on_after(config.graceful_timeout):
+                while open_connections:
+                    await all_closed.wait()
+            await context.terminated.set()
             connections.cancel_scope.cancel()
     finally:
         await lifespan.wait_for_shutdown()
@@ -92,61 +100,77 @@ async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger:
             pass
 
 
-async def _run_in(scope: anyio.CancelScope, function: Callable[[], Awaitable[None]]) -> None:
-    with scope:
-        await function()
-
-
 def _no_delay(conn: socket.socket) -> None:
     if conn.family in (socket.AF_INET, socket.AF_INET6):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-async def _accept(sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
-    """Hand every connection accepted on ``sock`` to ``on_connection`` until cancelled; then
-    close ``sock``, so that this worker takes no more and the queued ones go to the others."""
-    try:
-        if sys.platform == "win32":
-            await _accept_in_thread(sock, on_connection)
-        else:
-            loop = asyncio.get_running_loop()
-            sock.setblocking(False)
-            while True:
-                conn, _ = await loop.sock_accept(sock)
-                on_connection(conn)
-    finally:
-        sock.close()
+class _LoopAcceptor:
+    """POSIX: the event loop watches the shared socket and accepts one connection each time it
+    is readable. Stopping removes the watch, synchronously: a connection the kernel has
+    handed over is never lost to a cancellation, and those still queued go to other workers."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
 
-async def _accept_in_thread(sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
-    loop = asyncio.get_running_loop()
-    stopping = threading.Event()
-    # A timeout, not blocking mode: every worker's handle of the shared socket behaves alike,
-    # and a worker that loses the race for a connection simply waits again.
-    sock.settimeout(ACCEPT_POLL)
-
-    def accept_loop() -> None:
-        backoff = 0.0
-        while not stopping.is_set():
+    def start(self, on_connection: Callable[[socket.socket], None]) -> None:
+        def readable() -> None:
             try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # another worker took it
             except OSError:
-                # A repeating error (out of handles, say) must not spin this thread.
-                backoff = min(ACCEPT_BACKOFF_MAX, max(0.01, backoff * 2))
-                stopping.wait(backoff)
-                continue
-            backoff = 0.0
-            conn.setblocking(True)
-            # Runs on the loop, even after this thread has stopped: no accepted connection is lost.
-            loop.call_soon_threadsafe(on_connection, conn)
+                return  # out of descriptors, say: the connection waits in the queue
+            on_connection(conn)
 
-    thread = threading.Thread(target=accept_loop, name="accept", daemon=True)
-    thread.start()
-    try:
-        await anyio.sleep_forever()
-    finally:
-        stopping.set()
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(thread.join)
+        self._sock.setblocking(False)
+        self._loop.add_reader(self._sock.fileno(), readable)
+
+    async def stop(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
+class _ThreadAcceptor:
+    """Windows: a thread accepts on this worker's handle of the shared socket and hands each
+    connection to the loop. Stopping joins the thread; what it accepted before is served."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_connection: Callable[[socket.socket], None]) -> None:
+        # A timeout, not blocking mode: every worker's handle of the shared socket behaves
+        # alike, and a worker that loses the race for a connection simply waits again.
+        self._sock.settimeout(ACCEPT_POLL)
+
+        def accept_loop() -> None:
+            backoff = 0.0
+            while not self._stopping.is_set():
+                try:
+                    conn, _ = self._sock.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    # A repeating error (out of handles, say) must not spin this thread.
+                    backoff = min(ACCEPT_BACKOFF_MAX, max(0.01, backoff * 2))
+                    self._stopping.wait(backoff)
+                    continue
+                backoff = 0.0
+                conn.setblocking(True)
+                # Runs on the loop, even after this thread has stopped: none is lost.
+                self._loop.call_soon_threadsafe(on_connection, conn)
+
+        self._thread = threading.Thread(target=accept_loop, name="accept", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._thread.join)
+        self._sock.close()
+        await anyio.lowlevel.checkpoint()  # the connections it handed over start their tasks

@@ -96,23 +96,25 @@ class SupervisorLink:
             del self._replies[request_id]
         return slot[0] if slot else own
 
-    async def heartbeats(self, interval: float, in_flight: Callable[[], int]) -> None:
-        """A heartbeat every ``interval`` seconds, with how late the loop woke up to send it."""
+    async def heartbeats(self, interval: float, counts: Callable[[], tuple[int, int]]) -> None:
+        """A heartbeat every ``interval`` seconds, with how late the loop woke up to send it;
+        ``counts`` gives the requests in flight and those answered so far."""
         due = anyio.current_time() + interval
         while True:
             await anyio.sleep(max(0.0, due - anyio.current_time()))
             now = anyio.current_time()
-            if not await self.send(Heartbeat(in_flight(), round(max(0.0, now - due), 6), rss())):
+            in_flight, served = counts()
+            if not await self.send(Heartbeat(in_flight, round(max(0.0, now - due), 6), rss(), served)):
                 return
             due = now + interval
 
-    async def serve(self, on_stop: Callable[[float | None], None], own_stats: Callable[[], dict[str, Any]]) -> None:
+    async def serve(self, on_stop: Callable[[Stop | None], None], own_stats: Callable[[], dict[str, Any]]) -> None:
         """Handle the supervisor's messages until the channel closes; ``on_stop(None)`` then."""
         try:
             while True:
                 message = await self.connection.receive()
                 if isinstance(message, Stop):
-                    on_stop(message.grace)
+                    on_stop(message)
                 elif isinstance(message, StatsRequest):
                     await self.send(StatsReport(message.request_id, own_stats(), next(self._seq)))
                 elif isinstance(message, PoolStatsReply):

@@ -14,7 +14,7 @@ import anyio.to_thread
 from hypercorn.config import Config
 
 import ipc
-from ipc.messages import Configure, Error, Ready
+from ipc.messages import Configure, Error, Ready, Stop
 from ipc.settings import WorkerSettings
 
 from . import http
@@ -110,26 +110,31 @@ class Worker:
         self.app: InferenceApp | None = None
         #: Set by a Stop message, or by the channel closing (then with ORPHAN_GRACE).
         self.stop_requested = anyio.Event()
+        self.stop = Stop(ORPHAN_GRACE)
         self._loading = anyio.CancelScope()
 
-    def on_stop(self, grace: float | None) -> None:
+    def on_stop(self, stop: Stop | None) -> None:
+        """A Stop from the supervisor, or ``None``: the channel closed, the supervisor is gone."""
         if self.stop_requested.is_set():
             return
         if self.app is None:
-            if grace is None:
+            if stop is None:
                 logger.warning("control channel closed while loading: the supervisor is gone; exiting")
             else:
                 logger.info("stop received while loading: exiting without serving")
             self._loading.cancel()
-        elif grace is None:
+        elif stop is None:
             logger.warning("control channel closed: the supervisor is gone; draining")
-            grace = ORPHAN_GRACE
-        if self.app is not None:
-            logger.info("stop received: draining %d requests in flight (grace %gs)", self.state.in_flight, grace)
+        else:
+            logger.info("stop received: draining %d requests in flight (grace %gs)", self.state.in_flight, stop.grace)
+        self.stop = stop or Stop(ORPHAN_GRACE)
         # Readiness turns 503 at once; the server reads graceful_timeout when the trigger fires.
         self.state.draining = True
-        self.config.graceful_timeout = grace if grace is not None else ORPHAN_GRACE
+        self.config.graceful_timeout = self.stop.grace
         self.stop_requested.set()
+
+    def _counts(self) -> tuple[int, int]:
+        return self.state.in_flight, self.state.completed
 
     def own_stats(self) -> dict[str, Any]:
         return self.app.own_stats() if self.app is not None else {}
@@ -138,7 +143,7 @@ class Worker:
         outcome = Outcome(0)
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self.link.serve, self.on_stop, self.own_stats)
-            task_group.start_soon(self.link.heartbeats, self.settings.heartbeat_interval, lambda: self.state.in_flight)
+            task_group.start_soon(self.link.heartbeats, self.settings.heartbeat_interval, self._counts)
             models: list[Model] | None = None
             with self._loading:
                 try:
@@ -175,7 +180,7 @@ class Worker:
             completed_before_drain = self.state.completed
             # Keep accepting for the drain delay, readiness already 503, so that load
             # balancers stop routing here before the server stops accepting.
-            await anyio.sleep(settings.drain_delay)
+            await anyio.sleep(self.stop.drain_delay)
             shutdown.set()
 
         async def announce_ready() -> None:

@@ -8,14 +8,20 @@ ready, break the protocol...
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
 
 import ipc
 from ipc.messages import Configure, Heartbeat, Hello, Ready, StatsReport, StatsRequest, Stop, Stopped, Welcome
+from ipc.settings import WorkerSettings
+from supervisor.policy import Timeouts
+from supervisor.run import Supervisor
+from supervisor.settings import PoolSettings, Settings
 from supervisor.spawn import SpawnRequest
 
 Script = Callable[["FakeWorker"], Awaitable[None]]
@@ -37,6 +43,12 @@ class FakeWorker:
         self.configure: Configure | None = None
         #: Messages the supervisor sent it after Configure.
         self.received: list[ipc.Message] = []
+        #: What its heartbeats report: requests answered, resident memory.
+        self.served = 0
+        self.rss = 1024
+        #: When (on the loop's clock) it said Ready, and was told to Stop.
+        self.ready_at: float | None = None
+        self.stopped_at: float | None = None
         self._scope = anyio.CancelScope()
 
     @property
@@ -84,6 +96,7 @@ class FakeWorker:
         welcome = await self.connection.receive()
         if not isinstance(welcome, Welcome):
             self.exit(1)
+            await anyio.sleep_forever()  # the exit's cancellation lands here
         self.configure = await self.connection.receive_a(Configure)
         return self.configure
 
@@ -95,6 +108,7 @@ class FakeWorker:
         """Say Ready, beat, answer statistics, and on Stop report and exit 0."""
         assert self.connection is not None and self.configure is not None
         if ready:
+            self.ready_at = anyio.current_time()
             await self.send(Ready(self.pid, ["fake"]))
         seq = itertools.count(1)
         async with anyio.create_task_group() as task_group:
@@ -103,6 +117,7 @@ class FakeWorker:
             async for message in self.connection:
                 self.received.append(message)
                 if isinstance(message, Stop):
+                    self.stopped_at = anyio.current_time()
                     await self.send(Stopped(0, 0, served=0, models=stats or {}, seq=next(seq)))
                     self.exit(0)
                 elif isinstance(message, StatsRequest):
@@ -112,7 +127,7 @@ class FakeWorker:
 
     async def beat(self, interval: float) -> None:
         while True:
-            await self.send(Heartbeat(0, 0.0, 1024))
+            await self.send(Heartbeat(0, 0.0, self.rss, self.served))
             await anyio.sleep(interval)
 
 
@@ -141,3 +156,80 @@ class FakeSpawner:
 
     def running(self) -> list[FakeWorker]:
         return [worker for worker in self.spawned if not worker.exited.is_set()]
+
+
+# --- a whole supervisor in-process, with fake workers -------------------------------------------
+
+TIMEOUTS = Timeouts(
+    exit_margin=1.0,
+    unready_exit=0.2,
+    stats=0.5,
+    handshake=2.0,
+    reply_window=1.0,
+    backoff_base=0.05,
+    backoff_max=0.2,
+    healthy_after=5.0,
+)
+DEADLINE = 20
+
+
+@dataclasses.dataclass
+class Running:
+    supervisor: Supervisor
+    spawner: FakeSpawner
+    control: str
+    exit_code: list[int]
+    done: anyio.Event
+
+    @property
+    def pool(self):
+        assert self.supervisor.pool is not None
+        return self.supervisor.pool
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        with anyio.fail_after(DEADLINE):
+            await self.supervisor.opened.wait()
+            await self.pool.wait_until(predicate)
+
+    async def finished(self) -> int:
+        with anyio.fail_after(DEADLINE):
+            await self.done.wait()
+        return self.exit_code[0]
+
+
+@asynccontextmanager
+async def running(
+    control_address: str, script: Callable[[SpawnRequest], Script], workers: int = 2, **pool: object
+) -> AsyncIterator[Running]:
+    settings = Settings(
+        PoolSettings(workers=workers, bind="127.0.0.1:0", **{"heartbeat_timeout": 1.0, **pool}),  # type: ignore[arg-type]
+        WorkerSettings(grace=1.0),
+        {},
+    )
+    async with anyio.create_task_group() as task_group:
+        spawner = FakeSpawner(task_group, script)
+        supervisor = Supervisor(settings, control_address, TIMEOUTS, spawner=lambda sock: spawner)
+        exit_code: list[int] = []
+        done = anyio.Event()
+
+        async def run() -> None:
+            exit_code.append(await supervisor.run())
+            done.set()
+
+        task_group.start_soon(run)
+        handle = Running(supervisor, spawner, control_address, exit_code, done)
+        try:
+            yield handle
+        finally:
+            supervisor.request_stop()
+            await handle.finished()
+            assert not spawner.running(), "a fake worker outlived its supervisor"
+
+
+def by_generation(**scripts: Script) -> Callable[[SpawnRequest], Script]:
+    """``g1=...`` for first generations, ``s1g2=...`` for slot 1's second; else healthy."""
+
+    def pick(request: SpawnRequest) -> Script:
+        return scripts.get(f"s{request.slot}g{request.generation}", scripts.get(f"g{request.generation}", healthy))
+
+    return pick

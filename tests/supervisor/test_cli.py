@@ -59,7 +59,7 @@ def test_flag_beats_environment_beats_file_beats_default(tmp_path):
     got = settings(["--config", str(config), "--workers", "5"], environ)
     assert got.pool.workers == 5 and got.sources["workers"] == "flag"
     assert got.worker.grace == 9.0 and got.sources["grace"] == "env"
-    assert got.worker.drain_delay == 2.0 and got.sources["drain_delay"] == f"file {config}"
+    assert got.pool.drain_delay == 2.0 and got.sources["drain_delay"] == f"file {config}"
     assert got.pool.bind == "0.0.0.0:9000"
     assert got.worker.keep_alive == 5.0 and got.sources["keep_alive"] == "default"
 

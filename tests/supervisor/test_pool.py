@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-
 import anyio
 import pytest
 
@@ -15,89 +11,13 @@ from ipc.messages import Error, Hello, PoolStatsRequest, Ready, StatsRequest, St
 from ipc.settings import WorkerSettings
 from supervisor import client
 from supervisor.lifecycle import PoolState
-from supervisor.policy import Timeouts
 from supervisor.pool import open_pool
-from supervisor.run import EXIT_DOWN, EXIT_ERROR, EXIT_OK, Supervisor
+from supervisor.run import EXIT_DOWN, EXIT_ERROR, EXIT_OK
 from supervisor.settings import PoolSettings, Settings
-from supervisor.spawn import SpawnRequest
 
-from .fakes import FakeSpawner, FakeWorker, Script, healthy
+from .fakes import TIMEOUTS, FakeSpawner, FakeWorker, by_generation, running
 
 pytestmark = pytest.mark.anyio
-
-TIMEOUTS = Timeouts(
-    exit_margin=1.0,
-    unready_exit=0.2,
-    stats=0.5,
-    handshake=2.0,
-    reply_window=1.0,
-    backoff_base=0.05,
-    backoff_max=0.2,
-    healthy_after=5.0,
-)
-DEADLINE = 20
-
-
-@dataclasses.dataclass
-class Running:
-    supervisor: Supervisor
-    spawner: FakeSpawner
-    control: str
-    exit_code: list[int]
-    done: anyio.Event
-
-    @property
-    def pool(self):
-        assert self.supervisor.pool is not None
-        return self.supervisor.pool
-
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        with anyio.fail_after(DEADLINE):
-            await self.supervisor.opened.wait()
-            await self.pool.wait_until(predicate)
-
-    async def finished(self) -> int:
-        with anyio.fail_after(DEADLINE):
-            await self.done.wait()
-        return self.exit_code[0]
-
-
-@asynccontextmanager
-async def running(
-    control_address: str, script: Callable[[SpawnRequest], Script], workers: int = 2, **pool: object
-) -> AsyncIterator[Running]:
-    settings = Settings(
-        PoolSettings(workers=workers, bind="127.0.0.1:0", **{"heartbeat_timeout": 1.0, **pool}),  # type: ignore[arg-type]
-        WorkerSettings(grace=1.0),
-        {},
-    )
-    async with anyio.create_task_group() as task_group:
-        spawner = FakeSpawner(task_group, script)
-        supervisor = Supervisor(settings, control_address, TIMEOUTS, spawner=lambda sock: spawner)
-        exit_code: list[int] = []
-        done = anyio.Event()
-
-        async def run() -> None:
-            exit_code.append(await supervisor.run())
-            done.set()
-
-        task_group.start_soon(run)
-        handle = Running(supervisor, spawner, control_address, exit_code, done)
-        try:
-            yield handle
-        finally:
-            supervisor.request_stop()
-            await handle.finished()
-            assert not spawner.running(), "a fake worker outlived its supervisor"
-
-
-def by_generation(**scripts: Script) -> Callable[[SpawnRequest], Script]:
-    """``g1=...`` for first generations, ``s1g2=...`` for slot 1's second; else healthy."""
-
-    def pick(request: SpawnRequest) -> Script:
-        return scripts.get(f"s{request.slot}g{request.generation}", scripts.get(f"g{request.generation}", healthy))
-
-    return pick
 
 
 async def test_a_healthy_pool_starts_and_stops_cleanly(control_address):

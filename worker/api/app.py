@@ -100,13 +100,11 @@ class InferenceApp:
                 # A bug of ours must still answer in the protocol's shape, and the worker serve on.
                 logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
                 status, body, headers = 500, _error_body(f"internal error: {type(exc).__name__}"), JSON
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode()), (b"x-worker-pid", self._pid)],
-                }
-            )
+            headers = [*headers, (b"content-length", str(len(body)).encode()), (b"x-worker-pid", self._pid)]
+            if self.state.draining:
+                # The client reconnects for its next request, to a worker that still accepts.
+                headers.append((b"connection", b"close"))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self.state.completed += 1
         except anyio.get_cancelled_exc_class():

@@ -1,0 +1,174 @@
+"""Zero-loss operations end to end: rolling reload, runtime scale and recycling, under a steady
+load of 16 kept-alive connections that counts every failure; and what happens when they fail
+or a stop cuts them short. Linux and, through the Windows suite, Windows under Wine."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from .conftest import released, started_count
+from .harness import http, wait_until
+from .load import Load
+from .test_pool import gated_infer
+
+SLOW_RELOAD = ("--model", "m=tests.models:SlowReloadModel")
+DOUBLE = b'{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}'
+
+
+def generations(pool) -> list[int]:
+    return [w["generation"] for w in pool.status()["workers"]]
+
+
+def served_meanwhile(load: Load, before: int, at_least: int = 50) -> None:
+    """The load kept flowing: the operation happened under it, not in a lull."""
+    wait_until(lambda: load.total() - before >= at_least, what=f"{at_least} more requests under load")
+
+
+def test_reload_and_scale_under_load_lose_nothing(launch, platform):
+    pool = launch(workers=2)
+    url = pool.wait_ready()
+    with Load(url, connections=16) as load:
+        served_meanwhile(load, 0)
+        before = load.total()
+        reload = pool.cli("reload")
+        assert reload.returncode == 0, reload.stdout + reload.stderr
+        lines = reload.stdout.splitlines()
+        assert re.fullmatch(
+            r"worker 0: generation 1 \(pid \d+\) -> generation 2 \(pid \d+\), ready in [\d.]+s", lines[0]
+        )
+        assert re.fullmatch(
+            r"worker 1: generation 1 \(pid \d+\) -> generation 2 \(pid \d+\), ready in [\d.]+s", lines[1]
+        )
+        assert lines[2] == "reload done: reloaded 2 workers"
+        assert generations(pool) == [2, 2]
+        served_meanwhile(load, before)
+
+        before = load.total()
+        grow = pool.cli("scale", "3")
+        assert grow.returncode == 0, grow.stdout + grow.stderr
+        assert "worker 2: started" in grow.stdout
+        served_meanwhile(load, before)
+
+        before = load.total()
+        shrink = pool.cli("scale", "1")
+        assert shrink.returncode == 0, shrink.stdout + shrink.stderr
+        assert shrink.stdout.splitlines()[:2] == ["worker 2: drained and stopped", "worker 1: drained and stopped"]
+        served_meanwhile(load, before)
+        load.stop()
+    assert load.failed == 0, dict(load.failures)
+    assert load.reconnects > 0  # the drained workers' clients were told to reconnect, and did
+    assert [w["slot"] for w in pool.status()["workers"]] == [0]
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0, pool.output
+    pool.assert_no_leftovers()
+
+
+def test_recycling_by_request_count_under_load_loses_nothing(launch, platform):
+    pool = launch("--max-requests", "300", "--max-requests-jitter", "50", workers=2)
+    url = pool.wait_ready()
+    with Load(url, connections=16) as load:
+        wait_until(lambda: min(generations(pool)) >= 3, timeout=120, what="each worker recycled twice")
+        load.stop()
+    assert load.failed == 0, dict(load.failures)
+    assert re.search(r"recycling worker \d \(pid \d+\): it answered \d+ requests \(limit 3[0-5]\d\)", pool.output)
+    assert re.search(r"worker \d recycled: generation \d+ \(pid \d+\) serves", pool.output)
+    # A last recycling may still be under way: then its old worker drains and exits.
+    wait_until(lambda: pool.worker_states() == ["ready", "ready"], what="two workers and nothing draining")
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0, pool.output
+    pool.assert_no_leftovers()
+
+
+def test_recycling_by_memory(launch, platform):
+    pool = launch("--model", "m=tests.models:LeakyModel", "--max-worker-memory", "160", workers=1)
+    url = pool.wait_ready()
+
+    def leak_until_recycled() -> bool:
+        assert http("POST", f"{url}/v2/models/m/infer", DOUBLE)[0] == 200
+        return generations(pool)[0] >= 2
+
+    wait_until(leak_until_recycled, timeout=120, what="the worker to grow past 160 MiB and be recycled")
+    assert re.search(r"recycling worker 0 \(pid \d+\): it uses \d+ MiB \(limit 160 MiB\)", pool.output), pool.output
+    wait_until(lambda: pool.status()["workers"][0]["state"] == "ready", what="the new worker to serve")
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0, pool.output
+
+
+def test_a_reload_whose_new_worker_cannot_load_leaves_the_old_ones_serving(launch, platform, gate):
+    pool = launch("--model", "m=tests.models:FlakyModel", workers=2)
+    url = pool.wait_ready()
+    (gate / "break").touch()  # the new code or weights are broken
+    reload = pool.cli("reload")
+    assert reload.returncode == 1, reload.stdout + reload.stderr
+    assert reload.stderr.strip() == (
+        "supervisor: error: reload failed: worker 0: the new worker did not become ready "
+        "(RuntimeError: weights vanished); the reload stopped there, and the old workers still serve"
+    )
+    assert generations(pool) == [1, 1]
+    assert pool.status()["state"] == "ready"
+    assert (
+        http(
+            "POST",
+            f"{url}/v2/models/m/infer",
+            b'{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}',
+        )[0]
+        == 200
+    )
+    (gate / "break").unlink()  # fixed: the next reload goes through
+    assert pool.cli("reload").returncode == 0
+    assert [g >= 2 for g in generations(pool)] == [True, True]
+
+
+def test_a_second_reload_while_one_runs_is_refused(launch, platform, gate):
+    pool = launch(*SLOW_RELOAD, workers=1)
+    pool.wait_ready()
+    (gate / "hold").touch()  # the reload's new worker loads until the gate opens
+    first = pool.cli_background("reload")
+    wait_until(lambda: pool.status()["state"] == "reloading", what="the first reload to run")
+    second = pool.cli("reload")
+    assert second.returncode == 1
+    assert second.stderr.strip() == "supervisor: error: reload refused: cannot reload while the pool is reloading"
+    scale = pool.cli("scale", "2")
+    assert scale.returncode == 1 and "cannot scale while the pool is reloading" in scale.stderr
+    released(gate)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, out + err
+    assert generations(pool) == [2]
+
+
+def test_stop_wins_over_a_reload_with_slow_requests_in_flight(launch, platform, gate):
+    pool = launch("--model", "slow=tests.models:GatedModel", "--grace", "2", workers=2)
+    url = pool.wait_ready()
+    results: list = []
+    requests = [gated_infer(url, results) for _ in range(4)]
+    wait_until(lambda: started_count(gate) == 4, what="four requests inside the model")
+    reload = pool.cli_background("reload")  # the old workers drain, and cannot: the gate is shut
+    wait_until(lambda: "->" in pool.output, what="the reload to replace a worker")
+    started = time.monotonic()
+    stop = pool.cli("stop")
+    out, err = reload.communicate(timeout=60)
+    assert reload.returncode == 5, out + err
+    assert "reload interrupted: the pool began to stop" in err
+    assert stop.returncode == 3, stop.stdout + stop.stderr  # requests were cut off: not clean
+    assert pool.wait_exit(30) == 3, pool.output
+    # Grace (2 s) + the exit margin (5 s), and the interpreters' start-up under Wine.
+    assert time.monotonic() - started < 2 + 5 + (10 if platform.windows else 3)
+    pool.assert_no_leftovers()
+    released(gate)
+    for request in requests:
+        request.join(30)
+
+
+def test_ten_reloads_in_a_row_leave_exactly_the_pool(launch, platform):
+    workers = 2
+    pool = launch(workers=workers)
+    pool.wait_ready()
+    for _ in range(10 if not platform.windows else 3):
+        assert pool.cli("reload").returncode == 0
+    status = pool.status()
+    assert [w["state"] for w in status["workers"]] == ["ready"] * workers
+    assert len(pool.leftovers()) == 1 + workers  # the supervisor and its workers, nothing else
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0, pool.output
+    pool.assert_no_leftovers()

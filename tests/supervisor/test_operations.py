@@ -1,0 +1,160 @@
+"""Reload, scale and recycling in-process: a real supervisor and control channel, fake workers."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from ipc.messages import OperationReply, ReloadRequest, ScaleRequest
+from supervisor import client
+from supervisor.lifecycle import PoolState
+
+from .fakes import FakeWorker, by_generation, healthy, running
+
+pytestmark = pytest.mark.anyio
+
+
+async def operate(control: str, request) -> tuple[OperationReply, list[str]]:
+    lines: list[str] = []
+    reply = await client.operate(control, request, lines.append)
+    return reply, lines
+
+
+async def test_a_reload_replaces_each_slot_and_the_new_one_is_ready_before_the_old_drains(control_address):
+    async with running(control_address, by_generation(), workers=3) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, lines = await operate(control_address, ReloadRequest())
+        assert reply.outcome == OperationReply.DONE and len(lines) == 3
+        assert [(w.slot, w.generation) for w in reply.workers] == [(0, 2), (1, 2), (2, 2)]
+        by_slot = {slot: [w for w in pool.spawner.spawned if w.slot == slot] for slot in range(3)}
+        for slot, (old, new) in by_slot.items():
+            assert new.ready_at is not None and old.stopped_at is not None
+            assert new.ready_at <= old.stopped_at, f"slot {slot}: the old worker drained before the new one was ready"
+        # One slot at a time: each slot's new worker was spawned after the previous slot's was ready.
+        assert by_slot[0][1].ready_at <= by_slot[1][1].ready_at <= by_slot[2][1].ready_at
+        assert all(w.exited.is_set() for slot in by_slot.values() for w in slot[:1])
+        assert pool.pool.state is PoolState.READY
+
+
+async def fail_to_start(worker: FakeWorker) -> None:
+    await worker.join()
+    worker.exit(1)
+
+
+async def test_a_reload_stops_at_a_new_worker_that_cannot_start(control_address):
+    async with running(control_address, by_generation(s1g2=fail_to_start), workers=3) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, lines = await operate(control_address, ReloadRequest())
+        assert reply.outcome == OperationReply.FAILED
+        assert reply.message.startswith("worker 1: the new worker did not become ready (it exited with code 1")
+        assert len(lines) == 1  # slot 0 was reloaded, then slot 1 failed: slot 2 was not touched
+        assert [(w.slot, w.generation, w.state) for w in reply.workers] == [
+            (0, 2, "ready"),
+            (1, 1, "ready"),
+            (2, 1, "ready"),
+        ]
+        assert pool.pool.state is PoolState.READY
+        assert pool.pool.slots[1].restarts.count == 0  # a failed replacement is not a loss
+
+
+def loading_until(release: anyio.Event):
+    """A worker that joins, then loads until ``release`` is set, then serves."""
+
+    async def script(worker: FakeWorker) -> None:
+        await worker.join()
+        await release.wait()
+        await worker.serve()
+
+    return script
+
+
+async def test_one_operation_at_a_time_and_stop_wins(control_address):
+    release = anyio.Event()
+    async with running(control_address, by_generation(g2=loading_until(release)), workers=2) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        async with anyio.create_task_group() as task_group:
+            outcome: list[OperationReply] = []
+
+            async def first() -> None:
+                outcome.append((await operate(control_address, ReloadRequest()))[0])
+
+            task_group.start_soon(first)
+            await pool.until(lambda: pool.pool.state is PoolState.RELOADING)
+            second, _ = await operate(control_address, ReloadRequest())
+            assert second.outcome == OperationReply.REFUSED
+            assert second.message == "cannot reload while the pool is reloading"
+            scale, _ = await operate(control_address, ScaleRequest(3))
+            assert scale.outcome == OperationReply.REFUSED
+            stop = await client.stop(control_address, 1.0)
+            assert stop.clean
+        assert outcome[0].outcome == OperationReply.INTERRUPTED
+        assert outcome[0].message == "the pool began to stop after 0 of 2 workers"
+
+
+async def test_scale_up_and_down(control_address):
+    async with running(control_address, by_generation(), workers=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, lines = await operate(control_address, ScaleRequest(3))
+        assert reply.outcome == OperationReply.DONE, reply.message
+        assert lines == [f"worker {i}: started (pid {pool.spawner.spawned[i].pid})" for i in (1, 2)]
+        assert [w.slot for w in reply.workers] == [0, 1, 2]
+        reply, lines = await operate(control_address, ScaleRequest(1))
+        assert reply.outcome == OperationReply.DONE
+        assert lines == ["worker 2: drained and stopped", "worker 1: drained and stopped"]
+        assert [w.slot for w in reply.workers] == [0]
+        assert [w.exited.is_set() for w in pool.spawner.spawned] == [False, True, True]
+        assert pool.pool.state is PoolState.READY
+
+
+async def test_a_scale_whose_new_worker_cannot_start_leaves_the_pool_as_it_was(control_address):
+    async with running(control_address, by_generation(s1g1=fail_to_start), workers=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ScaleRequest(2))
+        assert reply.outcome == OperationReply.FAILED
+        assert reply.message.startswith("worker 1 did not become ready")
+        assert reply.message.endswith("the pool stays at 1 workers")
+        assert len(pool.pool.slots) == 1 and pool.pool.state is PoolState.READY
+
+
+async def test_impossible_scales_are_refused(control_address):
+    async with running(control_address, by_generation(), workers=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        for workers in (0, -3, 100_000):
+            with pytest.raises(client.ControlError, match="workers must be"):
+                await operate(control_address, ScaleRequest(workers))
+        assert len(pool.pool.slots) == 1
+
+
+async def test_a_worker_is_recycled_after_its_requests_with_its_replacement_ready_first(control_address):
+    async def busy(worker: FakeWorker) -> None:
+        worker.served = 10_000
+        await healthy(worker)
+
+    async with running(control_address, by_generation(s0g1=busy), workers=2, max_requests=100) as pool:
+        await pool.until(lambda: pool.pool.slots[0].generation == 2 and pool.pool.slots[0].serving)
+        old, new = [w for w in pool.spawner.spawned if w.slot == 0]
+        await pool.until(lambda: old.exited.is_set())
+        assert new.ready_at is not None and old.stopped_at is not None and new.ready_at <= old.stopped_at
+        assert pool.pool.slots[0].restarts.count == 0
+        assert pool.pool.slots[1].generation == 1
+
+
+async def test_the_old_worker_lost_during_its_replacement_hands_the_slot_to_the_new_one(control_address):
+    release = anyio.Event()
+    async with running(control_address, by_generation(s0g2=loading_until(release)), workers=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        async with anyio.create_task_group() as task_group:
+            replies: list[OperationReply] = []
+
+            async def reload() -> None:
+                replies.append((await operate(control_address, ReloadRequest()))[0])
+
+            task_group.start_soon(reload)
+            await pool.until(lambda: pool.pool.slots[0].incoming is not None)
+            pool.spawner.spawned[0].kill()  # the old worker dies while the new one loads
+            await pool.until(lambda: pool.pool.slots[0].incoming is None)
+            assert pool.pool.slots[0].current is not None and pool.pool.slots[0].current.generation == 2
+            release.set()
+        assert replies[0].outcome == OperationReply.DONE
+        assert pool.pool.slots[0].generation == 2  # no third process: the incoming one took over
+        assert pool.pool.slots[0].restarts.count == 1
