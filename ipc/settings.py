@@ -142,6 +142,9 @@ class WorkerSettings:
         [], "serve every model in a repository folder (one model per subfolder)", metavar="DIR", flag="--model-dir"
     )
     max_body_size: int = setting(64 * 1024 * 1024, "largest request body accepted", metavar="BYTES", minimum=1)
+    body_timeout: float = setting(
+        30.0, "a request body not received whole within this is refused with 408", metavar="SECONDS", minimum=0.1
+    )
     keep_alive: float = setting(
         5.0, "how long an idle kept-alive HTTP connection stays open", metavar="SECONDS", minimum=0
     )

@@ -120,3 +120,16 @@ class SlowReloadModel(FlakyModel):
     def load(self) -> None:
         if os.path.exists(os.path.join(self.gate, "hold")):
             self.wait_at_gate()
+
+
+class RowSumModel(Model):
+    """Sums each row of any number of 64-wide rows (no batch limit): big bodies are served whole."""
+
+    inputs = (TensorSpec("INPUT0", "FP32", (-1, 64)),)
+    outputs = (TensorSpec("OUTPUT0", "FP32", (-1, 1)),)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def predict(self, inputs):
+        return {"OUTPUT0": np.asarray(inputs["INPUT0"]).sum(axis=1, keepdims=True)}

@@ -34,6 +34,8 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 
+from . import protocol
+
 #: How often the Windows accept thread looks up to see whether it should stop.
 ACCEPT_POLL = 0.2
 #: The longest the Windows accept thread waits after accept() failed, doubling up to it.
@@ -41,6 +43,7 @@ ACCEPT_BACKOFF_MAX = 1.0
 
 
 async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger: Callable[[], Awaitable[Any]]) -> None:
+    protocol.install()
     loop = asyncio.get_running_loop()
     wrapped = wrap_app(app, 0, "asgi")
     lifespan_state: dict[str, Any] = {}

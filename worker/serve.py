@@ -169,7 +169,13 @@ class Worker:
 
     async def _serve(self, models: list[Model]) -> None:
         settings = self.settings
-        app = InferenceApp(models, self.state, max_body_size=settings.max_body_size, pool_stats=self.link.pool_stats)
+        app = InferenceApp(
+            models,
+            self.state,
+            max_body_size=settings.max_body_size,
+            body_timeout=settings.body_timeout,
+            pool_stats=self.link.pool_stats,
+        )
         self.app = app
         shutdown = anyio.Event()
         completed_before_drain = 0

@@ -183,7 +183,9 @@ def test_request_outliving_the_grace_period_is_dropped_and_reported(launch, gate
     assert re.search(stopped(0, finished=0, dropped=1), pool.output), pool.output
     assert "killing" not in pool.output
     request.join(30)
-    assert results and results[0][0] != 200, results
+    # Cut off, and told so in the protocol's shape.
+    assert results and results[0][0] == 503, results
+    assert json.loads(results[0][1]) == {"error": "the worker stopped before this request finished"}
     pool.assert_no_leftovers()
 
 

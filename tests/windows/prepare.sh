@@ -6,7 +6,7 @@
 #   - Windows wheels of our dependencies and test tools, fetched by the Linux pip;
 #   - a private Wine prefix that reports Windows 10.
 # Prints the path of the Windows python.exe on its last line. Safe to run again: a finished
-# environment is reused (delete the folder to rebuild it).
+# environment is reused while the list of wheels is the same (delete the folder to rebuild it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,11 +16,12 @@ site_dir=$env_dir/site
 export WINEPREFIX=$env_dir/prefix WINEDEBUG=-all
 
 # numpy 2.x Windows wheels abort under Wine 8 (ucrtbase.crealf); 1.26.4 works on CPython 3.12.
-wheels=(anyio hypercorn msgpack "numpy==1.26.4" pytest pytest-timeout hypothesis)
+wheels=(anyio hypercorn msgpack "numpy==1.26.4" orjson pytest pytest-timeout hypothesis)
 
 winpath() { printf 'Z:%s' "${1//\//\\}"; }
 
-if [ -f "$env_dir/.ready" ]; then
+# A finished environment is reused while it was made with the same list of wheels.
+if [ -f "$env_dir/.ready" ] && [ "$(cat "$env_dir/.ready")" = "${wheels[*]}" ]; then
     echo "$python_dir/python.exe"
     exit 0
 fi
@@ -72,5 +73,5 @@ echo "prepare: Wine prefix" >&2
 wine reg add 'HKCU\Software\Wine' /v Version /d win10 /f </dev/null 2>&1 | cat >&2
 wine "$python_dir/python.exe" -c "import sys, numpy, hypercorn, msgpack, anyio; print('windows python', sys.version.split()[0], sys.platform, 'numpy', numpy.__version__)" </dev/null 2>&1 | cat >&2
 
-touch "$env_dir/.ready"
+echo "${wheels[*]}" > "$env_dir/.ready"
 echo "$python_dir/python.exe"

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import logging
 import os
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.to_thread
+import numpy as np
 
 from ..models import Model, ModelError
-from . import tensors
+from . import jsonio, tensors
 from .errors import HTTPError, bad_request, not_found
 from .stats import ModelStats, as_triton
 
@@ -61,12 +62,18 @@ class InferenceApp:
         state: ServingState,
         *,
         max_body_size: int = 64 * 1024 * 1024,
+        body_timeout: float = 30.0,
         pool_stats: PoolStats | None = None,
     ) -> None:
         self.models = {model.name: model for model in models}
         self.stats = {model.name: ModelStats(model.name, model.version) for model in models}
         self.state = state
         self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
+        #: Request bodies this worker holds at once, in bytes: as much as the largest allowed.
+        #: Decoding holds the GIL, so big bodies gain nothing from being decoded side by side;
+        #: they would only multiply the memory their Python objects take.
+        self.bodies = ByteBudget(max_body_size)
         self._pool_stats = pool_stats
         self._pid = str(os.getpid()).encode()
 
@@ -91,6 +98,7 @@ class InferenceApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.state.in_flight += 1
+        started = False
         try:
             try:
                 status, body, headers = await self._route(scope, receive)
@@ -104,11 +112,20 @@ class InferenceApp:
             if self.state.draining:
                 # The client reconnects for its next request, to a worker that still accepts.
                 headers.append((b"connection", b"close"))
+            started = True
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self.state.completed += 1
         except anyio.get_cancelled_exc_class():
+            # Cut off: the stop's grace period ran out. Say so in the protocol's shape, if the
+            # answer has not begun, before the connection goes.
             self.state.dropped += 1
+            if not started:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                    body = _error_body("the worker stopped before this request finished")
+                    refusal = [*JSON, (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+                    await send({"type": "http.response.start", "status": 503, "headers": refusal})
+                    await send({"type": "http.response.body", "body": body})
             raise
         finally:
             self.state.in_flight -= 1
@@ -172,77 +189,112 @@ class InferenceApp:
             pool = await self._pool_stats(own)
         return [as_triton(name, pool.get(name, own[name])) for name in names]
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+    @asynccontextmanager
+    async def _body(self, scope: Scope, receive: Receive) -> AsyncIterator[bytes]:
+        """The request body, decompressed, held within the worker's byte budget until the
+        block ends; 413 when too large, 408 when it does not arrive within ``body_timeout``."""
         headers = _headers(scope)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_size:
             raise HTTPError(413, f"request body of {declared} bytes is over the limit of {self.max_body_size}")
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HTTPError(400, "client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_size:
-                raise HTTPError(413, f"request body is over the limit of {self.max_body_size} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        encoding = headers.get("content-encoding", "identity").lower()
-        if encoding in ("gzip", "deflate"):
-            body = _decompress(body, encoding, self.max_body_size)
-        elif encoding != "identity":
-            raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
-        return body
+        held = 0
+        try:
+            chunks = []
+            with anyio.fail_after(self.body_timeout):
+                if declared is not None and declared.isdigit():
+                    held = await self.bodies.take(int(declared))
+                size = 0
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise HTTPError(400, "client disconnected")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_size:
+                        raise HTTPError(413, f"request body is over the limit of {self.max_body_size} bytes")
+                    if size > held:  # chunked, or longer than declared: budget it as it comes
+                        held += await self.bodies.take(size - held)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+            body = b"".join(chunks)
+            del chunks
+            encoding = headers.get("content-encoding", "identity").lower()
+            if encoding in ("gzip", "deflate"):
+                body = _decompress(body, encoding, self.max_body_size)
+            elif encoding != "identity":
+                raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
+            yield body
+        except TimeoutError:
+            raise HTTPError(408, f"the request body did not arrive within {self.body_timeout:g}s") from None
+        finally:
+            self.bodies.give_back(held)
 
     async def _infer(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         arrived = time.perf_counter_ns()
         stats = self.stats[model.name]
+        header_length = _headers(scope).get(tensors.HEADER_LENGTH)
         try:
-            body = await self._body(scope, receive)
-            parse_start = time.perf_counter_ns()
-            request = tensors.decode_infer(model, body, _headers(scope).get(tensors.HEADER_LENGTH))
-            parsed = time.perf_counter_ns()
-            results, infer_ns = await _run_model(model, request.inputs)
-            encode_start = time.perf_counter_ns()
-            payload, headers = tensors.encode_infer(model, request, results)
+            async with self._body(scope, receive) as body:
+                # Decoding, the model and encoding in one hop off the event loop: a large body
+                # must not stall health checks and the other requests this worker serves.
+                payload, headers, batch, timings = await anyio.to_thread.run_sync(_infer, model, body, header_length)
         except HTTPError:
             stats.record_failure(time.perf_counter_ns() - arrived)
             raise
-        done = time.perf_counter_ns()
-        batch = next(iter(request.inputs.values())).shape[0] if model.max_batch_size > 0 else 1
-        queue_ns = max(0, encode_start - parsed - infer_ns) + (parse_start - arrived)
-        stats.record_success(batch, queue_ns, parsed - parse_start, infer_ns, done - encode_start)
+        # Queued: from arrival until a thread began on it (reading the body included).
+        stats.record_success(batch, timings.started - arrived, timings.decode, timings.infer, timings.encode)
         return 200, payload, headers
 
     async def _predict_v1(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        body = await self._body(scope, receive)
-        array = tensors.v1_instances(model, body)
-        results, _ = await _run_model(model, {model.inputs[0].name: array})
-        output = results[model.outputs[0].name]
-        try:
-            return _json({"predictions": output.tolist()})
-        except ValueError:
-            raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry") from None
+        async with self._body(scope, receive) as body:
+            payload = await anyio.to_thread.run_sync(_predict_v1, model, body)
+        return 200, payload, JSON
 
 
-def _timed_predict(model: Model, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
-    start = time.perf_counter_ns()
-    results = model.predict(inputs)
-    return results, time.perf_counter_ns() - start
+@dataclasses.dataclass
+class Timings:
+    """Where one inference's time went, in nanoseconds (Triton's statistics' terms)."""
+
+    started: int = 0
+    decode: int = 0
+    infer: int = 0
+    encode: int = 0
 
 
-async def _run_model(model: Model, inputs: Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
-    """``model.predict`` on a worker thread, so the event loop keeps answering."""
+def _infer(
+    model: Model, body: bytes, header_length: str | None
+) -> tuple[bytes, list[tuple[bytes, bytes]], int, Timings]:
+    """One V2 inference, on a worker thread: decode, predict, encode."""
+    timings = Timings(started=time.perf_counter_ns())
+    request = tensors.decode_infer(model, body, header_length)
+    decoded = time.perf_counter_ns()
+    results = _predict(model, request.inputs)
+    predicted = time.perf_counter_ns()
+    payload, headers = tensors.encode_infer(model, request, results)
+    timings.decode, timings.infer = decoded - timings.started, predicted - decoded
+    timings.encode = time.perf_counter_ns() - predicted
+    batch = next(iter(request.inputs.values())).shape[0] if model.max_batch_size > 0 else 1
+    return payload, headers, batch, timings
+
+
+def _predict_v1(model: Model, body: bytes) -> bytes:
+    """One KServe V1 ``:predict``, on a worker thread."""
+    array = tensors.v1_instances(model, body)
+    output = np.asarray(_predict(model, {model.inputs[0].name: array})[model.outputs[0].name])
+    if output.dtype.kind == "f" and not np.isfinite(output).all():
+        raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry")
+    return jsonio.dumps({"predictions": output})
+
+
+def _predict(model: Model, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``model.predict``, its failures in the API's terms."""
     try:
-        results, ns = await anyio.to_thread.run_sync(_timed_predict, model, inputs)
+        results = model.predict(inputs)
     except ModelError as exc:
         raise bad_request(f"model {model.name!r} refused the input: {exc}") from None
     except Exception as exc:
@@ -251,7 +303,31 @@ async def _run_model(model: Model, inputs: Mapping[str, Any]) -> tuple[Mapping[s
     missing = [spec.name for spec in model.outputs if spec.name not in results]
     if missing:
         raise HTTPError(500, f"model {model.name!r} did not return outputs {missing}")
-    return results, ns
+    return results
+
+
+class ByteBudget:
+    """At most ``capacity`` bytes taken at once; ``take`` waits (back-pressure on the client:
+    its body is not read meanwhile) until enough has been given back. One request larger than
+    the whole budget takes all of it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.taken = 0
+        self._returned = anyio.Event()
+
+    async def take(self, amount: int) -> int:
+        amount = min(amount, self.capacity)
+        while self.taken + amount > self.capacity:
+            await self._returned.wait()
+        self.taken += amount
+        return amount
+
+    def give_back(self, amount: int) -> None:
+        if amount:
+            self.taken -= amount
+            self._returned.set()
+            self._returned = anyio.Event()
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -275,8 +351,8 @@ def _allow(method: str, allowed: str) -> None:
 
 
 def _json(body: Any, status: int = 200) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    return status, json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), JSON
+    return status, jsonio.dumps(body), JSON
 
 
 def _error_body(message: str) -> bytes:
-    return json.dumps({"error": message or "error"}).encode()
+    return jsonio.dumps({"error": message or "error"})

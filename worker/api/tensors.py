@@ -7,7 +7,6 @@ headers out. Every refusal is an :class:`~worker.api.errors.HTTPError` with a on
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..models import Model, TensorSpec
+from . import jsonio
 from .errors import HTTPError, bad_request
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -30,15 +30,6 @@ class InferRequest:
     outputs: list[tuple[TensorSpec, bool]]
 
 
-def _load_json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise bad_request("malformed JSON: nested too deeply") from None
-
-
 def _shape(raw: object, where: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise bad_request(f"{where}: 'shape' must be a list of non-negative integers")
@@ -48,6 +39,9 @@ def _shape(raw: object, where: str) -> tuple[int, ...]:
 def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: str) -> np.ndarray:
     if data is None:
         raise bad_request(f"{where}: needs 'data' or parameters.binary_data_size")
+    if isinstance(data, list) and data and not isinstance(data[0], list) and len(data) != math.prod(shape):
+        # A flat list that does not fit is refused before anything is allocated for it.
+        raise bad_request(f"{where}: 'data' has {len(data)} elements but shape {list(shape)} needs {math.prod(shape)}")
     try:
         array = np.asarray(data, dtype=spec.dtype)
     except (ValueError, TypeError, OverflowError, RecursionError):
@@ -70,12 +64,14 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
         if json_length == 0:
             return _decode_raw(model, body)
         body, blobs = body[:json_length], body[json_length:]
-    request = _load_json(body)
+    request = jsonio.loads(body)
     if not isinstance(request, dict):
         raise bad_request("the request must be a JSON object")
     raw_inputs = request.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise bad_request("'inputs' must be a non-empty list")
+    if len(raw_inputs) > len(model.inputs):
+        raise bad_request(f"'inputs' has {len(raw_inputs)} entries; model {model.name!r} takes {len(model.inputs)}")
 
     specs = {spec.name: spec for spec in model.inputs}
     inputs: dict[str, np.ndarray] = {}
@@ -140,13 +136,21 @@ def _requested_outputs(model: Model, request: Mapping[str, Any]) -> list[tuple[T
     if not isinstance(raw_outputs, list):
         raise bad_request("'outputs' must be a list")
     specs = {spec.name: spec for spec in model.outputs}
-    chosen = []
+    if len(raw_outputs) > len(specs):
+        # Each output at most once: naming one a thousand times must not make a response a
+        # thousand times its size.
+        raise bad_request(
+            f"'outputs' names {len(raw_outputs)} outputs; model {model.name!r} has {len(specs)}: each at most once"
+        )
+    chosen: list[tuple[TensorSpec, bool]] = []
     for i, raw in enumerate(raw_outputs):
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise bad_request(f"outputs[{i}] must be an object with a 'name'")
         spec = specs.get(raw["name"])
         if spec is None:
             raise bad_request(f"unknown output {raw['name']!r} for model {model.name!r}; expected {sorted(specs)}")
+        if any(spec is seen for seen, _ in chosen):
+            raise bad_request(f"output {spec.name!r} is asked for twice: each at most once")
         out_parameters = raw.get("parameters") or {}
         if not isinstance(out_parameters, dict):
             raise bad_request(f"output {spec.name!r}: 'parameters' must be an object")
@@ -195,18 +199,16 @@ def encode_infer(
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = array.ravel().tolist()
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                message = f"model {model.name!r} returned NaN or infinity, which JSON cannot carry"
+                raise HTTPError(500, f"{message}; ask for binary outputs")
+            entry["data"] = array.ravel()
         outputs.append(entry)
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if request.id is not None:
         response["id"] = request.id
     response["outputs"] = outputs
-    try:
-        header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        raise HTTPError(
-            500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry; ask for binary outputs"
-        ) from None
+    header = jsonio.dumps(response)
     if not blobs:
         return header, [(b"content-type", b"application/json")]
     return header + b"".join(blobs), [
@@ -252,7 +254,7 @@ def model_config(model: Model) -> dict[str, Any]:
 
 def v1_instances(model: Model, body: bytes) -> np.ndarray:
     """The single input of a V1 ``:predict`` request, from ``instances`` (or ``inputs``)."""
-    request = _load_json(body)
+    request = jsonio.loads(body)
     if not isinstance(request, dict):
         raise bad_request("the request must be a JSON object")
     instances = request.get("instances", request.get("inputs"))

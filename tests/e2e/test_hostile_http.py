@@ -1,0 +1,174 @@
+"""Hostile HTTP against a real pool: malformed, oversized, amplifying and stalling requests.
+
+Every refusal is a 4xx (or 503) with a JSON body ``{"error": ...}``; the worker stays up,
+answers health quickly, and keeps its memory bounded."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from .harness import http
+
+
+def raw(url: str, data: bytes, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes; parse the one response that comes back (the server then closes)."""
+    parsed = urllib.parse.urlsplit(url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout) as conn:
+        conn.sendall(data)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise AssertionError(f"closed without a response: {received!r}")
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return status, headers, body
+
+
+def assert_json_refusal(response: tuple[int, dict[str, str], bytes], status: int) -> None:
+    got, headers, body = response
+    assert got == status, (got, body)
+    assert headers.get("content-type") == "application/json", headers
+    assert set(json.loads(body)) == {"error"} and json.loads(body)["error"], body
+
+
+@pytest.fixture
+def url(launch):
+    pool = launch(workers=1)
+    yield pool.wait_ready()
+    assert http("GET", f"{pool.url}/v2/health/live")[0] == 200  # it survived whatever the test sent
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /v2/health/live\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: twelve\r\n\r\n", 400),
+        (b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+        (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 100_000 + b"\r\n\r\n", 431),
+    ],
+    ids=[
+        "garbage request line",
+        "non-UTF-8 path",
+        "bad Content-Length",
+        "negative Content-Length",
+        "100 KB URL",
+        "100 KB header",
+    ],
+)
+def test_parser_level_refusals_have_json_bodies(url, request_bytes, status):
+    assert_json_refusal(raw(url, request_bytes), status)
+
+
+def test_a_connection_its_client_closed_is_closed_at_once(launch):
+    """hypercorn kept such a connection until its keep-alive timer fired; a drain waited as long."""
+    pool = launch("--keep-alive", "30", workers=1)
+    url = urllib.parse.urlsplit(pool.wait_ready())
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = b""
+        while not response.endswith(b'{"live":true}'):
+            response += conn.recv(65536)
+        assert response.startswith(b"HTTP/1.1 200")
+        conn.shutdown(socket.SHUT_WR)  # the client is done
+        assert conn.recv(65536) == b"", "the server should close its side too"  # within 10 s, not 30
+
+
+def big_json_infer(megabytes: int) -> bytes:
+    """A V2 JSON infer of about ``megabytes``, its values distinct random floats as real inputs
+    are (a value repeated parses several times faster)."""
+    import numpy as np
+
+    rows = megabytes * 1024 * 1024 // (64 * 21)
+    values = np.random.default_rng(7).standard_normal((rows, 64))
+    data = ",".join(map(repr, values.ravel().tolist()))
+    head = f'{{"inputs":[{{"name":"INPUT0","datatype":"FP32","shape":[{rows},64],"data":['.encode()
+    return head + data.encode() + b"]}]}"
+
+
+def test_health_answers_while_a_60_mib_json_infer_is_handled(launch):
+    pool = launch("--model", "sum=tests.models:RowSumModel", workers=1)
+    url = pool.wait_ready()
+    body = big_json_infer(60)
+    assert len(body) < 64 * 1024 * 1024
+    done = threading.Event()
+    outcome: list[int] = []
+
+    def infer() -> None:
+        try:
+            outcome.append(http("POST", f"{url}/v2/models/sum/infer", body, timeout=120)[0])
+        finally:
+            done.set()
+
+    threading.Thread(target=infer, daemon=True).start()
+    slowest = 0.0
+    while not done.is_set():
+        started = time.monotonic()
+        assert http("GET", f"{url}/v2/health/ready", timeout=30)[0] == 200
+        slowest = max(slowest, time.monotonic() - started)
+    assert outcome == [200]
+    # End to end, a generous bound on a busy machine; tests/worker measures the loop's own stalls.
+    assert slowest < 2.0, f"health waited {slowest:.2f}s behind the big request"
+
+
+@pytest.mark.linux_supervisor("reads a worker's memory with psutil, by its Linux pid")
+def test_big_bodies_at_once_keep_a_worker_bounded(launch):
+    import psutil
+
+    pool = launch("--model", "sum=tests.models:RowSumModel", workers=1)
+    url = pool.wait_ready()
+    worker = psutil.Process(pool.status()["workers"][0]["pid"])
+    body = big_json_infer(60)
+    peak = 0
+    outcomes: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda: outcomes.append(http("POST", f"{url}/v2/models/sum/infer", body, timeout=180)[0]),
+            daemon=True,
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        peak = max(peak, worker.memory_info().rss)
+        time.sleep(0.02)  # sampling the worker's memory, not waiting for anything
+    assert outcomes == [200] * 4
+    # One --max-body-size worth of bodies is held at once. Measured here: 384 MiB; unbounded,
+    # 627 MiB when decoding ran on the loop, 738 MiB in threads.
+    assert peak < 500 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_a_stalled_body_is_cut_off_with_408(launch):
+    pool = launch("--body-timeout", "2", workers=1)
+    url = urllib.parse.urlsplit(pool.wait_ready())
+    stalled = []
+    for _ in range(20):
+        conn = socket.create_connection((url.hostname, url.port), timeout=30)
+        conn.sendall(b'POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inputs"')
+        stalled.append(conn)  # ...and then nothing more, as a slowloris client does
+    for conn in stalled:
+        with conn:
+            response = b""
+            while chunk := conn.recv(65536):
+                response += chunk
+            head, _, body = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), response
+            assert json.loads(body) == {"error": "the request body did not arrive within 2s"}
