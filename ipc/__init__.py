@@ -6,7 +6,8 @@ Layers, bottom up; each imports only the ones above it in this list:
 - ``messages``: one frozen dataclass per message kind, and the tag table that decodes them.
 - ``codec``: sans-IO framing (a 4-byte big-endian length, then a msgpack map). Bytes in,
   messages out; no sockets, no clock.
-- ``handshake``: the protocol version and the rules of the first exchange.
+- ``handshake``: the protocol version and the first exchange: mutual proof of the pool's key.
+- ``keys``: the pool's per-run key, in an owner-only file.
 - ``transport``: byte streams over a Unix domain socket (POSIX) or a named pipe (Windows),
   chosen per platform, and ``Connection``, which speaks messages over one of them.
 - ``address``: where a supervisor's control endpoint lives by default.
@@ -20,12 +21,15 @@ from .address import default_address
 from .codec import FrameDecoder, encode
 from .errors import (
     AddressInUseError,
+    AuthenticationError,
     ConnectionClosedError,
     FrameTooLargeError,
     IPCError,
+    KeyMissingError,
     MalformedFrameError,
     NoServerError,
     ProtocolError,
+    RefusedError,
     UnknownMessageError,
     VersionMismatchError,
 )
@@ -36,16 +40,19 @@ from .transport import Connection, Listener, connect, listen
 __all__ = [
     "PROTOCOL_VERSION",
     "AddressInUseError",
+    "AuthenticationError",
     "Connection",
     "ConnectionClosedError",
     "FrameDecoder",
     "FrameTooLargeError",
     "IPCError",
+    "KeyMissingError",
     "Listener",
     "MalformedFrameError",
     "Message",
     "NoServerError",
     "ProtocolError",
+    "RefusedError",
     "UnknownMessageError",
     "VersionMismatchError",
     "connect",

@@ -1,16 +1,20 @@
 """Unix domain socket transport (Linux, macOS).
 
-The socket lives in a folder only its owner may enter (0700) and is itself 0600. A socket file
-left behind by a dead supervisor is stale: nothing accepts on it, so it is removed and reused;
-one a live supervisor accepts on is refused as in use.
+The socket lives in a folder only its owner may enter (0700) and is itself 0600, and the server
+learns each peer's uid from the kernel (``SO_PEERCRED``, ``getpeereid``), so another user is
+refused even where the file permissions were opened up by mistake. A socket file left behind by
+a dead supervisor is stale: nothing accepts on it, so it is removed and reused; one a live
+supervisor accepts on is refused as in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import socket
 import stat
+import struct
 import sys
 from collections.abc import Callable
 
@@ -31,6 +35,21 @@ ConnectCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
 def _check_length(path: str) -> None:
     if len(os.fsencode(path)) > MAX_PATH_BYTES:
         raise OSError(f"control socket path is too long ({len(path)} > {MAX_PATH_BYTES} bytes): {path}")
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket (None if the OS will not say)."""
+    if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid, uid, gid}
+        credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", credentials)[1])
+    try:  # macOS and the BSDs
+        libc = ctypes.CDLL(None, use_errno=True)
+        uid, gid = ctypes.c_uint32(), ctypes.c_uint32()
+        if libc.getpeereid(sock.fileno(), ctypes.byref(uid), ctypes.byref(gid)) == 0:
+            return int(uid.value)
+    except (OSError, AttributeError):
+        pass
+    return None
 
 
 async def open_connection(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

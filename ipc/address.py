@@ -43,7 +43,13 @@ def default_address(name: str = "default") -> str:
 
 
 def _user() -> str:
+    """Who the pool belongs to, the same in every process of this user: the login name, else
+    (a service account with none) the user's SID on Windows, the uid elsewhere."""
     try:
         return getpass.getuser()
-    except Exception:  # no login name (a service account, a container): fall back to the uid
-        return str(os.getpid() if sys.platform == "win32" else os.getuid())
+    except Exception:
+        if sys.platform == "win32":
+            from ._winsecurity import current_user_sid
+
+            return current_user_sid()
+        return str(os.getuid())

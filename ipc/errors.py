@@ -8,6 +8,9 @@
     │   ├── MalformedFrameError  not msgpack, not a message map, or fields of the wrong type
     │   ├── UnknownMessageError  a well-formed message of a kind this side does not know
     │   └── VersionMismatchError the handshake offered a protocol version we do not speak
+    ├── RefusedError             the other side said no (its Error message); .code says why
+    │   └── AuthenticationError  a proof of the pool's key failed, either side's
+    ├── KeyMissingError          no key file for this control address: no pool of ours there
     ├── ConnectionClosedError    the peer went away (end of stream, reset, broken pipe)
     ├── NoServerError            nothing is listening at the control address
     └── AddressInUseError        another live server owns the control address
@@ -41,6 +44,22 @@ class UnknownMessageError(ProtocolError):
 
 class VersionMismatchError(ProtocolError):
     """The peer speaks a protocol version this side does not."""
+
+
+class RefusedError(IPCError):
+    """The other side answered with an ``Error``: ``code`` is its stable word for why."""
+
+    def __init__(self, message: str, code: str = "refused") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AuthenticationError(RefusedError):
+    """A proof of the pool's key did not hold: the peer is not of this pool, or not ours."""
+
+
+class KeyMissingError(IPCError):
+    """There is no key file for the control address: no pool of this user runs there."""
 
 
 class ConnectionClosedError(IPCError):

@@ -13,7 +13,7 @@ check at the handshake.
 
 Who sends what::
 
-    any side               Hello, Welcome, Error
+    any side               Hello, Challenge, Proof, Welcome, Error (ipc.handshake)
     supervisor -> worker   Configure, Stop, StatsRequest, PoolStatsReply
     worker -> supervisor   Ready, Heartbeat, Stopped, StatsReport, PoolStatsRequest
     client -> supervisor   StatusRequest, StopRequest, ReloadRequest, ScaleRequest
@@ -178,6 +178,25 @@ class Hello(Message):
     pid: int
     worker_id: int | None = None
     generation: int | None = None
+    #: Fresh random bytes: the supervisor's proof of the key covers them (ipc.handshake).
+    nonce: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Challenge(Message):
+    """The supervisor's answer to a Hello: its own nonce, and its proof that it holds the key."""
+
+    kind: ClassVar[str] = "challenge"
+    nonce: bytes
+    proof: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Proof(Message):
+    """The connecting side's proof that it holds the pool's key."""
+
+    kind: ClassVar[str] = "proof"
+    proof: bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -199,6 +218,8 @@ class Error(Message):
 
     #: The codes this version sends.
     PROTOCOL: ClassVar[str] = "protocol"
+    #: Another user, or no proof of the pool's key.
+    FORBIDDEN: ClassVar[str] = "forbidden"
     TIMEOUT: ClassVar[str] = "timeout"
     BAD_REQUEST: ClassVar[str] = "bad_request"
     UNKNOWN_WORKER: ClassVar[str] = "unknown_worker"
@@ -433,7 +454,7 @@ class OperationReply(Message):
 KINDS: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (
-        Hello, Welcome, Error,
+        Hello, Challenge, Proof, Welcome, Error,
         Configure, Ready, Heartbeat, Stop, Stopped,
         StatsRequest, StatsReport, PoolStatsRequest, PoolStatsReply,
         StatusRequest, StatusReply, StopRequest, StopReply,

@@ -37,9 +37,12 @@ class Connection:
         writer: asyncio.StreamWriter,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        peer_uid: int | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
+        #: The peer's user id, where the platform tells (a server's end of a Unix socket).
+        self.peer_uid = peer_uid
         self._decoder = FrameDecoder(max_frame_size)
         self._send_lock = asyncio.Lock()
         self._closed = False
@@ -113,7 +116,9 @@ class Listener:
         self._server: _platform.Server | None = None
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._pending.put_nowait(Connection(reader, writer, max_frame_size=self._max_frame_size))
+        sock = writer.get_extra_info("socket")
+        uid = _platform.peer_uid(sock) if sock is not None else None
+        self._pending.put_nowait(Connection(reader, writer, max_frame_size=self._max_frame_size, peer_uid=uid))
 
     async def accept(self) -> Connection:
         return await self._pending.get()

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 
 import ipc
+from ipc import handshake, keys
 from ipc.messages import (
     Error,
     Hello,
@@ -22,7 +23,6 @@ from ipc.messages import (
     StatusRequest,
     StopReply,
     StopRequest,
-    Welcome,
 )
 
 
@@ -35,7 +35,7 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 async def _connect(address: str) -> ipc.Connection:
-    """A connection the supervisor has welcomed.
+    """A connection the supervisor has welcomed, each side having proved it holds the pool's key.
 
     Under a burst of clients the kernel may drop a connection before the supervisor has
     accepted it (its backlog is full; asyncio may still report the connect as done): the
@@ -53,18 +53,21 @@ async def _connect(address: str) -> ipc.Connection:
                     raise ControlError(f"cannot reach the supervisor at {address}: {exc}") from exc
             else:
                 try:
-                    await connection.send(Hello(ipc.PROTOCOL_VERSION, "client", os.getpid()))
-                    welcome = await connection.receive()
+                    key = keys.read_key(address)
+                    hello = Hello(ipc.PROTOCOL_VERSION, "client", os.getpid(), nonce=handshake.new_nonce())
+                    await handshake.greet(connection, hello, key)
+                    return connection
                 except ipc.ConnectionClosedError:
                     await connection.aclose()
+                except ipc.KeyMissingError as exc:
+                    await connection.aclose()
+                    raise ControlError(str(exc)) from exc
+                except ipc.RefusedError as exc:
+                    await connection.aclose()
+                    raise ControlError(f"the supervisor refused: {exc}") from exc
                 except ipc.ProtocolError as exc:
                     await connection.aclose()
                     raise ControlError(f"the supervisor broke the protocol: {exc}") from exc
-                else:
-                    if isinstance(welcome, Welcome):
-                        return connection
-                    await connection.aclose()
-                    raise _refused(welcome)
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.5)
 

@@ -1,8 +1,10 @@
-"""The supervisor's side of control connections: handshake, then route by role.
+"""The supervisor's side of control connections: admission, then route by role.
 
-A worker's connection goes to the pool for its whole life; a client's carries requests
-(``status``, ``stop``) and their replies. A peer that breaks the protocol gets an ``Error``
-with the reason and is disconnected; the supervisor carries on.
+Admission: the peer must be this pool's user (where the OS tells: Unix sockets) and prove it
+holds the pool's key (``ipc.handshake``). A worker's connection then goes to the pool for its
+whole life; a client's carries requests (``status``, ``stop``, ``reload``, ``scale``) and their
+replies. A peer that breaks the protocol or fails admission gets an ``Error`` with the reason
+and is disconnected; the supervisor carries on.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 import ipc
+from ipc import handshake
 from ipc.handshake import check_hello
 from ipc.messages import (
     Error,
     Hello,
     OperationReply,
     Progress,
+    Proof,
     ReloadRequest,
     ScaleRequest,
     StatusReply,
@@ -40,11 +44,12 @@ StopHandler = Callable[[ipc.Connection, float | None], Awaitable[None]]
 
 class ControlServer:
     def __init__(
-        self, listener: ipc.Listener, pool: Pool, url: str, on_stop: StopHandler, handshake_timeout: float
+        self, listener: ipc.Listener, key: bytes, pool: Pool, url: str, on_stop: StopHandler, handshake_timeout: float
     ) -> None:
         self.listener = listener
         self.pool = pool
         self.url = url
+        self._key = key
         self._on_stop = on_stop
         self._handshake_timeout = handshake_timeout
 
@@ -57,9 +62,9 @@ class ControlServer:
     async def _handle(self, connection: ipc.Connection) -> None:
         async with connection:
             try:
-                with anyio.fail_after(self._handshake_timeout):
-                    hello = await connection.receive_a(Hello)
-                check_hello(hello)
+                hello = await self._admit(connection)
+                if hello is None:
+                    return
                 if hello.role == "worker":
                     await self.pool.attach(hello, connection)
                 else:
@@ -69,12 +74,31 @@ class ControlServer:
                 logger.warning("control: refused a connection: %s", exc)
                 await _try_send(connection, Error(Error.PROTOCOL, str(exc)))
             except TimeoutError:
-                await _try_send(connection, Error(Error.TIMEOUT, "no hello within the handshake timeout"))
+                await _try_send(connection, Error(Error.TIMEOUT, "no handshake within the handshake timeout"))
             except ipc.ConnectionClosedError:
                 pass
             except Exception:
                 # One connection's failure is that connection's: log it, close it, serve on.
                 logger.exception("control: a connection failed")
+
+    async def _admit(self, connection: ipc.Connection) -> Hello | None:
+        """The peer's Hello once it has shown it is this pool's user and holds the pool's key;
+        else ``None``, the refusal sent."""
+        if connection.peer_uid is not None and connection.peer_uid != os.getuid():
+            logger.warning("control: refused a connection from uid %d: not this pool's user", connection.peer_uid)
+            await _try_send(connection, Error(Error.FORBIDDEN, "only the user who started the pool may control it"))
+            return None
+        with anyio.fail_after(self._handshake_timeout):
+            hello = await connection.receive_a(Hello)
+            check_hello(hello)
+            sent = handshake.challenge(self._key, hello)
+            await connection.send(sent)
+            proof = await connection.receive_a(Proof)
+        if not handshake.accepts(self._key, hello, sent, proof):
+            logger.warning("control: refused a %s (pid %d): no proof of the pool's key", hello.role, hello.pid)
+            await _try_send(connection, Error(Error.FORBIDDEN, "authentication failed: no proof of the pool's key"))
+            return None
+        return hello
 
     async def _serve_client(self, connection: ipc.Connection) -> None:
         while True:

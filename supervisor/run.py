@@ -19,6 +19,7 @@ from collections.abc import Callable
 import anyio
 
 import ipc
+from ipc import keys
 from ipc.messages import StopReply
 
 from .control import ControlServer
@@ -98,24 +99,33 @@ class Supervisor:
             logger.error("cannot open the control address: %s", exc)
             return EXIT_ERROR
         try:
+            # Made once the address is ours, so that a supervisor refused for a live one's
+            # address never replaces that one's key.
+            key = keys.create_key(self.control)
+        except OSError as exc:
+            await listener.aclose()
+            logger.error("cannot write the pool's key file %s: %s", keys.key_path(self.control), exc)
+            return EXIT_ERROR
+        try:
             try:
                 listen_socket = bind(*parse_bind(self.settings.pool.bind))
             except BindError as exc:
                 logger.error("%s", exc)
                 return EXIT_ERROR
             with listen_socket:
-                return await self._supervise(listener, listen_socket)
+                return await self._supervise(listener, key, listen_socket)
         finally:
             await listener.aclose()
+            keys.remove_key(self.control, key)
 
-    async def _supervise(self, listener: ipc.Listener, listen_socket: socket.socket) -> int:
+    async def _supervise(self, listener: ipc.Listener, key: bytes, listen_socket: socket.socket) -> int:
         address = url(listen_socket)
         async with anyio.create_task_group() as task_group:
             spawner = self._spawner(listen_socket)
             async with open_pool(self.settings, spawner, self.control, self.timeouts) as pool:
                 self.pool = pool
                 self.opened.set()
-                control = ControlServer(listener, pool, address, self._stop_for_client, self.timeouts.handshake)
+                control = ControlServer(listener, key, pool, address, self._stop_for_client, self.timeouts.handshake)
                 task_group.start_soon(control.serve)
                 with interrupts_to(self._on_interrupt):
                     exit_code = await self._start_up(pool, address)

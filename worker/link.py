@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 import ipc
+from ipc import handshake, keys
 from ipc.messages import (
     Configure,
     Error,
@@ -32,7 +33,6 @@ from ipc.messages import (
     StatsRequest,
     Stop,
     Stopped,
-    Welcome,
 )
 
 from .memory import rss
@@ -58,16 +58,17 @@ class SupervisorLink:
         self._seq = itertools.count(1)
         self._replies: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
 
-    async def handshake(self, slot: int, generation: int) -> Configure:
-        """Introduce ourselves; return the supervisor's configuration for us."""
-        await self.connection.send(Hello(ipc.PROTOCOL_VERSION, "worker", os.getpid(), slot, generation))
-        reply = await self.connection.receive()
-        if isinstance(reply, Error):
-            if reply.code == Error.STOPPING:
-                raise PoolStoppingError(reply.message)
-            raise HandshakeError(f"supervisor refused this worker: {reply.message}")
-        if not isinstance(reply, Welcome):
-            raise HandshakeError(f"expected welcome, got {reply.kind}")
+    async def handshake(self, address: str, slot: int, generation: int) -> Configure:
+        """Prove we are of this pool, be welcomed; return the supervisor's configuration for us."""
+        hello = Hello(ipc.PROTOCOL_VERSION, "worker", os.getpid(), slot, generation, handshake.new_nonce())
+        try:
+            await handshake.greet(self.connection, hello, keys.read_key(address))
+        except ipc.KeyMissingError as exc:
+            raise HandshakeError(str(exc)) from exc
+        except ipc.RefusedError as exc:
+            if exc.code == Error.STOPPING:
+                raise PoolStoppingError(str(exc)) from exc
+            raise HandshakeError(f"supervisor refused this worker: {exc}") from exc
         return await self.connection.receive_a(Configure)
 
     async def send(self, message: Message) -> bool:

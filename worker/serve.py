@@ -78,7 +78,7 @@ async def run_worker(address: str, slot: int, generation: int) -> Outcome:
         link = SupervisorLink(connection)
         try:
             with anyio.fail_after(HANDSHAKE_TIMEOUT):
-                configure = await link.handshake(slot, generation)
+                configure = await link.handshake(address, slot, generation)
             sock = listening_socket(configure)
         except TimeoutError:
             logger.error("cannot join the pool: the supervisor did not answer in %gs", HANDSHAKE_TIMEOUT)

@@ -49,8 +49,7 @@ def launch(platform, tmp_path, gate):
     left: list = []
     for pool in pools:
         try:
-            if pool.process.poll() is None:
-                pool.cli("stop", "--grace", "5", timeout=30)
+            if pool.process.poll() is None and pool.cli("stop", "--grace", "5", timeout=30).returncode in (0, 3):
                 pool.process.wait(30)
         except Exception:
             pass  # whatever went wrong, the kill below still runs

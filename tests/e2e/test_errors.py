@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -124,15 +123,22 @@ def test_hostile_control_client_does_not_hurt_the_pool(launch, platform):
 
 @pytest.mark.parametrize("grace", [float("nan"), float("inf"), -1.0])
 def test_control_requests_with_impossible_values_are_refused(launch, platform, grace):
-    import ipc
-    from ipc.messages import Hello, StopRequest, Welcome
+    from ipc.messages import StopRequest
 
     pool = launch(workers=1)
     pool.wait_ready()
-    request = encode(Hello(ipc.PROTOCOL_VERSION, "client", os.getpid())) + encode(StopRequest(grace))
+    sent = subprocess.run(
+        [*platform.python, "-m", "tests.e2e.send", pool.control, encode(StopRequest(grace)).hex()],
+        cwd=ROOT,
+        env=pool.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
     decoder = FrameDecoder()
-    decoder.feed(platform.raw_control(pool.control, request))
-    assert isinstance(decoder.next_message(), Welcome)
+    decoder.feed(bytes.fromhex(sent.stdout.strip()))
     reply = decoder.next_message()
     assert isinstance(reply, Error) and "finite" in reply.message, reply
     assert pool.status()["state"] == "ready"

@@ -173,3 +173,38 @@ def test_default_addresses_differ_by_name():
         assert ipc.default_address().startswith("\\\\.\\pipe\\")
     with pytest.raises(ValueError):
         ipc.default_address("../escape")
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="named pipes are Windows'")
+async def test_the_pipe_is_the_owners_alone(control_address):
+    import re
+
+    from ipc import _winsecurity
+
+    listener = await ipc.listen(control_address)
+    try:
+        (server,) = listener._server._servers  # the pipe server, with its unconnected instance
+        sddl = _winsecurity.describe(server._pipe.handle)
+    finally:
+        await listener.aclose()
+    sid = _winsecurity.current_user_sid()
+    owner, dacl = re.fullmatch(r"O:([^D]+)D:(.*)", sddl).groups()
+    assert owner == sid, sddl
+    assert dacl.startswith("P"), sddl  # protected: nothing inherited from elsewhere
+    trustees = re.findall(r"\(A;[^;]*;[^;]*;;;([^)]*)\)", dacl)
+    assert sorted(trustees) == sorted(["SY", sid]), sddl  # the user and SYSTEM, nobody else
+    assert "(D;" not in dacl and dacl.count("(") == 2, sddl
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="the pipe name carries the user on Windows")
+def test_the_default_pipe_name_is_the_same_in_every_process_of_a_user_without_a_login_name():
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ("USERNAME", "USER", "LOGNAME", "LNAME")}
+    script = "from ipc.address import default_address; print(default_address())"
+    names = {
+        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert len(names) == 1, names  # not the pid, as before: `supervisor stop` must find the pool
+    assert str(os.getpid()) not in names.pop()

@@ -17,7 +17,8 @@ import anyio
 import anyio.abc
 
 import ipc
-from ipc.messages import Configure, Heartbeat, Hello, Ready, StatsReport, StatsRequest, Stop, Stopped, Welcome
+from ipc import handshake, keys
+from ipc.messages import Configure, Heartbeat, Hello, Ready, StatsReport, StatsRequest, Stop, Stopped
 from ipc.settings import WorkerSettings
 from supervisor.policy import Timeouts
 from supervisor.run import Supervisor
@@ -92,9 +93,10 @@ class FakeWorker:
 
     async def join(self) -> Configure:
         self.connection = await ipc.connect(self.request.control)
-        await self.connection.send(Hello(ipc.PROTOCOL_VERSION, "worker", self.pid, self.slot, self.generation))
-        welcome = await self.connection.receive()
-        if not isinstance(welcome, Welcome):
+        hello = Hello(ipc.PROTOCOL_VERSION, "worker", self.pid, self.slot, self.generation, handshake.new_nonce())
+        try:
+            await handshake.greet(self.connection, hello, keys.read_key(self.request.control))
+        except ipc.RefusedError:
             self.exit(1)
             await anyio.sleep_forever()  # the exit's cancellation lands here
         self.configure = await self.connection.receive_a(Configure)

@@ -7,7 +7,8 @@ import anyio
 import pytest
 
 import ipc
-from ipc.messages import Error, Hello, PoolStatsRequest, Ready, StatsRequest, Stop
+from ipc import handshake, keys
+from ipc.messages import Challenge, Error, Hello, PoolStatsRequest, Proof, Ready, StatsRequest, Stop
 from ipc.settings import WorkerSettings
 from supervisor import client
 from supervisor.lifecycle import PoolState
@@ -152,15 +153,36 @@ async def test_a_hello_for_a_worker_the_pool_did_not_spawn_is_refused(control_ad
         await pool.until(lambda: pool.pool.state is PoolState.READY)
         impostor = pool.spawner.spawned[0]
         async with await ipc.connect(control_address) as connection:
-            await connection.send(Hello(ipc.PROTOCOL_VERSION, "worker", impostor.pid, 0, 1))  # already joined
-            reply = await connection.receive()
-        assert isinstance(reply, Error) and reply.code == Error.UNKNOWN_WORKER
+            hello = Hello(ipc.PROTOCOL_VERSION, "worker", impostor.pid, 0, 1, handshake.new_nonce())  # joined already
+            with pytest.raises(ipc.RefusedError) as refused:
+                await handshake.greet(connection, hello, keys.read_key(control_address))
+        assert refused.value.code == Error.UNKNOWN_WORKER
         assert pool.pool.state is PoolState.READY
+
+
+async def test_a_client_without_the_pools_key_is_refused(control_address, tmp_path):
+    async with running(control_address, by_generation()) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        async with await ipc.connect(control_address) as connection:
+            hello = Hello(ipc.PROTOCOL_VERSION, "client", 1, nonce=handshake.new_nonce())
+            with pytest.raises(ipc.AuthenticationError, match="could not prove it holds this pool's key"):
+                await handshake.greet(connection, hello, b"\0" * 32)  # the supervisor's proof fails our check
+        async with await ipc.connect(control_address) as connection:
+            # A client that skips the check and answers the challenge with a made-up proof.
+            await connection.send(Hello(ipc.PROTOCOL_VERSION, "client", 1, nonce=handshake.new_nonce()))
+            assert isinstance(await connection.receive(), Challenge)
+            await connection.send(Proof(b"\0" * 32))
+            refusal = await connection.receive()
+            assert isinstance(refusal, Error) and refusal.code == Error.FORBIDDEN
+            with pytest.raises(ipc.ConnectionClosedError):
+                await connection.receive()
+        assert (await client.status(control_address)).state == "ready"
 
 
 async def test_the_pools_exit_kills_and_reaps_everything_whatever_cancelled_it(control_address):
     settings = Settings(PoolSettings(workers=3), WorkerSettings(), {})
     listener = await ipc.listen(control_address)
+    key = keys.create_key(control_address)
     try:
         async with anyio.create_task_group() as task_group:
             spawner = FakeSpawner(task_group, by_generation())
@@ -173,3 +195,4 @@ async def test_the_pools_exit_kills_and_reaps_everything_whatever_cancelled_it(c
             assert not pool.processes() or all(not p.running for p in pool.processes())
     finally:
         await listener.aclose()
+        keys.remove_key(control_address, key)
