@@ -34,6 +34,7 @@ from ipc.messages import (
 )
 
 from . import operations, settings
+from .policy import Timeouts
 from .pool import Pool
 
 logger = logging.getLogger("supervisor")
@@ -44,14 +45,14 @@ StopHandler = Callable[[ipc.Connection, float | None], Awaitable[None]]
 
 class ControlServer:
     def __init__(
-        self, listener: ipc.Listener, key: bytes, pool: Pool, url: str, on_stop: StopHandler, handshake_timeout: float
+        self, listener: ipc.Listener, key: bytes, pool: Pool, url: str, on_stop: StopHandler, timeouts: Timeouts
     ) -> None:
         self.listener = listener
         self.pool = pool
         self.url = url
         self._key = key
         self._on_stop = on_stop
-        self._handshake_timeout = handshake_timeout
+        self._timeouts = timeouts
 
     async def serve(self) -> None:
         """Accept connections until cancelled, each served by a task of this server's own."""
@@ -88,7 +89,7 @@ class ControlServer:
             logger.warning("control: refused a connection from uid %d: not this pool's user", connection.peer_uid)
             await _try_send(connection, Error(Error.FORBIDDEN, "only the user who started the pool may control it"))
             return None
-        with anyio.fail_after(self._handshake_timeout):
+        with anyio.fail_after(self._timeouts.handshake):
             hello = await connection.receive_a(Hello)
             check_hello(hello)
             sent = handshake.challenge(self._key, hello)
@@ -102,7 +103,12 @@ class ControlServer:
 
     async def _serve_client(self, connection: ipc.Connection) -> None:
         while True:
-            request = await connection.receive()
+            request: ipc.Message | None = None
+            with anyio.move_on_after(self._timeouts.client_idle):
+                request = await connection.receive()
+            if request is None:  # idle, or half a frame and silence: not ours to keep
+                await _try_send(connection, Error(Error.TIMEOUT, "no request within the idle timeout"))
+                return
             if isinstance(request, StatusRequest):
                 status = StatusReply(os.getpid(), self.url, self.pool.state.value, self.pool.status())
                 await connection.send(status)

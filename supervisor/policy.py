@@ -24,6 +24,8 @@ class Timeouts:
     stats: float = 2.0
     #: A connection must say Hello within this time.
     handshake: float = 10.0
+    #: A client connection that sends no complete request for this long is closed.
+    client_idle: float = 60.0
     #: After the pool has stopped, how long the clients that asked for the stop have to get the reply.
     reply_window: float = 5.0
     #: The first replacement of a lost worker is immediate; the next waits this long, doubling.

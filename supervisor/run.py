@@ -125,7 +125,7 @@ class Supervisor:
             async with open_pool(self.settings, spawner, self.control, self.timeouts) as pool:
                 self.pool = pool
                 self.opened.set()
-                control = ControlServer(listener, key, pool, address, self._stop_for_client, self.timeouts.handshake)
+                control = ControlServer(listener, key, pool, address, self._stop_for_client, self.timeouts)
                 task_group.start_soon(control.serve)
                 with interrupts_to(self._on_interrupt):
                     exit_code = await self._start_up(pool, address)

@@ -42,7 +42,7 @@ def test_another_user_is_refused_even_when_the_socket_is_opened_up(launch):
         refusal = decoder.next_message()
         assert isinstance(refusal, Error) and refusal.code == Error.FORBIDDEN, refusal
         assert "only the user who started the pool" in refusal.message
-        assert "refused a connection from uid 65534" in pool.output
+        pool.wait_for_line("refused a connection from uid 65534")
         assert pool.status()["state"] == "ready"
         assert pool.cli("stop").returncode == 0
         assert pool.wait_exit() == 0

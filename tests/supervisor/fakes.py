@@ -167,6 +167,7 @@ TIMEOUTS = Timeouts(
     unready_exit=0.2,
     stats=0.5,
     handshake=2.0,
+    client_idle=2.0,
     reply_window=1.0,
     backoff_base=0.05,
     backoff_max=0.2,

@@ -18,7 +18,7 @@ import anyio.to_thread
 import numpy as np
 
 from ..models import Model, ModelError
-from . import jsonio, tensors
+from . import jsonio, openapi, tensors
 from .errors import HTTPError, bad_request, not_found
 from .stats import ModelStats, as_triton
 
@@ -35,6 +35,9 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 JSON = [(b"content-type", b"application/json")]
 
+FIXED_PATHS = frozenset(
+    ("/v2/health/live", "/v2/health/ready", "/", "/v2", "/v1/models", "/v2/models/stats", "/openapi.json")
+)
 _V2_MODEL = re.compile(
     r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/config|/stats|/infer)?"
 )
@@ -76,6 +79,7 @@ class InferenceApp:
         self.bodies = ByteBudget(max_body_size)
         self._pool_stats = pool_stats
         self._pid = str(os.getpid()).encode()
+        self.openapi = openapi.document(models)
 
     def own_stats(self) -> dict[str, Any]:
         return {name: stats.snapshot() for name, stats in self.stats.items()}
@@ -103,7 +107,7 @@ class InferenceApp:
             try:
                 status, body, headers = await self._route(scope, receive)
             except HTTPError as exc:
-                status, body, headers = exc.status, _error_body(exc.message), JSON
+                status, body, headers = exc.status, _error_body(exc.message), [*JSON, *exc.headers]
             except Exception as exc:
                 # A bug of ours must still answer in the protocol's shape, and the worker serve on.
                 logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
@@ -132,8 +136,18 @@ class InferenceApp:
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         method, path = scope["method"], scope["path"]
-        if path in ("/v2/health/live", "/v2/health/ready", "/", "/v2", "/v1/models", "/v2/models/stats"):
+        if path in (
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/",
+            "/v2",
+            "/v1/models",
+            "/v2/models/stats",
+            "/openapi.json",
+        ):
             _allow(method, "GET")
+            if path == "/openapi.json":
+                return _json(self.openapi)
             if path == "/v2/health/live":
                 return _json({"live": True})
             if path == "/v2/health/ready":
@@ -347,7 +361,8 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 def _allow(method: str, allowed: str) -> None:
     if method != allowed and not (allowed == "GET" and method == "HEAD"):
-        raise HTTPError(405, f"method {method} is not allowed here; use {allowed}")
+        methods = "GET, HEAD" if allowed == "GET" else allowed
+        raise HTTPError(405, f"method {method} is not allowed here; use {allowed}", [(b"allow", methods.encode())])
 
 
 def _json(body: Any, status: int = 200) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 
 class HTTPError(Exception):
-    """Answer with ``status`` and the body ``{"error": message}``."""
+    """Answer with ``status``, the body ``{"error": message}`` and any extra ``headers``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or []
 
 
 def bad_request(message: str) -> HTTPError:
