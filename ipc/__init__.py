@@ -17,6 +17,10 @@ This package imports neither ``supervisor`` nor ``worker``: both import it.
 
 from __future__ import annotations
 
+#: The version of the whole distribution (inference-supervisor): both sides of the protocol
+#: read it from here, and so does the package's metadata.
+__version__ = "0.1.0"
+
 from .address import default_address
 from .codec import FrameDecoder, encode
 from .errors import (

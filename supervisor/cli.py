@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import anyio
 
+import ipc
 from ipc.address import default_address
 from ipc.messages import OperationReply, ReloadRequest, ScaleRequest, WorkerStatus
 
@@ -84,11 +85,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, description="A multiprocess supervisor for ML inference workers.", epilog=__doc__.split("\n\n", 1)[1]
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} (inference-supervisor) {ipc.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    start = commands.add_parser("start", help="start a pool and serve until stopped")
+    start = commands.add_parser(
+        "start",
+        help="start a pool and serve until stopped",
+        description="Start a pool of workers and serve until stopped (Ctrl+C, SIGTERM or `supervisor stop`).",
+        epilog=(
+            "examples:\n"
+            "  supervisor start --workers 4\n"
+            "  supervisor start --model mine=weights/mine.npz --bind 0.0.0.0:8080\n"
+            "  INFERENCE_SUPERVISOR_WORKERS=2 supervisor start --config pool.toml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     start.add_argument("--config", metavar="FILE", help="read settings from a TOML file (flags and env override it)")
     _add_settings(start)
+
+    config = commands.add_parser(
+        "config",
+        help="print the effective settings of `start` and where each comes from",
+        description="Resolve the settings as `supervisor start` would (flag > environment > --config file > "
+        "default) and print each with its source, without starting anything.",
+    )
+    config.add_argument("--config", metavar="FILE", help="read settings from a TOML file (flags and env override it)")
+    config.add_argument("--json", action="store_true", help="print JSON")
+    _add_settings(config)
 
     stop = commands.add_parser("stop", help="drain and stop a running pool")
     stop.add_argument(
@@ -129,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             return _start(args)
+        if args.command == "config":
+            return _config(args)
         address = _address(settings.resolve({"name": args.name, "control": args.control}))
         if args.command == "stop":
             return _stop(args, address)
@@ -147,9 +172,37 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
 
-def _start(args: argparse.Namespace) -> int:
+def _resolve(args: argparse.Namespace) -> settings.Settings:
     flags = {option.key: getattr(args, option.key) for option in settings.options()}
-    resolved = settings.resolve(flags, args.config)
+    return settings.resolve(flags, args.config)
+
+
+def _config(args: argparse.Namespace) -> int:
+    resolved = _resolve(args)
+    rows = []
+    for option in settings.options():
+        section = resolved.pool if option.section is settings.PoolSettings else resolved.worker
+        rows.append(
+            {"setting": option.key, "value": getattr(section, option.key), "source": resolved.sources[option.key]}
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    shown = [
+        (
+            r["setting"],
+            json.dumps(r["value"]) if isinstance(r["value"], list | str | None) else str(r["value"]),
+            r["source"],
+        )
+        for r in rows
+    ]
+    for line in _table([("SETTING", "VALUE", "SOURCE"), *shown]):
+        print(line)
+    return EXIT_OK
+
+
+def _start(args: argparse.Namespace) -> int:
+    resolved = _resolve(args)
     problem = _preflight(resolved)
     if problem:
         return _fail(problem)

@@ -130,3 +130,27 @@ def test_bad_environment_is_one_line_and_exit_2(capsys, monkeypatch):
 )
 def test_durations_read_at_a_glance(seconds, text):
     assert cli._duration(seconds) == text
+
+
+def test_config_prints_each_setting_with_its_source(capsys, monkeypatch, tmp_path):
+    import json
+
+    config = tmp_path / "pool.toml"
+    config.write_text("drain_delay = 4\n")
+    monkeypatch.setenv("INFERENCE_SUPERVISOR_GRACE", "9")
+    assert cli.main(["config", "--config", str(config), "--workers", "3", "--json"]) == 0
+    rows = {row["setting"]: (row["value"], row["source"]) for row in json.loads(capsys.readouterr().out)}
+    assert rows["workers"] == (3, "flag")
+    assert rows["grace"] == (9.0, "env")
+    assert rows["drain_delay"] == (4.0, f"file {config}")
+    assert rows["keep_alive"] == (5.0, "default")
+    assert set(rows) == {option.key for option in options()}
+
+
+def test_version(capsys):
+    import ipc
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"supervisor (inference-supervisor) {ipc.__version__}"

@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+
+import ipc
 import numpy as np
 
 from ..models import Model, ModelError
@@ -31,7 +33,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 PoolStats = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 SERVER_NAME = "inference-supervisor"
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = ipc.__version__
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 JSON = [(b"content-type", b"application/json")]
 
