@@ -76,7 +76,10 @@ async def serve(app: Any, config: Config, sock: socket.socket, shutdown_trigger:
             def on_connection(conn: socket.socket) -> None:
                 connections.start_soon(serve_connection, conn)
 
-            acceptor = _ThreadAcceptor(sock) if sys.platform == "win32" else _LoopAcceptor(sock)
+            def load() -> int:
+                return open_connections
+
+            acceptor = _ThreadAcceptor(sock, load) if sys.platform == "win32" else _LoopAcceptor(sock, load)
             acceptor.start(on_connection)
             try:
                 await shutdown_trigger()
@@ -111,11 +114,24 @@ def _no_delay(conn: socket.socket) -> None:
 class _LoopAcceptor:
     """POSIX: the event loop watches the shared socket and accepts one connection each time it
     is readable. Stopping removes the watch, synchronously: a connection the kernel has
-    handed over is never lost to a cancellation, and those still queued go to other workers."""
+    handed over is never lost to a cancellation, and those still queued go to other workers.
 
-    def __init__(self, sock: socket.socket) -> None:
+    Every worker is woken for each new connection and the first to call accept() wins it. To
+    spread kept-alive connections (which stay where they land) evenly, a worker that already
+    holds some looks away for a moment after each accept, a little longer the more it holds:
+    what arrives meanwhile goes to a worker with fewer.
+    """
+
+    #: Seconds a worker waits, per connection it holds, before it accepts again (at most MAX).
+    YIELD_PER_CONNECTION = 0.0002
+    YIELD_MAX = 0.005
+
+    def __init__(self, sock: socket.socket, load: Callable[[], int]) -> None:
         self._sock = sock
+        self._load = load
         self._loop = asyncio.get_running_loop()
+        self._watching = False
+        self._resume: asyncio.TimerHandle | None = None
 
     def start(self, on_connection: Callable[[socket.socket], None]) -> None:
         def readable() -> None:
@@ -126,12 +142,28 @@ class _LoopAcceptor:
             except OSError:
                 return  # out of descriptors, say: the connection waits in the queue
             on_connection(conn)
+            pause = min(self.YIELD_MAX, self._load() * self.YIELD_PER_CONNECTION)
+            if pause > 0:
+                self._unwatch()
+                self._resume = self._loop.call_later(pause, self._watch, readable)
 
         self._sock.setblocking(False)
+        self._watch(readable)
+
+    def _watch(self, readable: Callable[[], None]) -> None:
+        self._resume = None
         self._loop.add_reader(self._sock.fileno(), readable)
+        self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._sock.fileno())
+            self._watching = False
 
     async def stop(self) -> None:
-        self._loop.remove_reader(self._sock.fileno())
+        if self._resume is not None:
+            self._resume.cancel()
+        self._unwatch()
         self._sock.close()
 
 
@@ -139,8 +171,9 @@ class _ThreadAcceptor:
     """Windows: a thread accepts on this worker's handle of the shared socket and hands each
     connection to the loop. Stopping joins the thread; what it accepted before is served."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, load: Callable[[], int]) -> None:
         self._sock = sock
+        self._load = load
         self._loop = asyncio.get_running_loop()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,6 +199,10 @@ class _ThreadAcceptor:
                 conn.setblocking(True)
                 # Runs on the loop, even after this thread has stopped: none is lost.
                 self._loop.call_soon_threadsafe(on_connection, conn)
+                # Spread kept-alive connections as the POSIX acceptor does (its docstring).
+                pause = min(_LoopAcceptor.YIELD_MAX, self._load() * _LoopAcceptor.YIELD_PER_CONNECTION)
+                if pause > 0:
+                    self._stopping.wait(pause)
 
         self._thread = threading.Thread(target=accept_loop, name="accept", daemon=True)
         self._thread.start()

@@ -15,9 +15,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import numpy as np
 
 import ipc
-import numpy as np
 
 from ..models import Model, ModelError
 from . import jsonio, openapi, tensors
