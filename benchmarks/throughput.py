@@ -1,6 +1,7 @@
 """Throughput of the pool by worker count, as ratios against bare hypercorn in the same run.
 
     python benchmarks/throughput.py [--workers 1 2 4] [--seconds 5] [--connections 16] [--rows 1]
+    python benchmarks/throughput.py --rounds 6 --workers 2
 
 First the baseline: the same inference app served by one bare hypercorn process, no
 supervisor. Then ``supervisor start --workers N`` for each N. Each is loaded with wrk (Debian's
@@ -8,6 +9,11 @@ supervisor. Then ``supervisor start --workers N`` for each N. Each is loaded wit
 each: requests/s, latency percentiles, and the ratio to the baseline. This machine is shared
 and noisy: read the ratios, not the absolute numbers. Results go to benchmarks/results/ as
 CSV and JSON, and as a PNG when matplotlib is installed.
+
+With ``--rounds R`` it measures balance instead: R rounds, each bare ``hypercorn --workers N``
+then the pool with N workers, back to back, and prints each round's ratio, the worst and the
+median. Kept-alive connections stay on the worker that accepted them, so a server whose workers
+split them unevenly runs, round after round, at a fraction of its cores.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,13 +46,14 @@ from benchmarks.common import (
 )
 
 
-def start_bare() -> tuple[subprocess.Popen[str], str]:
-    """One hypercorn process serving the worker's app, with no supervisor around it."""
+def start_bare(workers: int = 1) -> tuple[subprocess.Popen[str], str]:
+    """hypercorn serving the worker's app, with no supervisor around it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "hypercorn", "benchmarks.bare_app:app", "--bind", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "benchmarks.bare_app:app", "--bind", f"127.0.0.1:{port}"],
+        [*command, "--workers", str(workers)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -60,12 +69,41 @@ def start_bare() -> tuple[subprocess.Popen[str], str]:
     raise SystemExit("bare hypercorn did not start")
 
 
+def balance(args: argparse.Namespace, load: Callable[[str], dict[str, float]]) -> int:
+    workers = args.workers[0]
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        process, url = start_bare(workers)
+        try:
+            bare = load(url)
+        finally:
+            process.terminate()
+            process.wait(30)
+        with Pool(workers) as pool:
+            ours = load(pool.url)
+        ratio = ours["rps"] / (bare["rps"] or 1.0)
+        rounds.append({"round": number, "bare_rps": bare["rps"], "pool_rps": ours["rps"], "ratio": ratio})
+        print(
+            f"round {number}: bare hypercorn {bare['rps']:.0f} req/s, pool {ours['rps']:.0f} req/s: {ratio:.2f}x",
+            flush=True,
+        )
+    ratios = sorted(r["ratio"] for r in rounds)
+    median = statistics.median(ratios)
+    print(
+        f"{workers} workers, {args.connections} kept-alive connections, {args.seconds}s a run: "
+        f"pool / bare hypercorn --workers {workers}: worst {ratios[0]:.2f}x, median {median:.2f}x"
+    )
+    save("balance", rounds)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rows", type=int, default=1, help="batch size of each request")
+    parser.add_argument("--rounds", type=int, default=0, help="measure balance: R rounds of bare vs pool")
     args = parser.parse_args()
     require_wrk()
     rows: list[dict[str, Any]] = []
@@ -73,9 +111,12 @@ def main() -> int:
         script = wrk_script(tmp, infer_body(args.rows))
 
         def load(url: str) -> dict[str, float]:
-            command = wrk_command(url, script, args.seconds, args.connections, threads=2)
+            command = wrk_command(url, script, args.seconds, args.connections, threads=1)
             result = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 60)
             return parse_wrk(result.stdout)
+
+        if args.rounds:
+            return balance(args, load)
 
         process, url = start_bare()
         try:

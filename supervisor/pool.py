@@ -172,7 +172,7 @@ class Pool:
         ``incoming`` (a replacement that takes over once ready)."""
         slot.generation += 1
         slot.respawn_at = None
-        handle = self.spawner.spawn(SpawnRequest(self.control_address, slot.index, slot.generation))
+        handle = self.spawner.spawn(SpawnRequest(self.control_address, slot.index, slot.generation, self._threads()))
         now = self._now()
         process = WorkerProcess(slot.index, slot.generation, handle, now)
         timeout = self.settings.pool.ready_timeout
@@ -190,6 +190,10 @@ class Pool:
         self._task_group.start_soon(self._watch, slot, process)
         self._notify()
         return process
+
+    def _threads(self) -> int:
+        """Threads for a new worker's numerical libraries: as set, else its share of the cores."""
+        return self.settings.pool.threads_per_worker or max(1, (os.cpu_count() or 1) // len(self.slots))
 
     async def _watch(self, slot: Slot, process: WorkerProcess) -> None:
         code = await process.handle.wait()

@@ -73,6 +73,12 @@ class PoolSettings:
     max_worker_memory: int = setting(
         0, "recycle a worker whose resident memory exceeds this many MiB (0: never)", metavar="MIB", minimum=0
     )
+    threads_per_worker: int = setting(
+        0,
+        "threads each worker's numerical libraries (BLAS, OpenMP) may use; 0: the cores shared out among the workers",
+        metavar="N",
+        minimum=0,
+    )
     name: str = setting("default", "the pool's name, which picks its default control address", check=check_name)
     control: str | None = setting(
         None, "the control address itself: a socket path on POSIX, \\\\.\\pipe\\NAME on Windows", metavar="ADDRESS"

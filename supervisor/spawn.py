@@ -40,11 +40,26 @@ logger = logging.getLogger("supervisor")
 
 @dataclasses.dataclass(frozen=True)
 class SpawnRequest:
-    """Which worker to start: its slot and generation, and where it reports."""
+    """Which worker to start: its slot and generation, where it reports, and how many threads
+    its numerical libraries may use."""
 
     control: str
     slot: int
     generation: int
+    threads: int = 1
+
+
+#: What numerical libraries read for their thread pools, set before the worker imports any.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")  # fmt: skip
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """The supervisor's environment, with each worker's numerical thread pools sized to its
+    share of the cores: N workers each using every core would fight over them."""
+    environment = dict(os.environ)
+    environment.update({name: str(threads) for name in THREAD_VARIABLES})
+    return environment
 
 
 class ProcessHandle(Protocol):
@@ -112,10 +127,14 @@ class SubprocessSpawner:
 
     def spawn(self, request: SpawnRequest) -> Subprocess:
         command = self.command(request)
+        environment = worker_environment(request.threads)
         if sys.platform == "win32":
             # Its own process group: the console's Ctrl+C is not delivered to it at all.
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP
+                command,
+                stdin=subprocess.DEVNULL,
+                env=environment,
+                creationflags=subprocess.CREATE_NEW_PROCESS_GROUP,
             )
             try:
                 self._job.assign(process)
@@ -124,7 +143,9 @@ class SubprocessSpawner:
                 # backs that up (for a worker whose loop is stuck).
                 logger.warning("worker pid %d is not in the pool's job object: %s", process.pid, exc)
         else:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(self.listen_socket.fileno(),))
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, env=environment, pass_fds=(self.listen_socket.fileno(),)
+            )
         return Subprocess(process, self._waiters)
 
     def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import numpy as np
+import pytest
 
 from .conftest import released, started_count
 from .harness import http, infer_body, wait_until
@@ -173,3 +175,17 @@ def test_one_kept_alive_connection_is_not_held_back_by_nagle(launch, platform):
     took = time.monotonic() - started
     conn.close()
     assert took < 6.0, f"200 kept-alive requests took {took:.1f}s"  # ~1-2 s under Wine, ~0.3 s on Linux
+
+
+@pytest.mark.linux_supervisor("reads a worker's environment with psutil, by its Linux pid")
+@pytest.mark.parametrize(
+    "flags, expected", [((), str(max(1, (os.cpu_count() or 1) // 2))), (("--threads-per-worker", "3"), "3")]
+)
+def test_each_worker_gets_its_share_of_the_cores_for_its_numerical_threads(launch, flags, expected):
+    import psutil
+
+    pool = launch(*flags, workers=2)
+    pool.wait_ready()
+    for worker in pool.status()["workers"]:
+        environment = psutil.Process(worker["pid"]).environ()
+        assert environment["OMP_NUM_THREADS"] == environment["OPENBLAS_NUM_THREADS"] == expected
