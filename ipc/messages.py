@@ -268,6 +268,9 @@ class Heartbeat(Message):
     rss: int = 0
     #: Requests answered so far: what recycling after --max-requests counts.
     served: int = 0
+    #: The worker's cumulative metrics (worker.api.metrics), numbered like statistics snapshots.
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -302,6 +305,8 @@ class Stopped(Message):
     models: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Orders this worker's statistics snapshots (see StatsReport).
     seq: int = 0
+    #: Final metrics, as in Heartbeat.
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -108,6 +108,12 @@ class Pool:
         self.slots = [Slot(index, Restarts(self._rules)) for index in range(pool.workers)]
         self.lifecycle = PoolLifecycle()
         self.book = StatsBook()
+        #: Every worker's cumulative metrics (worker.api.metrics), those of workers gone included.
+        self.metrics = StatsBook()
+        #: Workers lost, by slot and cause (crashed, exited, hung, failed_start, protocol...).
+        self.losses: dict[tuple[int, str], int] = {}
+        #: Workers recycled, by why (requests, memory).
+        self.recycled: dict[str, int] = {}
         #: Why the pool gave up, and whether it was before it had ever been ready.
         self.failure: str | None = None
         self.failed_to_start = False
@@ -209,6 +215,7 @@ class Pool:
         process.ended_at = self._now()
         self._fire(process, Event.EXITED if code == 0 else Event.CRASHED)
         self.book.retire(process)
+        self.metrics.retire(process)
         slot.processes.remove(process)
         if self.state in (PoolState.STOPPING, PoolState.DOWN):
             self.ended.append((process, slot.restarts.count))
@@ -236,6 +243,8 @@ class Pool:
             logger.error("worker %d (pid %d) exited unexpectedly with code %d", slot.index, process.pid, code)
         now = self._now()
         served_for = now - process.ready_at if process.ready_at is not None else 0.0
+        cause = process.cause or ("failed_start" if process.ready_at is None else "crashed" if code else "exited")
+        self.losses[slot.index, cause] = self.losses.get((slot.index, cause), 0) + 1
         self._fire_pool(PoolEvent.LOST)
         delay = slot.restarts.on_lost(now, served_for)
         if delay is not None and slot.incoming is not None:
@@ -266,10 +275,11 @@ class Pool:
         if all(slot.serving for slot in self.slots):
             self._fire_pool(PoolEvent.ALL_READY)
 
-    def _kill(self, process: WorkerProcess, reason: str) -> None:
+    def _kill(self, process: WorkerProcess, reason: str, cause: str = "killed") -> None:
         if not process.running or process.state is State.KILLED:
             return
         process.reason = reason
+        process.cause = cause
         logger.warning("killing worker %d (pid %d): %s", process.slot, process.pid, reason)
         self._fire(process, Event.KILL)
         process.handle.kill()
@@ -286,9 +296,9 @@ class Pool:
                     if not process.running:
                         continue
                     if process.deadline is not None and now >= process.deadline:
-                        self._kill(process, process.deadline_reason)
+                        self._kill(process, process.deadline_reason, "deadline")
                     elif process.last_heard is not None and now - process.last_heard > pool.heartbeat_timeout:
-                        self._kill(process, f"hung: no heartbeat for {now - process.last_heard:.1f}s")
+                        self._kill(process, f"hung: no heartbeat for {now - process.last_heard:.1f}s", "hung")
                 self._maybe_recycle(slot)
             await anyio.sleep(tick)
 
@@ -391,10 +401,11 @@ class Pool:
         rss = process.heartbeat.rss if process.heartbeat else 0
         limit_mib = self.settings.pool.max_worker_memory
         if process.request_limit is not None and served >= process.request_limit:
-            why = f"it answered {served} requests (limit {process.request_limit})"
+            why, kind = f"it answered {served} requests (limit {process.request_limit})", "requests"
         elif limit_mib and rss > limit_mib * 1024 * 1024:
-            why = f"it uses {rss / 2**20:.0f} MiB (limit {limit_mib} MiB)"
+            why, kind = f"it uses {rss / 2**20:.0f} MiB (limit {limit_mib} MiB)", "memory"
         if why is not None:
+            self.recycled[kind] = self.recycled.get(kind, 0) + 1
             slot.replacing = True  # taken over by replace(), which clears it
             self._task_group.start_soon(self._recycle, slot, process, why)
 
@@ -462,7 +473,7 @@ class Pool:
                 except ipc.ProtocolError as exc:
                     with anyio.move_on_after(1):
                         await _try_send(connection, Error(Error.PROTOCOL, str(exc)))
-                    self._kill(process, f"it broke the control protocol: {exc}")
+                    self._kill(process, f"it broke the control protocol: {exc}", "protocol")
                 task_group.cancel_scope.cancel()
         finally:
             process.connection = process.outbox = None
@@ -477,7 +488,7 @@ class Pool:
         try:
             process.outbox.send_nowait(message)
         except anyio.WouldBlock:
-            self._kill(process, f"its control channel is stuck ({OUTBOX_SIZE} messages unsent)")
+            self._kill(process, f"its control channel is stuck ({OUTBOX_SIZE} messages unsent)", "stuck")
             return False
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return False
@@ -486,6 +497,7 @@ class Pool:
     def _on_message(self, process: WorkerProcess, message: ipc.Message, task_group: anyio.abc.TaskGroup) -> None:
         if isinstance(message, Heartbeat):
             process.heartbeat = message
+            self.metrics.record(process, message.seq, message.metrics)
         elif isinstance(message, Ready):
             if process.state is State.CONNECTED:
                 process.ready_at = self._now()
@@ -497,6 +509,7 @@ class Pool:
         elif isinstance(message, Stopped):
             process.report = message
             self.book.record(process, message.seq, message.models)
+            self.metrics.record(process, message.seq, message.metrics)
             self._notify()
         elif isinstance(message, Error):
             process.reason = message.message

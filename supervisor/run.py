@@ -25,6 +25,7 @@ from ipc.messages import StopReply
 from .control import ControlServer
 from .interrupts import interrupts_to
 from .lifecycle import PoolState
+from .metrics import serve_metrics
 from .policy import Timeouts
 from .pool import Pool, open_pool
 from .settings import Settings
@@ -120,6 +121,13 @@ class Supervisor:
 
     async def _supervise(self, listener: ipc.Listener, key: bytes, listen_socket: socket.socket) -> int:
         address = url(listen_socket)
+        metrics_socket = None
+        if self.settings.pool.metrics_bind:
+            try:
+                metrics_socket = bind(*parse_bind(self.settings.pool.metrics_bind), backlog=64)
+            except BindError as exc:
+                logger.error("metrics: %s", exc)
+                return EXIT_ERROR
         async with anyio.create_task_group() as task_group:
             spawner = self._spawner(listen_socket)
             async with open_pool(self.settings, spawner, self.control, self.timeouts) as pool:
@@ -127,6 +135,9 @@ class Supervisor:
                 self.opened.set()
                 control = ControlServer(listener, key, pool, address, self._stop_for_client, self.timeouts)
                 task_group.start_soon(control.serve)
+                if metrics_socket is not None:
+                    logger.info("metrics at %s/metrics", url(metrics_socket))
+                    task_group.start_soon(serve_metrics, pool, metrics_socket)
                 with interrupts_to(self._on_interrupt):
                     exit_code = await self._start_up(pool, address)
                     if exit_code == EXIT_OK:

@@ -34,6 +34,11 @@ def _check_bind(text: str) -> None:
     parse_bind(text)
 
 
+def _check_optional_bind(text: str) -> None:
+    if text:
+        parse_bind(text)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PoolSettings:
     """What the supervisor itself reads: the pool's shape, address and health rules."""
@@ -78,6 +83,12 @@ class PoolSettings:
         "threads each worker's numerical libraries (BLAS, OpenMP) may use; 0: the cores shared out among the workers",
         metavar="N",
         minimum=0,
+    )
+    metrics_bind: str = setting(
+        "",
+        "serve the pool's Prometheus metrics at http://HOST:PORT/metrics (off when empty)",
+        metavar="HOST:PORT",
+        check=_check_optional_bind,
     )
     name: str = setting("default", "the pool's name, which picks its default control address", check=check_name)
     control: str | None = setting(

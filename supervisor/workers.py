@@ -42,8 +42,9 @@ class WorkerProcess:
     ended_at: float | None = None
     #: How its drain ended, in its own words.
     report: Stopped | None = None
-    #: Why it failed or was killed, in a few words.
+    #: Why it failed or was killed, in a few words, and as one word for the metrics.
     reason: str | None = None
+    cause: str | None = None
     #: Killed at this time (on the pool's clock) unless it has exited by then, for ``deadline_reason``.
     deadline: float | None = None
     deadline_reason: str = ""

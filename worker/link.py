@@ -79,8 +79,10 @@ class SupervisorLink:
             return False
         return True
 
-    async def send_stopped(self, completed: int, dropped: int, served: int, models: dict[str, Any], why: str) -> None:
-        await self.send(Stopped(completed, dropped, why, served, models, next(self._seq)))
+    async def send_stopped(
+        self, completed: int, dropped: int, served: int, models: dict[str, Any], metrics: dict[str, Any], why: str
+    ) -> None:
+        await self.send(Stopped(completed, dropped, why, served, models, next(self._seq), metrics))
 
     async def pool_stats(self, own: dict[str, Any]) -> dict[str, Any]:
         """The pool's statistics; this worker's own if the supervisor cannot answer in time."""
@@ -97,15 +99,19 @@ class SupervisorLink:
             del self._replies[request_id]
         return slot[0] if slot else own
 
-    async def heartbeats(self, interval: float, counts: Callable[[], tuple[int, int]]) -> None:
+    async def heartbeats(
+        self, interval: float, counts: Callable[[], tuple[int, int]], metrics: Callable[[], dict[str, Any]]
+    ) -> None:
         """A heartbeat every ``interval`` seconds, with how late the loop woke up to send it;
-        ``counts`` gives the requests in flight and those answered so far."""
+        ``counts`` gives the requests in flight and those answered so far, ``metrics`` the
+        cumulative metrics."""
         due = anyio.current_time() + interval
         while True:
             await anyio.sleep(max(0.0, due - anyio.current_time()))
             now = anyio.current_time()
             in_flight, served = counts()
-            if not await self.send(Heartbeat(in_flight, round(max(0.0, now - due), 6), rss(), served)):
+            lag = round(max(0.0, now - due), 6)
+            if not await self.send(Heartbeat(in_flight, lag, rss(), served, metrics(), next(self._seq))):
                 return
             due = now + interval
 

@@ -139,11 +139,16 @@ class Worker:
     def own_stats(self) -> dict[str, Any]:
         return self.app.own_stats() if self.app is not None else {}
 
+    def own_metrics(self) -> dict[str, Any]:
+        return self.app.metrics.snapshot() if self.app is not None else {}
+
     async def run(self) -> Outcome:
         outcome = Outcome(0)
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self.link.serve, self.on_stop, self.own_stats)
-            task_group.start_soon(self.link.heartbeats, self.settings.heartbeat_interval, self._counts)
+            task_group.start_soon(
+                self.link.heartbeats, self.settings.heartbeat_interval, self._counts, self.own_metrics
+            )
             models: list[Model] | None = None
             with self._loading:
                 try:
@@ -156,7 +161,7 @@ class Worker:
                         logger.error("cannot load models: %s", message)  # else the supervisor says it
                     outcome = Outcome(1)
             if self._loading.cancelled_caught:
-                await self.link.send_stopped(0, 0, 0, {}, "stopped while loading")
+                await self.link.send_stopped(0, 0, 0, {}, {}, "stopped while loading")
                 outcome = Outcome(0, wait_for_threads=False)
             elif models is not None:
                 try:
@@ -200,4 +205,6 @@ class Worker:
             task_group.cancel_scope.cancel()
         completed = self.state.completed - completed_before_drain
         logger.info("drained: %d in-flight requests finished, %d dropped", completed, self.state.dropped)
-        await self.link.send_stopped(completed, self.state.dropped, self.state.completed, app.own_stats(), "stop")
+        await self.link.send_stopped(
+            completed, self.state.dropped, self.state.completed, app.own_stats(), app.metrics.snapshot(), "stop"
+        )

@@ -22,6 +22,7 @@ import ipc
 from ..models import Model, ModelError
 from . import jsonio, openapi, tensors
 from .errors import HTTPError, bad_request, not_found
+from .metrics import Metrics
 from .stats import ModelStats, as_triton
 
 logger = logging.getLogger("worker.api")
@@ -82,6 +83,7 @@ class InferenceApp:
         self._pool_stats = pool_stats
         self._pid = str(os.getpid()).encode()
         self.openapi = openapi.document(models)
+        self.metrics = Metrics(list(self.models))
 
     def own_stats(self) -> dict[str, Any]:
         return {name: stats.snapshot() for name, stats in self.stats.items()}
@@ -104,6 +106,7 @@ class InferenceApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.state.in_flight += 1
+        arrived = time.perf_counter_ns()
         started = False
         try:
             try:
@@ -122,6 +125,7 @@ class InferenceApp:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self.state.completed += 1
+            self.metrics.request(_model_of(scope["path"]), status, time.perf_counter_ns() - arrived)
         except anyio.get_cancelled_exc_class():
             # Cut off: the stop's grace period ran out. Say so in the protocol's shape, if the
             # answer has not begun, before the connection goes.
@@ -261,7 +265,9 @@ class InferenceApp:
             stats.record_failure(time.perf_counter_ns() - arrived)
             raise
         # Queued: from arrival until a thread began on it (reading the body included).
-        stats.record_success(batch, timings.started - arrived, timings.decode, timings.infer, timings.encode)
+        queue_ns = timings.started - arrived
+        stats.record_success(batch, queue_ns, timings.decode, timings.infer, timings.encode)
+        self.metrics.inferred(model.name, batch, queue_ns)
         return 200, payload, headers
 
     async def _predict_v1(
@@ -355,6 +361,11 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if len(data) > limit:
         raise HTTPError(413, f"decompressed request body is over the limit of {limit} bytes")
     return data
+
+
+def _model_of(path: str) -> str | None:
+    match = _V2_MODEL.fullmatch(path) or _V1_MODEL.fullmatch(path)
+    return match["model"] if match else None
 
 
 def _headers(scope: Scope) -> dict[str, str]:
