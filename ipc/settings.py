@@ -145,6 +145,7 @@ class WorkerSettings:
     body_timeout: float = setting(
         30.0, "a request body not received whole within this is refused with 408", metavar="SECONDS", minimum=0.1
     )
+    access_log: bool = setting(False, "log a line for every request (off by default)")
     keep_alive: float = setting(
         5.0, "how long an idle kept-alive HTTP connection stays open", metavar="SECONDS", minimum=0
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any, NoReturn
 import anyio
 
 import ipc
+from ipc import logs
 from ipc.address import default_address
 from ipc.messages import OperationReply, ReloadRequest, ScaleRequest, WorkerStatus
 
@@ -58,14 +58,18 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     given leaves the setting to the environment, the file, or its default."""
     for option in settings.options():
         default = option.default
-        shown = "none" if default in (None, []) else f"{default:g}" if isinstance(default, float) else default
+        shown = "none" if default in (None, [], "") else f"{default:g}" if isinstance(default, float) else default
+        help = f"{option.declared.help} (default: {shown}; env {option.env})"
+        if option.hint is bool:  # a switch: present or not
+            parser.add_argument(option.flag, dest=option.key, action="store_const", const=True, help=help)
+            continue
         parser.add_argument(
             option.flag,
             dest=option.key,
             type=_flag_type(option),
             action="append" if option.repeatable else "store",
             metavar=option.declared.metavar,
-            help=f"{option.declared.help} (default: {shown}; env {option.env})",
+            help=help,
         )
 
 
@@ -148,7 +152,7 @@ def _fail(message: str, code: int = EXIT_ERROR) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logs.configure("text", "info", "supervisor")
     try:
         if args.command == "start":
             return _start(args)
@@ -206,6 +210,9 @@ def _start(args: argparse.Namespace) -> int:
     problem = _preflight(resolved)
     if problem:
         return _fail(problem)
+    logs.configure(
+        resolved.pool.log_format, resolved.pool.log_level, "supervisor", process="supervisor", pid=os.getpid()
+    )
     return anyio.run(Supervisor(resolved, _address(resolved)).run)
 
 

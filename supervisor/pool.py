@@ -178,12 +178,15 @@ class Pool:
         ``incoming`` (a replacement that takes over once ready)."""
         slot.generation += 1
         slot.respawn_at = None
-        handle = self.spawner.spawn(SpawnRequest(self.control_address, slot.index, slot.generation, self._threads()))
+        pool = self.settings.pool
+        request = SpawnRequest(
+            self.control_address, slot.index, slot.generation, self._threads(), pool.log_format, pool.log_level
+        )
+        handle = self.spawner.spawn(request)
         now = self._now()
         process = WorkerProcess(slot.index, slot.generation, handle, now)
-        timeout = self.settings.pool.ready_timeout
+        timeout = pool.ready_timeout
         process.set_deadline(now + timeout, f"not ready after {timeout:g}s")
-        pool = self.settings.pool
         if pool.max_requests:
             process.request_limit = pool.max_requests + random.randint(0, pool.max_requests_jitter)
         slot.processes.append(process)
@@ -191,8 +194,12 @@ class Pool:
             slot.current = process
             if slot.generation > 1:
                 logger.info("worker %d restarting (pid %d, generation %d)", slot.index, process.pid, slot.generation)
+            else:
+                logger.info("worker %d spawned (pid %d)", slot.index, process.pid)
         else:
             slot.incoming = process
+            generation = slot.generation
+            logger.info("worker %d replacement spawned (pid %d, generation %d)", slot.index, process.pid, generation)
         self._task_group.start_soon(self._watch, slot, process)
         self._notify()
         return process
@@ -357,6 +364,7 @@ class Pool:
         serves on), the usual grace period."""
         process.retiring = True
         grace = self.settings.worker.grace
+        logger.info("worker %d (pid %d) draining away", process.slot, process.pid)
         if process.state is State.READY:
             self._fire(process, Event.STOP)
             self._post(process, Stop(grace, drain_delay=0.0))

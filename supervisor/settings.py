@@ -20,12 +20,15 @@ from typing import Any
 
 from ipc import settings as contract
 from ipc.address import check_name
+from ipc.logs import check_format, check_level
 from ipc.settings import Declaration, WorkerSettings, setting
 
 from . import config
 from .sockets import parse_bind
 
 ENV_PREFIX = "INFERENCE_SUPERVISOR_"
+#: How an environment variable may say a switch is on or off.
+SWITCH_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 #: More workers than any one machine wants: a typo, not a plan.
 MAX_WORKERS = 512
 
@@ -90,6 +93,10 @@ class PoolSettings:
         metavar="HOST:PORT",
         check=_check_optional_bind,
     )
+    log_format: str = setting(
+        "text", "text for people, json for one JSON object a line (every line the pool prints)", check=check_format
+    )
+    log_level: str = setting("info", "debug, info, warning or error", check=check_level)
     name: str = setting("default", "the pool's name, which picks its default control address", check=check_name)
     control: str | None = setting(
         None, "the control address itself: a socket path on POSIX, \\\\.\\pipe\\NAME on Windows", metavar="ADDRESS"
@@ -144,6 +151,20 @@ class Option:
                 raise ValueError(f"expected {kind}, not {text!r}") from None
         elif self.repeatable:
             return self.check([item for item in text.split(",") if item])
+        elif self.hint is bool:
+            words = {
+                "1": True,
+                "true": True,
+                "yes": True,
+                "on": True,
+                "0": False,
+                "false": False,
+                "no": False,
+                "off": False,
+            }
+            if text.lower() not in words:
+                raise ValueError(f"expected true or false, not {text!r}")
+            value = words[text.lower()]
         return self.check(value)
 
 

@@ -47,6 +47,8 @@ class SpawnRequest:
     slot: int
     generation: int
     threads: int = 1
+    log_format: str = "text"
+    log_level: str = "info"
 
 
 #: What numerical libraries read for their thread pools, set before the worker imports any.
@@ -123,6 +125,8 @@ class SubprocessSpawner:
             "--slot", str(request.slot),
             "--generation", str(request.generation),
             "--parent", str(os.getpid()),
+            "--log-format", request.log_format,
+            "--log-level", request.log_level,
         ]  # fmt: skip
 
     def spawn(self, request: SpawnRequest) -> Subprocess:

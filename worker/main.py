@@ -10,6 +10,8 @@ import time
 
 import anyio
 
+from ipc import logs
+
 from .lifeline import bind_to_parent
 from .serve import run_worker
 
@@ -23,12 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slot", type=int, required=True, help="this worker's slot in the pool")
     parser.add_argument("--generation", type=int, required=True, help="which process of its slot this is")
     parser.add_argument("--parent", type=int, default=0, help="the supervisor's pid: die with it")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="text")
+    parser.add_argument("--log-level", choices=logs.LEVELS, default="info")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s worker[{args.slot}] %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    pid = os.getpid()
+    who = f"worker[{args.slot} pid {pid}]"
+    logs.configure(args.log_format, args.log_level, who, process="worker", slot=args.slot, pid=pid)
     if not bind_to_parent(args.parent):
         logging.getLogger("worker").error("the supervisor (pid %d) is already gone", args.parent)
         return 1

@@ -179,6 +179,7 @@ class Worker:
             self.state,
             max_body_size=settings.max_body_size,
             body_timeout=settings.body_timeout,
+            access_log=settings.access_log,
             pool_stats=self.link.pool_stats,
         )
         self.app = app

@@ -110,7 +110,7 @@ def test_request_in_flight_completes(launch, gate, platform, how):
     else:
         os.killpg(pool.process.pid, signal.SIGTERM)  # as systemd stops a whole group
     # The worker itself has the Stop, with the request still inside the model.
-    pool.wait_for_line(r"worker\[0\] INFO stop received: draining 1 requests in flight")
+    pool.wait_for_line(r"worker\[0 pid \d+\] INFO stop received: draining 1 requests in flight")
     released(gate)
     request.join(60)
     assert results == [(200, results[0][1])], results

@@ -154,3 +154,14 @@ def test_version(capsys):
         cli.main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"supervisor (inference-supervisor) {ipc.__version__}"
+
+
+def test_log_settings_and_switches():
+    got = settings(["--log-format", "json", "--log-level", "debug", "--access-log"])
+    assert (got.pool.log_format, got.pool.log_level, got.worker.access_log) == ("json", "debug", True)
+    assert settings([]).worker.access_log is False
+    assert settings([], {"INFERENCE_SUPERVISOR_ACCESS_LOG": "yes"}).worker.access_log is True
+    with pytest.raises(SettingsError, match="ACCESS_LOG: expected true or false, not 'maybe'"):
+        settings([], {"INFERENCE_SUPERVISOR_ACCESS_LOG": "maybe"})
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["start", "--log-format", "xml"])

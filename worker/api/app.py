@@ -26,6 +26,7 @@ from .metrics import Metrics
 from .stats import ModelStats, as_triton
 
 logger = logging.getLogger("worker.api")
+access = logging.getLogger("worker.access")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -69,6 +70,7 @@ class InferenceApp:
         *,
         max_body_size: int = 64 * 1024 * 1024,
         body_timeout: float = 30.0,
+        access_log: bool = False,
         pool_stats: PoolStats | None = None,
     ) -> None:
         self.models = {model.name: model for model in models}
@@ -76,6 +78,7 @@ class InferenceApp:
         self.state = state
         self.max_body_size = max_body_size
         self.body_timeout = body_timeout
+        self.access_log = access_log
         #: Request bodies this worker holds at once, in bytes: as much as the largest allowed.
         #: Decoding holds the GIL, so big bodies gain nothing from being decoded side by side;
         #: they would only multiply the memory their Python objects take.
@@ -125,7 +128,12 @@ class InferenceApp:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self.state.completed += 1
-            self.metrics.request(_model_of(scope["path"]), status, time.perf_counter_ns() - arrived)
+            took = time.perf_counter_ns() - arrived
+            self.metrics.request(_model_of(scope["path"]), status, took)
+            if self.access_log:
+                method, path, ms = scope["method"], scope["path"], round(took / 1e6, 3)
+                fields = {"method": method, "path": path, "status": status, "duration_ms": ms}
+                access.info("%s %s %d %.1fms", method, path, status, ms, extra=fields)
         except anyio.get_cancelled_exc_class():
             # Cut off: the stop's grace period ran out. Say so in the protocol's shape, if the
             # answer has not begun, before the connection goes.

@@ -1,0 +1,65 @@
+"""How every process of a pool logs: one line per event, as text for people or JSON for machines.
+
+Both sides use it, so the supervisor's and the workers' lines look alike: text is
+``HH:MM:SS <who> LEVEL message``, where a worker's ``<who>`` names its slot and pid; JSON is one
+object per line with ``time`` (ISO 8601, UTC), ``level``, ``logger``, who wrote it (``process``,
+and a worker's ``slot`` and ``pid``), ``message``, any structured fields the line carries (an
+access log line's method, path, status and duration), and ``exception`` when there is one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from typing import Any
+
+FORMATS = ("text", "json")
+LEVELS = ("debug", "info", "warning", "error")
+
+#: What every LogRecord has: the rest of a record's attributes are the line's own fields.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def check_format(name: str) -> None:
+    if name not in FORMATS:
+        raise ValueError(f"must be one of {', '.join(FORMATS)}, not {name!r}")
+
+
+def check_level(name: str) -> None:
+    if name not in LEVELS:
+        raise ValueError(f"must be one of {', '.join(LEVELS)}, not {name!r}")
+
+
+class JSONFormatter(logging.Formatter):
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
+        entry: dict[str, Any] = {
+            "time": moment.isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            **self._fields,
+            "message": record.getMessage(),
+        }
+        entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure(log_format: str, level: str, who: str, **fields: Any) -> None:
+    """Send every line of this process to stderr in ``log_format``; ``who`` names the process in
+    text lines, ``fields`` (``process``, ``slot``, ``pid``...) in JSON ones."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter(fields))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {who} %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
