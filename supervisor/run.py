@@ -22,6 +22,7 @@ import ipc
 from ipc import keys
 from ipc.messages import StopReply
 
+from . import reaper
 from .control import ControlServer
 from .interrupts import interrupts_to
 from .lifecycle import PoolState
@@ -138,6 +139,8 @@ class Supervisor:
                 if metrics_socket is not None:
                     logger.info("metrics at %s/metrics", url(metrics_socket))
                     task_group.start_soon(serve_metrics, pool, metrics_socket)
+                if reaper.needed():
+                    task_group.start_soon(reaper.reap_orphans, lambda: {p.pid for p in pool.processes()})
                 with interrupts_to(self._on_interrupt):
                     exit_code = await self._start_up(pool, address)
                     if exit_code == EXIT_OK:

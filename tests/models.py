@@ -133,3 +133,13 @@ class RowSumModel(Model):
 
     def predict(self, inputs):
         return {"OUTPUT0": np.asarray(inputs["INPUT0"]).sum(axis=1, keepdims=True)}
+
+
+class OrphanMakerModel(RowSumModel):
+    """Its load() leaves an orphan behind, as a model starting helper processes might: the
+    shell exits at once, its `sleep` is re-parented to PID 1, and exits 0.2 s later."""
+
+    def load(self) -> None:
+        import subprocess
+
+        subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)

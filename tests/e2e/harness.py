@@ -129,12 +129,18 @@ class Pool:
     """A ``supervisor start`` process and what it has printed."""
 
     def __init__(
-        self, platform: Platform, control: str, args: Sequence[str], env: dict[str, str], cwd: str = ROOT
+        self,
+        platform: Platform,
+        control: str,
+        args: Sequence[str],
+        env: dict[str, str],
+        cwd: str = ROOT,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.platform = platform
         self.control = control
         self.env = env
-        command = [*platform.python, "-m", "supervisor", "start", "--control", control, *args]
+        command = [*prefix, *platform.python, "-m", "supervisor", "start", "--control", control, *args]
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
