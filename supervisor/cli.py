@@ -85,6 +85,10 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, description="A multiprocess supervisor for ML inference workers.", epilog=__doc__.split("\n\n", 1)[1]
@@ -96,11 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         "start",
         help="start a pool and serve until stopped",
         description="Start a pool of workers and serve until stopped (Ctrl+C, SIGTERM or `supervisor stop`).",
-        epilog=(
-            "examples:\n"
-            "  supervisor start --workers 4\n"
-            "  supervisor start --model mine=weights/mine.npz --bind 0.0.0.0:8080\n"
-            "  INFERENCE_SUPERVISOR_WORKERS=2 supervisor start --config pool.toml"
+        epilog=_examples(
+            "supervisor start --workers 4",
+            "supervisor start --model mine=weights/mine.npz --bind 0.0.0.0:8080",
+            "INFERENCE_SUPERVISOR_WORKERS=2 supervisor start --config pool.toml",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -112,18 +115,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the effective settings of `start` and where each comes from",
         description="Resolve the settings as `supervisor start` would (flag > environment > --config file > "
         "default) and print each with its source, without starting anything.",
+        epilog=_examples(
+            "supervisor config --config pool.toml", "INFERENCE_SUPERVISOR_WORKERS=8 supervisor config --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_argument("--config", metavar="FILE", help="read settings from a TOML file (flags and env override it)")
     config.add_argument("--json", action="store_true", help="print JSON")
     _add_settings(config)
 
-    stop = commands.add_parser("stop", help="drain and stop a running pool")
+    stop = commands.add_parser(
+        "stop",
+        help="drain and stop a running pool",
+        description="Every worker finishes its in-flight requests (within the grace period), then the pool exits.",
+        epilog=_examples("supervisor stop", "supervisor stop --name staging --grace 60"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     stop.add_argument(
         "--grace", type=_flag_type(settings.option("grace")), metavar="SECONDS", help="override the pool's grace period"
     )
     _add_address(stop)
 
-    status = commands.add_parser("status", help="show a running pool, one row a worker")
+    status = commands.add_parser(
+        "status",
+        help="show a running pool, one row a worker",
+        epilog=_examples("supervisor status", "supervisor status --json | jq '.workers[].state'"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_address(status)
 
@@ -132,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace every worker, one at a time, losing no request",
         description="Start a new worker in each slot in turn (reading code and models afresh), wait until it "
         "is ready, then drain the old one. A new worker that cannot start stops the reload; the old ones serve on.",
+        epilog=_examples("supervisor reload", "supervisor reload --name staging"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_address(reload)
 
@@ -139,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         "scale",
         help="grow or shrink a running pool",
         description="Start new workers, or drain and stop the highest slots, until the pool has WORKERS workers.",
+        epilog=_examples("supervisor scale 8", "supervisor scale 2 --name staging"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     scale.add_argument("workers", type=_flag_type(settings.option("workers")), metavar="WORKERS")
     _add_address(scale)
@@ -258,7 +280,7 @@ def _operate(args: argparse.Namespace, address: str) -> int:
     return _fail(f"{args.command} {reply.outcome}: {reply.message}", code)
 
 
-STATUS_COLUMNS = ("SLOT", "GEN", "PID", "STATE", "UPTIME", "RESTARTS", "IN-FLIGHT", "HEARTBEAT")
+STATUS_COLUMNS = ("SLOT", "GEN", "PID", "STATE", "UPTIME", "RESTARTS", "IN-FLIGHT", "MEMORY", "HEARTBEAT")
 
 
 def _status_row(worker: WorkerStatus) -> tuple[str, ...]:
@@ -271,6 +293,7 @@ def _status_row(worker: WorkerStatus) -> tuple[str, ...]:
         "-" if worker.pid is None else _duration(worker.uptime),
         str(worker.restarts),
         str(worker.in_flight),
+        f"{worker.rss / 2**20:.0f}Mi" if worker.rss else "-",
         age,
     )
 

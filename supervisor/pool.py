@@ -511,7 +511,11 @@ class Pool:
                 process.ready_at = self._now()
                 process.deadline = None
                 self.slots[process.slot].ever_ready = True
-                logger.info("worker %d ready (pid %d)", process.slot, process.pid)
+                if self.state is PoolState.STARTING:  # a progress count while the pool starts
+                    ready = sum(slot.serving for slot in self.slots) + 1
+                    logger.info("worker %d ready (pid %d): %d of %d", process.slot, process.pid, ready, len(self.slots))
+                else:
+                    logger.info("worker %d ready (pid %d)", process.slot, process.pid)
             self._fire(process, Event.READY)
             self._check_health()
         elif isinstance(message, Stopped):
