@@ -100,7 +100,9 @@ async def _grow(pool: Pool) -> str | None:
     the slot is gone again)."""
     slot = pool.add_slot()
     process = slot.current
-    assert process is not None
+    if process is None:
+        await pool.remove_slot()
+        return f"worker {slot.index}: no process could be started (see the log)"
     await pool.wait_until(lambda: not process.running or slot.serving or pool.state is not PoolState.SCALING)
     if slot.serving or pool.state is not PoolState.SCALING:
         return None

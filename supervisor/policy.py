@@ -33,6 +33,8 @@ class Timeouts:
     backoff_max: float = 30.0
     #: A worker that served this long resets its slot's backoff.
     healthy_after: float = 30.0
+    #: After a replacement for recycling could not start, the next try waits this long, doubling.
+    recycle_retry: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,16 +173,21 @@ class Pool:
             self._spawn(slot)
         self._task_group.start_soon(self._watchdog)
 
-    def _spawn(self, slot: Slot) -> WorkerProcess:
+    def _spawn(self, slot: Slot) -> WorkerProcess | None:
         """A new process for ``slot``: its ``current`` if the slot has none running, else its
-        ``incoming`` (a replacement that takes over once ready)."""
-        slot.generation += 1
+        ``incoming`` (a replacement that takes over once ready). ``None`` if no process could be
+        started (out of file descriptors or memory, say): that counts as a loss of the slot."""
         slot.respawn_at = None
         pool = self.settings.pool
         request = SpawnRequest(
-            self.control_address, slot.index, slot.generation, self._threads(), pool.log_format, pool.log_level
+            self.control_address, slot.index, slot.generation + 1, self._threads(), pool.log_format, pool.log_level
         )
-        handle = self.spawner.spawn(request)
+        try:
+            handle = self.spawner.spawn(request)
+        except OSError as exc:
+            self._spawn_failed(slot, exc)
+            return None
+        slot.generation += 1
         now = self._now()
         process = WorkerProcess(slot.index, slot.generation, handle, now)
         timeout = pool.ready_timeout
@@ -235,14 +240,35 @@ class Pool:
         self._check_health()
         self._notify()
 
+    def _spawn_failed(self, slot: Slot, exc: OSError) -> None:
+        logger.error("cannot start a process for worker %d: %s", slot.index, exc)
+        self.losses[slot.index, "spawn"] = self.losses.get((slot.index, "spawn"), 0) + 1
+        if self.state is PoolState.STARTING and not slot.ever_ready:
+            self._give_up(f"cannot start worker {slot.index}: {exc}", failed_to_start=True)
+            return
+        if slot.current is not None and slot.current.running:
+            return  # a replacement that could not start: the current one serves on
+        delay = slot.restarts.on_lost(self._now(), 0.0)
+        if delay is None:
+            rules = slot.restarts.rules
+            self._give_up(f"worker {slot.index} could not be started {rules.max_restarts + 1} times: the pool is down")
+        else:
+            slot.respawn_at = self._now() + max(delay, self.timeouts.backoff_base)
+            logger.info("worker %d restarting in %.1fs", slot.index, slot.respawn_at - self._now())
+
     def _lost(self, slot: Slot, process: WorkerProcess, was: State, code: int) -> None:
         if self.state in (PoolState.STOPPING, PoolState.DOWN):
             return
         if process.ready_at is None:
             detail = process.reason or f"exited with code {code} before it was ready"
             logger.error("worker %d failed to start: %s", slot.index, detail)
-            if not slot.ever_ready:
-                # A slot still starting: the pool's start fails; a scale reports it itself.
+            # A slot that has never served, whose worker said why it cannot start (its models
+            # will not load) or never got ready in time, fails the pool's start: no use trying
+            # again. One killed or crashed without a word is replaced, as later on would be. A
+            # scale reports its new slots' failures itself.
+            if not slot.ever_ready and (
+                process.said_why or process.cause == "deadline" or self.state is PoolState.SCALING
+            ):
                 if self.state is PoolState.STARTING:
                     self._give_up(f"worker {slot.index} failed to start", failed_to_start=True)
                 return
@@ -264,7 +290,7 @@ class Pool:
                 "a crash loop; the pool is down"
             )
         elif delay == 0:
-            self._spawn(slot)
+            self._spawn(slot)  # a spawn that fails schedules its own retry
         else:
             slot.respawn_at = now + delay
             logger.info("worker %d restarting in %.1fs", slot.index, delay)
@@ -294,8 +320,12 @@ class Pool:
     async def _watchdog(self) -> None:
         pool = self.settings.pool
         tick = max(0.02, min(0.5, pool.heartbeat_timeout / 5))
+        last = self._now()
         while True:
             now = self._now()
+            if now - last > tick + max(1.0, tick):
+                self._forgive(now - last - tick)
+            last = now
             for slot in self.slots:
                 if slot.respawn_at is not None and now >= slot.respawn_at and not self._ending():
                     self._spawn(slot)
@@ -308,6 +338,21 @@ class Pool:
                         self._kill(process, f"hung: no heartbeat for {now - process.last_heard:.1f}s", "hung")
                 self._maybe_recycle(slot)
             await anyio.sleep(tick)
+
+    def _forgive(self, pause: float) -> None:
+        """The supervisor itself was held up (stopped, swapped out, starved): whatever the workers
+        sent meanwhile is still unread in their sockets. Judge nobody hung on that; give every
+        heartbeat and deadline the time it lost."""
+        logger.warning("the supervisor was held up for %.1fs: no worker is judged by it", pause)
+        now = self._now()
+        for process in self.processes():
+            if process.last_heard is not None:
+                process.last_heard = now
+            if process.deadline is not None:
+                process.deadline += pause
+        for slot in self.slots:
+            if slot.respawn_at is not None:
+                slot.respawn_at += pause
 
     def _ending(self) -> bool:
         return self.state in (PoolState.STOPPING, PoolState.DOWN, PoolState.STOPPED)
@@ -343,6 +388,8 @@ class Pool:
         try:
             old = slot.current
             new = self._spawn(slot)
+            if new is None:
+                return "no process could be started (see the log)"
             await self.wait_until(lambda: new.state not in (State.SPAWNED, State.CONNECTED) or self._ending())
             if new.state is State.READY and not self._ending():
                 if slot.incoming is new:
@@ -399,7 +446,7 @@ class Pool:
         if (
             process is None
             or process.state is not State.READY
-            or process.recycle_failed
+            or self._now() < process.recycle_after
             or slot.replacing
             or self.state not in (PoolState.READY, PoolState.DEGRADED)
         ):
@@ -425,9 +472,14 @@ class Pool:
             new = slot.current
             assert new is not None
             logger.info("worker %d recycled: generation %d (pid %d) serves", slot.index, new.generation, new.pid)
-        else:
-            process.recycle_failed = True
-            logger.warning("worker %d not recycled: %s; the old worker serves on", slot.index, failure)
+        elif not self._ending():
+            # It serves on, and is tried again later (a memory limit must not be given up on).
+            process.recycle_failures += 1
+            wait = min(self.timeouts.recycle_retry * 2 ** (process.recycle_failures - 1), 60.0)
+            process.recycle_after = self._now() + wait
+            logger.warning(
+                "worker %d not recycled: %s; it serves on, and is tried again in %.0fs", slot.index, failure, wait
+            )
 
     # --- one worker's control channel --------------------------------------------------------
 
@@ -525,6 +577,7 @@ class Pool:
             self._notify()
         elif isinstance(message, Error):
             process.reason = message.message
+            process.said_why = True
             self._notify()
         elif isinstance(message, StatsReport):
             self._record_stats(process, message.seq, message.models)

@@ -11,10 +11,13 @@ Exit codes of ``supervisor start`` (``supervisor stop`` reports 0 and 3 the same
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 
@@ -40,6 +43,22 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNCLEAN = 3
 EXIT_DOWN = 4
+
+
+_REPORTED: dict[str, float] = {}
+
+
+def _one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's own errors (an accept that failed: out of file descriptors, say), once
+    every 10 s per kind and in one line: asyncio's default prints a traceback each time, and a
+    burst of clients on a full process made tens of thousands of lines."""
+    exception = context.get("exception")
+    what = f"{context.get('message', 'event loop error')}: {exception!r}" if exception else context.get("message", "")
+    key = str(context.get("message")) + type(exception).__name__
+    now = time.monotonic()
+    if now - _REPORTED.get(key, -10.0) >= 10.0:
+        _REPORTED[key] = now
+        logger.warning("%s", what)
 
 
 class Supervisor:
@@ -95,6 +114,7 @@ class Supervisor:
                 self._all_replied.set()
 
     async def run(self) -> int:
+        asyncio.get_running_loop().set_exception_handler(_one_line)
         try:
             listener = await ipc.listen(self.control)
         except (ipc.AddressInUseError, OSError) as exc:

@@ -45,6 +45,8 @@ class WorkerProcess:
     #: Why it failed or was killed, in a few words, and as one word for the metrics.
     reason: str | None = None
     cause: str | None = None
+    #: It told us itself why it could not go on (an Error message): its models will not load.
+    said_why: bool = False
     #: Killed at this time (on the pool's clock) unless it has exited by then, for ``deadline_reason``.
     deadline: float | None = None
     deadline_reason: str = ""
@@ -53,8 +55,9 @@ class WorkerProcess:
     retiring: bool = False
     #: Recycled once it has answered this many requests (--max-requests plus its jitter).
     request_limit: int | None = None
-    #: A replacement for recycling was tried and could not start: it serves on.
-    recycle_failed: bool = False
+    #: Replacements tried for recycling it that could not start, and when to try again.
+    recycle_failures: int = 0
+    recycle_after: float = 0.0
     #: Set when its control connection has ended.
     disconnected: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 

@@ -14,6 +14,14 @@ if sys.platform == "win32":
 else:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+# Then die with the supervisor from now on, before the imports that take a second or more (a
+# supervisor killed while a hundred workers import numpy must not leave them behind).
+from worker.lifeline import bind_to_parent  # noqa: E402
+
+_parent = sys.argv[sys.argv.index("--parent") + 1] if "--parent" in sys.argv[:-1] else "0"
+if not bind_to_parent(int(_parent) if _parent.isdigit() else 0):
+    sys.exit(1)  # it is gone already
+
 from worker.main import main  # noqa: E402
 
 sys.exit(main())

@@ -12,7 +12,6 @@ import anyio
 
 from ipc import logs
 
-from .lifeline import bind_to_parent
 from .serve import run_worker
 
 #: How long, after serving ends, model threads get to finish before the worker exits regardless.
@@ -24,16 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", required=True, help="the supervisor's control address")
     parser.add_argument("--slot", type=int, required=True, help="this worker's slot in the pool")
     parser.add_argument("--generation", type=int, required=True, help="which process of its slot this is")
-    parser.add_argument("--parent", type=int, default=0, help="the supervisor's pid: die with it")
+    parser.add_argument("--parent", type=int, default=0, help="the supervisor's pid (__main__ binds to it)")
     parser.add_argument("--log-format", choices=logs.FORMATS, default="text")
     parser.add_argument("--log-level", choices=logs.LEVELS, default="info")
     args = parser.parse_args(argv)
     pid = os.getpid()
     who = f"worker[{args.slot} pid {pid}]"
     logs.configure(args.log_format, args.log_level, who, process="worker", slot=args.slot, pid=pid)
-    if not bind_to_parent(args.parent):
-        logging.getLogger("worker").error("the supervisor (pid %d) is already gone", args.parent)
-        return 1
     outcome = anyio.run(run_worker, args.control, args.slot, args.generation)
     # anyio's idle worker threads end with the loop; a predict still running past the grace
     # period does not, nor a model load abandoned by a stop. Their work is already reported as

@@ -18,7 +18,8 @@ from http.client import HTTPException
 
 import pytest
 
-from .harness import ROOT, http, infer_body, wait_until
+from .conftest import released
+from .harness import ROOT, Pool, http, infer_body, wait_until
 
 FLAKY = ("--model", "m=tests.models:FlakyModel")
 DOUBLE = b'{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}'
@@ -274,3 +275,76 @@ def test_modules_in_the_start_folder_never_shadow_the_pools_own(platform, tmp_pa
         assert "shadowed" not in pool.output
     finally:
         pool.kill_everything()
+
+
+@pytest.mark.linux_supervisor("SIGSTOP of the supervisor")
+def test_a_supervisor_held_up_judges_no_worker_hung(launch):
+    """Frozen longer than the heartbeat timeout, the supervisor once killed every healthy worker
+    as hung on resuming, their heartbeats still unread in its sockets (found in review)."""
+    pool = launch("--heartbeat-timeout", "2", workers=2)
+    pool.wait_ready()
+    before = [(w["slot"], w["pid"]) for w in pool.status()["workers"]]
+    os.kill(pool.process.pid, signal.SIGSTOP)
+    time.sleep(4)  # the fault itself: the supervisor frozen for twice the heartbeat timeout
+    os.kill(pool.process.pid, signal.SIGCONT)
+    pool.wait_for_line(r"the supervisor was held up for \d+\.\ds")
+    wait_until(
+        lambda: all(w["heartbeat_age"] is not None and w["heartbeat_age"] < 1.5 for w in pool.status()["workers"]),
+        what="heartbeats to flow again",
+    )
+    assert [(w["slot"], w["pid"]) for w in pool.status()["workers"]] == before
+    assert "killing" not in pool.output and "hung" not in pool.output
+
+
+@pytest.mark.linux_supervisor("a file descriptor limit with prlimit")
+def test_out_of_file_descriptors_when_a_worker_dies_the_supervisor_carries_on(platform, tmp_path):
+    """Spawning the replacement failed with EMFILE, uncaught: a traceback, and the supervisor
+    killed the other workers and exited (found in review)."""
+    args = ["--workers", "2", "--bind", "127.0.0.1:0"]
+    address = platform.control_address(str(tmp_path))
+    pool = Pool(platform, address, args, platform.env({}), prefix=["prlimit", "--nofile=64"])
+    held: list[socket.socket] = []
+    try:
+        pool.wait_ready()
+        lost = slot_row(pool, 1)["pid"]
+        for _ in range(80):  # silent control connections: the supervisor's descriptors run out
+            conn = socket.socket(socket.AF_UNIX)
+            conn.connect(pool.control)
+            held.append(conn)
+        os.kill(lost, signal.SIGKILL)
+        pool.wait_for_line(r"cannot start a process for worker 1: \[Errno 24\] Too many open files")
+        for conn in held:
+            conn.close()
+        held.clear()
+        wait_until(lambda: serving(pool, 1, 2), what="slot 1 refilled once descriptors are free again")
+        assert "Traceback" not in pool.output
+        assert pool.cli("stop").returncode == 0
+        assert pool.wait_exit() == 0, pool.output
+    finally:
+        for conn in held:
+            conn.close()
+        pool.kill_everything()
+
+
+def test_a_worker_killed_while_the_pool_starts_is_replaced(launch, platform, gate):
+    """It was taken for a failed start and ended the pool (found in review). A worker that says
+    why it cannot start (its model will not load) still ends it: see test_errors."""
+    pool = launch("--model", "slow=tests.models:SlowLoadingModel", workers=2)
+    wait_until(lambda: pool.worker_states() == ["connected"] * 2, what="both workers loading")
+    platform.kill(slot_row(pool, 0)["pid"])
+    pool.wait_for_line(r"worker 0 restarting")
+    released(gate)
+    pool.wait_ready()
+    assert [(w["slot"], w["generation"]) for w in pool.status()["workers"]] == [(0, 2), (1, 1)]
+
+
+@pytest.mark.linux_supervisor("16 workers starting at Linux speed")
+def test_a_supervisor_killed_while_many_workers_start_leaves_nothing(launch):
+    """Workers asked the kernel to kill them with the supervisor only after importing numpy and
+    the rest: one killed meanwhile left them running for seconds, holding the port (found in
+    review)."""
+    pool = launch(workers=16)
+    pool.wait_for_line(r"worker 15 spawned")
+    pool.process.kill()
+    pool.process.wait(30)
+    pool.assert_no_leftovers(timeout=2)

@@ -172,6 +172,7 @@ TIMEOUTS = Timeouts(
     backoff_base=0.05,
     backoff_max=0.2,
     healthy_after=5.0,
+    recycle_retry=0.1,
 )
 DEADLINE = 20
 

@@ -158,3 +158,18 @@ async def test_the_old_worker_lost_during_its_replacement_hands_the_slot_to_the_
         assert replies[0].outcome == OperationReply.DONE
         assert pool.pool.slots[0].generation == 2  # no third process: the incoming one took over
         assert pool.pool.slots[0].restarts.count == 1
+
+
+async def test_a_recycling_whose_replacement_failed_is_tried_again(control_address):
+    """Once a replacement failed, recycling was off for good: a leaking worker grew without end
+    (found in review)."""
+
+    async def bloated(worker: FakeWorker) -> None:
+        worker.rss = 10 * 2**30
+        await healthy(worker)
+
+    script = by_generation(s0g1=bloated, s0g2=fail_to_start)  # the first replacement fails
+    async with running(control_address, script, workers=1, max_worker_memory=100) as pool:
+        await pool.until(lambda: pool.pool.slots[0].generation == 3 and pool.pool.slots[0].serving)
+        assert [w.generation for w in pool.spawner.spawned] == [1, 2, 3]
+        await pool.until(lambda: pool.spawner.spawned[0].stopped_at is not None)  # the bloated one retired

@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Any
 
+import anyio
+
 
 @dataclasses.dataclass
 class Response:
@@ -34,6 +36,7 @@ async def call(
     }
 
     async def receive() -> dict[str, Any]:
+        await anyio.lowlevel.checkpoint()  # as a server does between reads: other requests run
         piece = pieces.pop(0) if pieces else b""
         return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import anyio
 import numpy as np
@@ -349,6 +350,54 @@ async def test_gzip_bomb_is_refused(app):
     bomb = gzip.compress(b"\x00" * (4 << 20))
     response = await call(app, "POST", "/v2/models/mlp/infer", bomb, {"Content-Encoding": "gzip"})
     assert response.status == 413
+
+
+async def test_compressed_bodies_larger_than_a_small_body_inflate_whole():
+    from tests.models import RowSumModel
+
+    rows = np.ones((6000, 64), dtype=np.float32)  # about 2 MiB of JSON: past the unbudgeted first MiB
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [6000, 64], "data": rows.ravel().tolist()}]}
+    ).encode()
+    assert len(body) > 1 << 20
+    big = InferenceApp([RowSumModel("sum")], ServingState(), max_body_size=8 << 20)
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        response = await call(big, "POST", "/v2/models/sum/infer", packed, {"Content-Encoding": encoding})
+        assert response.status == 200, response.body
+        assert response.json()["outputs"][0]["data"] == [64.0] * 6000
+    assert big.bodies.taken == 0  # everything taken was given back
+
+
+async def test_a_truncated_gzip_body_is_refused(app):
+    cut = gzip.compress(infer_json())[:-20]
+    response = await call(app, "POST", "/v2/models/mlp/infer", cut, {"Content-Encoding": "gzip"})
+    assert response.status == 400
+    assert "ends early" in response.json()["error"]
+
+
+async def test_bodies_waiting_for_the_budget_do_not_wait_for_each_other():
+    """Were the budget taken a piece at a time as bytes arrive, four bodies over a quarter of it
+    would each hold part of it and wait for the rest forever."""
+    from tests.models import RowSumModel
+
+    big = InferenceApp([RowSumModel("sum")], ServingState(), max_body_size=8 << 20)
+    big.bodies.capacity = 8 << 20
+    rows = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [20000, 64], "data": [1.0] * 20000 * 64}]}
+    ).encode()
+    assert 3 << 20 < len(rows) < 8 << 20
+    statuses = []
+
+    async def one() -> None:
+        length = {"Content-Length": str(len(rows))}
+        response = await call(big, "POST", "/v2/models/sum/infer", rows, length, chunk=256 * 1024)
+        statuses.append(response.status)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(one)
+    assert statuses == [200] * 4
 
 
 async def test_draining_turns_readiness_503_but_not_liveness(app):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import logging
 import os
 import re
@@ -39,6 +38,8 @@ SERVER_VERSION = ipc.__version__
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 JSON = [(b"content-type", b"application/json")]
 
+#: The first bytes of every body, which the worker's body budget does not count.
+SMALL_BODY = 1024 * 1024
 FIXED_PATHS = frozenset(
     ("/v2/health/live", "/v2/health/ready", "/", "/v2", "/v1/models", "/v2/models/stats", "/openapi.json")
 )
@@ -218,19 +219,32 @@ class InferenceApp:
         return [as_triton(name, pool.get(name, own[name])) for name in names]
 
     @asynccontextmanager
-    async def _body(self, scope: Scope, receive: Receive) -> AsyncIterator[bytes]:
-        """The request body, decompressed, held within the worker's byte budget until the
-        block ends; 413 when too large, 408 when it does not arrive within ``body_timeout``."""
+    async def _body(self, scope: Scope, receive: Receive, limit: int | None = None) -> AsyncIterator[bytes]:
+        """The request body, decompressed, held within the worker's byte budget until the block
+        ends; 413 over ``limit`` (``--max-body-size`` at most), 408 when it does not arrive
+        within ``body_timeout``.
+
+        A body counts against the budget only beyond its first SMALL_BODY bytes, so small
+        requests never queue behind large ones and a client that announces a large body and
+        sends nothing holds nothing. Past that, the whole body it may become (its Content-Length,
+        else ``limit``; ``limit`` when compressed, for what it inflates to) is taken at once:
+        requests that wait for the budget hold none of it, so they cannot wait for each other."""
+        limit = min(limit or self.max_body_size, self.max_body_size)
         headers = _headers(scope)
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_size:
-            raise HTTPError(413, f"request body of {declared} bytes is over the limit of {self.max_body_size}")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit}")
+        encoding = headers.get("content-encoding", "identity").lower()
+        if encoding not in ("identity", "gzip", "deflate"):
+            raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
+        compressed = encoding != "identity"
+        expected = limit  # what the body may become
+        if declared is not None and declared.isdigit() and not compressed:
+            expected = int(declared)
         held = 0
         try:
             chunks = []
             with anyio.fail_after(self.body_timeout):
-                if declared is not None and declared.isdigit():
-                    held = await self.bodies.take(int(declared))
                 size = 0
                 while True:
                     message = await receive()
@@ -238,20 +252,26 @@ class InferenceApp:
                         raise HTTPError(400, "client disconnected")
                     chunk = message.get("body", b"")
                     size += len(chunk)
-                    if size > self.max_body_size:
-                        raise HTTPError(413, f"request body is over the limit of {self.max_body_size} bytes")
-                    if size > held:  # chunked, or longer than declared: budget it as it comes
-                        held += await self.bodies.take(size - held)
+                    if size > limit:
+                        raise HTTPError(413, f"request body is over the limit of {limit} bytes")
                     chunks.append(chunk)
+                    if not held and size > SMALL_BODY:
+                        held = await self.bodies.take(expected - SMALL_BODY)
                     if not message.get("more_body", False):
                         break
             body = b"".join(chunks)
             del chunks
-            encoding = headers.get("content-encoding", "identity").lower()
-            if encoding in ("gzip", "deflate"):
-                body = _decompress(body, encoding, self.max_body_size)
-            elif encoding != "identity":
-                raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
+            if compressed:
+                inflater = Inflater(encoding, limit)
+                body = inflater.inflate(body, SMALL_BODY)
+                if not inflater.done:
+                    if not held:
+                        held = await self.bodies.take(limit - SMALL_BODY)
+                    body += inflater.inflate(b"", limit - SMALL_BODY)
+            elif held > len(body) - SMALL_BODY:  # a chunked body shorter than its limit
+                unused = held - max(len(body) - SMALL_BODY, 0)
+                self.bodies.give_back(unused)
+                held -= unused
             yield body
         except TimeoutError:
             raise HTTPError(408, f"the request body did not arrive within {self.body_timeout:g}s") from None
@@ -265,7 +285,7 @@ class InferenceApp:
         stats = self.stats[model.name]
         header_length = _headers(scope).get(tensors.HEADER_LENGTH)
         try:
-            async with self._body(scope, receive) as body:
+            async with self._body(scope, receive, tensors.largest_body(model)) as body:
                 # Decoding, the model and encoding in one hop off the event loop: a large body
                 # must not stall health checks and the other requests this worker serves.
                 payload, headers, batch, timings = await anyio.to_thread.run_sync(_infer, model, body, header_length)
@@ -281,7 +301,7 @@ class InferenceApp:
     async def _predict_v1(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        async with self._body(scope, receive) as body:
+        async with self._body(scope, receive, tensors.largest_body(model)) as body:
             payload = await anyio.to_thread.run_sync(_predict_v1, model, body)
         return 200, payload, JSON
 
@@ -360,15 +380,33 @@ class ByteBudget:
             self._returned = anyio.Event()
 
 
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    try:
-        decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        data = decompressor.decompress(body, limit + 1)
-    except (zlib.error, gzip.BadGzipFile) as exc:
-        raise bad_request(f"body is not valid {encoding}: {exc}") from None
-    if len(data) > limit:
-        raise HTTPError(413, f"decompressed request body is over the limit of {limit} bytes")
-    return data
+class Inflater:
+    """A gzip or deflate body, inflated a piece at a time: 413 past ``limit`` bytes, 400 when
+    it is not valid or ends early."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.encoding = encoding
+        self.room = limit
+        self._decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        self._pending = b""
+
+    @property
+    def done(self) -> bool:
+        return self._decompressor.eof
+
+    def inflate(self, data: bytes, most: int) -> bytes:
+        """Up to ``most`` more bytes of the body, from ``data`` and what was left over."""
+        try:
+            out = self._decompressor.decompress(self._pending + data, min(most, self.room) + 1)
+        except zlib.error as exc:
+            raise bad_request(f"body is not valid {self.encoding}: {exc}") from None
+        self._pending = self._decompressor.unconsumed_tail
+        if len(out) > self.room:
+            raise HTTPError(413, f"decompressed request body is over the limit of {self.room} bytes")
+        self.room -= len(out)
+        if not self.done and not self._pending and len(out) <= most:
+            raise bad_request(f"body is not valid {self.encoding}: it ends early")
+        return out
 
 
 def _model_of(path: str) -> str | None:

@@ -51,6 +51,29 @@ def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: s
     return array.reshape(shape)
 
 
+#: The most bytes one value takes in a JSON request (a float's repr, a comma, some spacing).
+JSON_BYTES_PER_VALUE = 48
+#: Room in a request for everything that is not the values (names, shapes, parameters).
+REQUEST_OVERHEAD = 64 * 1024
+
+
+def largest_body(model: Model) -> int | None:
+    """The largest body a valid request for ``model`` can have, when its batch is limited and its
+    tensors' other dimensions are fixed; ``None`` when nothing bounds it but --max-body-size.
+
+    A larger body cannot hold a request the model would take: it is refused before it is read,
+    instead of costing the worker the memory of parsing it first."""
+    if model.max_batch_size <= 0:
+        return None
+    values = 0
+    for spec in model.inputs:
+        rest = spec.shape[1:]
+        if -1 in rest:
+            return None
+        values += model.max_batch_size * math.prod(rest)
+    return values * max(JSON_BYTES_PER_VALUE, 8) + REQUEST_OVERHEAD
+
+
 def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferRequest:
     """Decode an infer request body for ``model``."""
     blobs = b""
