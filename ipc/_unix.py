@@ -37,11 +37,20 @@ def _check_length(path: str) -> None:
         raise OSError(f"control socket path is too long ({len(path)} > {MAX_PATH_BYTES} bytes): {path}")
 
 
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end of a Unix socket (None if the OS will not say)."""
+def peer(writer: asyncio.StreamWriter) -> tuple[int | None, int | None]:
+    """The pid and uid of the process at the other end of a server's Unix socket, as the kernel
+    tells them (``None`` where the OS will not say)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None, None
     if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid, uid, gid}
         credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return int(struct.unpack("3i", credentials)[1])
+        pid, uid, _ = struct.unpack("3i", credentials)
+        return (pid or None), uid  # 0: the peer is in a PID namespace this one cannot see
+    return _local_peer_pid(sock), _peer_eid(sock)
+
+
+def _peer_eid(sock: socket.socket) -> int | None:
     try:  # macOS and the BSDs
         libc = ctypes.CDLL(None, use_errno=True)
         uid, gid = ctypes.c_uint32(), ctypes.c_uint32()
@@ -50,6 +59,18 @@ def peer_uid(sock: socket.socket) -> int | None:
     except (OSError, AttributeError):
         pass
     return None
+
+
+def _local_peer_pid(sock: socket.socket) -> int | None:
+    if sys.platform != "darwin":
+        return None
+    try:  # getsockopt(SOL_LOCAL, LOCAL_PEERPID)
+        return int(struct.unpack("i", sock.getsockopt(_SOL_LOCAL, _LOCAL_PEERPID, 4))[0])
+    except OSError:
+        return None
+
+
+_SOL_LOCAL, _LOCAL_PEERPID = 0, 2  # <sys/un.h> on macOS
 
 
 async def open_connection(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _winapi
 import asyncio
+import ctypes
 import functools
 import sys
 from asyncio import windows_events, windows_utils
@@ -24,6 +25,8 @@ from ._winsecurity import OwnerOnly  # noqa: E402  (a Windows module: checked on
 
 PIPE_REJECT_REMOTE_CLIENTS = 0x00000008
 
+_kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+
 ConnectCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]
 
 
@@ -34,9 +37,17 @@ def _loop() -> Any:
     return loop
 
 
-def peer_uid(handle: object) -> int | None:
-    """Windows has no uids: the pipe's security descriptor keeps other users out."""
-    return None
+def peer(writer: asyncio.StreamWriter) -> tuple[int | None, int | None]:
+    """The pid of the process at the other end of a server's pipe instance; Windows has no uids
+    (the pipe's security descriptor keeps other users out)."""
+    pipe = writer.get_extra_info("pipe")
+    handle = getattr(pipe, "handle", None)
+    if handle is None:
+        return None, None
+    pid = ctypes.c_ulong()
+    if not _kernel32.GetNamedPipeClientProcessId(ctypes.c_void_p(handle), ctypes.byref(pid)):
+        return None, None
+    return int(pid.value), None
 
 
 async def open_connection(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

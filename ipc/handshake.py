@@ -31,6 +31,9 @@ PROTOCOL_VERSION = 3
 SUPPORTED_VERSIONS = frozenset({3})
 ROLES = frozenset({"worker", "client"})
 NONCE_SIZE = 32
+#: The largest frame a peer may send before it is admitted: a Hello and a Proof are a few
+#: dozen bytes, and a stranger must not make the supervisor buffer a megabyte.
+MAX_HANDSHAKE_FRAME = 4096
 
 
 def check_hello(hello: Hello) -> None:

@@ -37,15 +37,27 @@ class Connection:
         writer: asyncio.StreamWriter,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        peer_pid: int | None = None,
         peer_uid: int | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
-        #: The peer's user id, where the platform tells (a server's end of a Unix socket).
+        #: The peer's process and user ids, where the OS tells (a server's end: ``SO_PEERCRED``,
+        #: ``GetNamedPipeClientProcessId``); the kernel's word, not the peer's.
+        self.peer_pid = peer_pid
         self.peer_uid = peer_uid
         self._decoder = FrameDecoder(max_frame_size)
         self._send_lock = asyncio.Lock()
         self._closed = False
+
+    @property
+    def max_frame_size(self) -> int:
+        """The largest frame it takes from the peer; a larger one is a protocol error."""
+        return self._decoder.max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, size: int) -> None:
+        self._decoder.max_frame_size = size
 
     async def send(self, message: Message) -> None:
         """Send one message; raises :class:`ConnectionClosedError` if the peer is gone."""
@@ -116,9 +128,9 @@ class Listener:
         self._server: _platform.Server | None = None
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        uid = _platform.peer_uid(sock) if sock is not None else None
-        self._pending.put_nowait(Connection(reader, writer, max_frame_size=self._max_frame_size, peer_uid=uid))
+        pid, uid = _platform.peer(writer)
+        connection = Connection(reader, writer, max_frame_size=self._max_frame_size, peer_pid=pid, peer_uid=uid)
+        self._pending.put_nowait(connection)
 
     async def accept(self) -> Connection:
         return await self._pending.get()

@@ -89,9 +89,14 @@ class ControlServer:
             logger.warning("control: refused a connection from uid %d: not this pool's user", connection.peer_uid)
             await _try_send(connection, Error(Error.FORBIDDEN, "only the user who started the pool may control it"))
             return None
+        admitted_frames, connection.max_frame_size = connection.max_frame_size, handshake.MAX_HANDSHAKE_FRAME
         with anyio.fail_after(self._timeouts.handshake):
             hello = await connection.receive_a(Hello)
             check_hello(hello)
+            peer_pid = connection.peer_pid if self.pool.spawner.kernel_pids else None
+            if hello.role == "worker" and peer_pid is not None and hello.pid != peer_pid:
+                # The pool knows its workers by pid: a Hello must not speak for another process.
+                raise ipc.MalformedFrameError(f"a worker's Hello says pid {hello.pid} but comes from pid {peer_pid}")
             sent = handshake.challenge(self._key, hello)
             await connection.send(sent)
             proof = await connection.receive_a(Proof)
@@ -99,6 +104,7 @@ class ControlServer:
             logger.warning("control: refused a %s (pid %d): no proof of the pool's key", hello.role, hello.pid)
             await _try_send(connection, Error(Error.FORBIDDEN, "authentication failed: no proof of the pool's key"))
             return None
+        connection.max_frame_size = admitted_frames
         return hello
 
     async def _serve_client(self, connection: ipc.Connection) -> None:

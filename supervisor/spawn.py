@@ -78,6 +78,10 @@ class ProcessHandle(Protocol):
 
 
 class Spawner(Protocol):
+    #: Whether its handles' pids are the OS's, which the kernel reports for each control
+    #: connection: then a worker's Hello must come from the pid it names.
+    kernel_pids: bool
+
     def spawn(self, request: SpawnRequest) -> ProcessHandle: ...
 
     def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
@@ -109,6 +113,8 @@ class Subprocess:
 
 class SubprocessSpawner:
     """Spawns ``python -P -m worker`` processes that share ``listen_socket``."""
+
+    kernel_pids = True
 
     def __init__(self, listen_socket: socket.socket) -> None:
         self.listen_socket = listen_socket

@@ -4,6 +4,8 @@ key are refused, whatever the file permissions say."""
 from __future__ import annotations
 
 import os
+import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -80,3 +82,52 @@ def test_a_client_with_a_stale_key_is_refused_in_one_line(launch, platform):
     status = pool.cli("status")
     assert status.returncode == 1
     assert status.stderr.strip().endswith("the supervisor could not prove it holds this pool's key"), status.stderr
+
+
+def test_a_stranger_cannot_make_the_supervisor_buffer_a_large_frame(launch, platform):
+    """Before the handshake a frame could announce a megabyte, and the supervisor buffered it
+    for anyone who could connect (found in review)."""
+    pool = launch(workers=1)
+    pool.wait_ready()
+    decoder = FrameDecoder()
+    decoder.feed(platform.raw_control(pool.control, struct.pack(">I", 100_000) + b"\x00" * 5000))
+    refusal = decoder.next_message()
+    assert isinstance(refusal, Error) and refusal.code == Error.PROTOCOL, refusal
+    assert refusal.message == "frame of 100000 bytes is over the limit of 4096"
+    assert pool.cli("status").returncode == 0  # admitted clients still send full-size frames
+
+
+IMPOSTOR = """
+import sys, anyio, ipc
+from ipc import handshake, keys
+from ipc.messages import Hello
+
+async def main(address, pid):
+    async with await ipc.connect(address) as connection:
+        hello = Hello(ipc.PROTOCOL_VERSION, "worker", pid, 0, 1, handshake.new_nonce())
+        try:
+            await handshake.greet(connection, hello, keys.read_key(address))
+        except ipc.RefusedError as exc:
+            print(exc)
+
+anyio.run(main, sys.argv[1], int(sys.argv[2]))
+"""
+
+
+def test_a_worker_hello_must_come_from_the_pid_it_names(launch, platform):
+    """A process holding the pool's key could say it was any worker: the pool knows workers by
+    pid, and took the Hello's word for it (found in review)."""
+    pool = launch(workers=1)
+    pool.wait_ready()
+    worker = pool.status()["workers"][0]["pid"]
+    impostor = subprocess.run(
+        [*platform.python, "-c", IMPOSTOR, pool.control, str(worker)],
+        cwd=ROOT,
+        env=pool.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert impostor.returncode == 0, impostor.stderr
+    assert re.fullmatch(rf"a worker's Hello says pid {worker} but comes from pid \d+\n", impostor.stdout)
+    assert pool.status()["workers"][0]["pid"] == worker

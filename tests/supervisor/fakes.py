@@ -142,6 +142,8 @@ class FakeSpawner:
     """Spawns :class:`FakeWorker` tasks in a task group of its own; ``script`` picks each one's
     behaviour from its spawn request (slot and generation)."""
 
+    kernel_pids = False  # its workers all connect from this process
+
     def __init__(self, task_group: anyio.abc.TaskGroup, script: Callable[[SpawnRequest], Script]) -> None:
         self._task_group = task_group
         self._script = script
