@@ -19,6 +19,9 @@ from typing import Any
 
 #: The key of a setting's :class:`Declaration` in its field's metadata.
 METADATA_KEY = "setting"
+#: The longest any SECONDS setting may be unless it says otherwise: a day. Longer is a typo
+#: (or 1e300, which no timer takes), not a plan.
+MAX_SECONDS = 86400.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,13 @@ class Declaration:
     @property
     def seconds(self) -> bool:
         return self.metavar == "SECONDS"
+
+    @property
+    def most(self) -> float | None:
+        """The largest value allowed: ``maximum``, else a day for seconds."""
+        if self.maximum is None and self.seconds:
+            return MAX_SECONDS
+        return self.maximum
 
 
 def setting(
@@ -102,8 +112,8 @@ def check(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
             if hint is int:
                 raise ValueError(f"must be at least {declared.minimum:g}, not {value}")
             raise ValueError(f"must be a finite {kind.removeprefix('a ')}{bound}, not {value}")
-        if declared.maximum is not None and value > declared.maximum:
-            raise ValueError(f"must be at most {declared.maximum:g}, not {value}")
+        if declared.most is not None and value > declared.most:
+            raise ValueError(f"must be at most {declared.most:g}, not {value:g}")
     elif hint == list[str]:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ValueError(f"must be {kind}")

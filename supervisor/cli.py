@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             return _start(args)
         if args.command == "config":
             return _config(args)
-        address = _address(settings.resolve({"name": args.name, "control": args.control}))
+        found = settings.resolve_only(("name", "control"), {"name": args.name, "control": args.control})
+        address = found["control"] or default_address(found["name"])
         if args.command == "stop":
             return _stop(args, address)
         if args.command in ("reload", "scale"):

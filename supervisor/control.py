@@ -10,7 +10,6 @@ and is disconnected; the supervisor carries on.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Awaitable, Callable
 
@@ -121,9 +120,12 @@ class ControlServer:
             elif isinstance(request, ReloadRequest | ScaleRequest):
                 await self._operate(connection, request)
             elif isinstance(request, StopRequest):
-                if request.grace is not None and not (math.isfinite(request.grace) and request.grace >= 0):
-                    await connection.send(Error(Error.BAD_REQUEST, "grace must be a finite number of seconds >= 0"))
-                    continue
+                if request.grace is not None:
+                    try:
+                        settings.option("grace").check(request.grace)
+                    except ValueError as exc:
+                        await connection.send(Error(Error.BAD_REQUEST, f"grace {exc}"))
+                        continue
                 await self._on_stop(connection, request.grace)
                 return
             else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ipc import settings as contract
@@ -58,6 +58,7 @@ class PoolSettings:
         "on stop, keep serving this long with readiness at 503 before refusing new connections",
         metavar="SECONDS",
         minimum=0,
+        maximum=3600,
     )
     ready_timeout: float = setting(
         120.0, "how long a worker may take to load its models and become ready", metavar="SECONDS", minimum=0
@@ -152,19 +153,9 @@ class Option:
         elif self.repeatable:
             return self.check([item for item in text.split(",") if item])
         elif self.hint is bool:
-            words = {
-                "1": True,
-                "true": True,
-                "yes": True,
-                "on": True,
-                "0": False,
-                "false": False,
-                "no": False,
-                "off": False,
-            }
-            if text.lower() not in words:
+            if text.lower() not in SWITCH_WORDS:
                 raise ValueError(f"expected true or false, not {text!r}")
-            value = words[text.lower()]
+            value = SWITCH_WORDS[text.lower()]
         return self.check(value)
 
 
@@ -219,23 +210,20 @@ def resolve(
     unknown = sorted(set(from_file) - set(known))
     if unknown:
         raise SettingsError(f"config {config_file}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    # Every value given is checked, even one that a flag overrides: a typo is found the day it
+    # is made, not the day the flag goes away.
+    in_env = {key: _from_env(option, environ) for key, option in known.items() if option.env in environ}
+    in_file = {key: _from_file(known[key], value, str(config_file)) for key, value in from_file.items()}
+    file_folder = os.path.dirname(os.path.abspath(str(config_file)))
     values: dict[str, dict[str, Any]] = {PoolSettings.__name__: {}, WorkerSettings.__name__: {}}
     sources: dict[str, str] = {}
     for key, option in known.items():
         if flags.get(key) is not None:
             value, source, base = flags[key], "flag", cwd
-        elif option.env in environ:
-            try:
-                value = option.parse(environ[option.env])
-            except ValueError as exc:
-                raise SettingsError(f"environment {option.env}: {exc}") from None
-            source, base = "env", cwd
-        elif key in from_file:
-            try:
-                value = option.check(from_file[key])
-            except ValueError as exc:
-                raise SettingsError(f"config {config_file}: {key}: {exc}") from None
-            source, base = f"file {config_file}", os.path.dirname(os.path.abspath(str(config_file)))
+        elif key in in_env:
+            value, source, base = in_env[key], "env", cwd
+        elif key in in_file:
+            value, source, base = in_file[key], f"file {config_file}", file_folder
         else:
             value, source, base = option.default, "default", cwd
         if key == "models":
@@ -247,6 +235,38 @@ def resolve(
     return Settings(
         PoolSettings(**values[PoolSettings.__name__]), WorkerSettings(**values[WorkerSettings.__name__]), sources
     )
+
+
+def resolve_only(
+    keys: Iterable[str], flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Just ``keys``, from flags, environment or default: what the commands that talk to a
+    running pool need. A setting only ``start`` reads is not theirs to refuse."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for key in keys:
+        found = option(key)
+        if flags.get(key) is not None:
+            values[key] = flags[key]
+        elif found.env in environ:
+            values[key] = _from_env(found, environ)
+        else:
+            values[key] = found.default
+    return values
+
+
+def _from_env(option: Option, environ: Mapping[str, str]) -> Any:
+    try:
+        return option.parse(environ[option.env])
+    except ValueError as exc:
+        raise SettingsError(f"environment {option.env}: {exc}") from None
+
+
+def _from_file(option: Option, value: Any, path: str) -> Any:
+    try:
+        return option.check(value)
+    except ValueError as exc:
+        raise SettingsError(f"config {path}: {option.key}: {exc}") from None
 
 
 def _absolute_model(spec: str, base: str) -> str:

@@ -82,6 +82,8 @@ def test_paths_are_the_files_or_the_current_folders(tmp_path):
         ("workers = true", "workers: must be a whole number"),
         ('grace = "soon"', "grace: must be a number of seconds"),
         ("grace = inf", "grace: must be a finite number of seconds >= 0"),
+        ("grace = 1e300", "grace: must be at most 86400, not 1e\\+300"),
+        ("drain_delay = 7200", "drain_delay: must be at most 3600, not 7200"),
         ("models = [1]", "models: must be a list"),
         ('models = ["nonsense"]', "models: 'nonsense' is not NAME=PATH.npz or NAME=module:Factory"),
         ('bind = "8080"', "bind: must be HOST:PORT"),
@@ -123,6 +125,28 @@ def test_bad_environment_is_one_line_and_exit_2(capsys, monkeypatch):
     assert cli.main(["start"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "INFERENCE_SUPERVISOR_MAX_RESTARTS: must be at least 0, not -3" in err
+
+
+def test_values_a_higher_source_overrides_are_still_checked(tmp_path):
+    """A typo in the file or the environment passed unseen while a flag overrode it, and broke
+    the pool the day the flag went away (found in review)."""
+    config = tmp_path / "pool.toml"
+    config.write_text("workers = 0\n")
+    with pytest.raises(SettingsError, match="workers: must be at least 1, not 0"):
+        settings(["--config", str(config), "--workers", "2"])
+    with pytest.raises(SettingsError, match="INFERENCE_SUPERVISOR_GRACE: expected seconds"):
+        settings(["--grace", "5"], {"INFERENCE_SUPERVISOR_GRACE": "soon"})
+
+
+@pytest.mark.parametrize("command", [["status"], ["stop"], ["reload"], ["scale", "2"]])
+def test_commands_for_a_running_pool_ignore_settings_only_start_reads(capsys, monkeypatch, tmp_path, command):
+    """`supervisor stop` refused to run over a bad INFERENCE_SUPERVISOR_WORKERS: a pool
+    started before the variable went bad could not be stopped (found in review)."""
+    monkeypatch.setenv("INFERENCE_SUPERVISOR_WORKERS", "many")
+    monkeypatch.setenv("INFERENCE_SUPERVISOR_CONTROL", str(tmp_path / "none.sock"))
+    assert cli.main(command) == 1
+    err = capsys.readouterr().err
+    assert "no supervisor is running at" in err and "WORKERS" not in err
 
 
 @pytest.mark.parametrize(
