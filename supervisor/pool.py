@@ -32,6 +32,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 import ipc
 from ipc.messages import (
@@ -169,9 +170,19 @@ class Pool:
     # --- spawning and health -----------------------------------------------------------------
 
     def start(self) -> None:
-        for slot in self.slots:
-            self._spawn(slot)
+        self._task_group.start_soon(self._spawn_all)
         self._task_group.start_soon(self._watchdog)
+
+    async def _spawn_all(self) -> None:
+        """Each slot's first process, with a checkpoint after each: a spawn costs a fork and an
+        exec (tens of milliseconds on Windows), and while a large pool starts, the workers
+        already up must be greeted and a ``stop`` heard."""
+        for slot in self.slots:
+            if self._ending():
+                return
+            if slot.current is None and slot.respawn_at is None:
+                self._spawn(slot)
+            await anyio.lowlevel.checkpoint()
 
     def _spawn(self, slot: Slot) -> WorkerProcess | None:
         """A new process for ``slot``: its ``current`` if the slot has none running, else its

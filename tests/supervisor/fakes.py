@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -144,12 +145,17 @@ class FakeSpawner:
 
     kernel_pids = False  # its workers all connect from this process
 
-    def __init__(self, task_group: anyio.abc.TaskGroup, script: Callable[[SpawnRequest], Script]) -> None:
+    def __init__(
+        self, task_group: anyio.abc.TaskGroup, script: Callable[[SpawnRequest], Script], cost: float = 0.0
+    ) -> None:
         self._task_group = task_group
         self._script = script
+        #: Seconds each spawn blocks the loop, as a real one's fork and exec do.
+        self._cost = cost
         self.spawned: list[FakeWorker] = []
 
     def spawn(self, request: SpawnRequest) -> FakeWorker:
+        time.sleep(self._cost)
         worker = FakeWorker(request, self._script(request))
         self.spawned.append(worker)
         self._task_group.start_soon(worker.run)
@@ -205,7 +211,11 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    control_address: str, script: Callable[[SpawnRequest], Script], workers: int = 2, **pool: object
+    control_address: str,
+    script: Callable[[SpawnRequest], Script],
+    workers: int = 2,
+    spawn_cost: float = 0.0,
+    **pool: object,
 ) -> AsyncIterator[Running]:
     settings = Settings(
         PoolSettings(workers=workers, bind="127.0.0.1:0", **{"heartbeat_timeout": 1.0, **pool}),  # type: ignore[arg-type]
@@ -213,7 +223,7 @@ async def running(
         {},
     )
     async with anyio.create_task_group() as task_group:
-        spawner = FakeSpawner(task_group, script)
+        spawner = FakeSpawner(task_group, script, spawn_cost)
         supervisor = Supervisor(settings, control_address, TIMEOUTS, spawner=lambda sock: spawner)
         exit_code: list[int] = []
         done = anyio.Event()

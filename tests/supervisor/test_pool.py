@@ -196,3 +196,25 @@ async def test_the_pools_exit_kills_and_reaps_everything_whatever_cancelled_it(c
     finally:
         await listener.aclose()
         keys.remove_key(control_address, key)
+
+
+async def test_a_large_pool_answers_while_it_spawns(control_address):
+    """512 workers were spawned in one go on the event loop: for as long as that took nobody
+    was served, not the first workers' Hellos nor a `supervisor stop` (found in review)."""
+    workers = 300
+    async with running(control_address, by_generation(), workers=workers, spawn_cost=0.005) as pool:
+        with anyio.fail_after(10):
+            await pool.supervisor.opened.wait()
+            reply = await client.status(control_address)
+        assert 0 < len(pool.spawner.spawned) < workers  # answered while the pool was still spawning
+        assert reply.state == PoolState.STARTING.value
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+
+
+async def test_a_stop_while_a_large_pool_spawns_spawns_no_more(control_address):
+    workers = 300
+    async with running(control_address, by_generation(), workers=workers, spawn_cost=0.005) as pool:
+        await pool.until(lambda: len(pool.spawner.spawned) >= 10)
+        pool.supervisor.request_stop()
+        assert await pool.finished() == EXIT_OK
+        assert len(pool.spawner.spawned) < workers
