@@ -19,7 +19,7 @@ import anyio
 
 from ipc.messages import OperationReply
 
-from .lifecycle import PoolEvent, PoolState
+from .lifecycle import PoolEvent, PoolState, State
 from .pool import Pool
 from .workers import WorkerProcess
 
@@ -86,11 +86,13 @@ async def scale(pool: Pool, workers: int, progress: Progress) -> Outcome:
             assert process is not None
             await progress(f"worker {process.slot}: started (pid {process.pid})")
         while len(pool.slots) > workers:
-            slot = await pool.remove_slot()
+            slot, ended = await pool.remove_slot()
             if pool.state is not PoolState.SCALING:
                 return _interrupted(pool, f"at {len(pool.slots)} of {workers} workers")
-            await progress(f"worker {slot.index}: drained and stopped")
-        return Outcome(OperationReply.DONE, f"scaled from {before} to {workers} workers")
+            how = "; ".join(map(_how_it_ended, ended)) or "removed (no process was running)"
+            await progress(f"worker {slot.index}: {how}")
+        serving = sum(slot.serving for slot in pool.slots)
+        return Outcome(OperationReply.DONE, f"scaled from {before} to {workers} workers ({serving} serving)")
     finally:
         _end(pool)
 
@@ -109,6 +111,18 @@ async def _grow(pool: Pool) -> str | None:
     reason = process.reason or f"it exited with code {process.exit_code} before it was ready"
     await pool.remove_slot()
     return f"worker {slot.index} did not become ready ({reason})"
+
+
+def _how_it_ended(process: WorkerProcess) -> str:
+    pid = f"pid {process.pid}"
+    if process.state is State.KILLED:
+        return f"{pid} killed ({process.reason or 'by the supervisor'})"
+    if process.exit_code not in (0, None):
+        return f"{pid} exited with code {process.exit_code}"
+    if process.ready_at is None:
+        return f"{pid} stopped before it was ready"
+    dropped = process.report.dropped if process.report is not None else 0
+    return f"{pid} drained and stopped" + (f", dropping {dropped} requests" if dropped else "")
 
 
 def _begin(pool: Pool, event: PoolEvent, name: str) -> Outcome | None:

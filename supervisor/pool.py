@@ -440,17 +440,19 @@ class Pool:
         self._spawn(slot)
         return slot
 
-    async def remove_slot(self) -> Slot:
-        """Drain the highest slot's processes away and drop the slot once they have exited."""
+    async def remove_slot(self) -> tuple[Slot, list[WorkerProcess]]:
+        """Drain the highest slot's processes away and drop the slot once they have exited; the
+        slot, and the processes that ended with it (to tell how each did)."""
         slot = self.slots[-1]
         slot.respawn_at = None
-        for process in slot.processes:
+        ending = list(slot.processes)
+        for process in ending:
             self.retire(process)
         await self.wait_until(lambda: not slot.processes)
         if self.slots and self.slots[-1] is slot:
             self.slots.pop()
         self._check_health()
-        return slot
+        return slot, ending
 
     def _maybe_recycle(self, slot: Slot) -> None:
         process = slot.current

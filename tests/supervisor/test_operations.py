@@ -7,9 +7,10 @@ import pytest
 
 from ipc.messages import OperationReply, ReloadRequest, ScaleRequest
 from supervisor import client
-from supervisor.lifecycle import PoolState
+from supervisor.lifecycle import PoolState, State
 
 from .fakes import FakeWorker, by_generation, healthy, running
+from .test_pool import crash_after_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -100,7 +101,8 @@ async def test_scale_up_and_down(control_address):
         assert [w.slot for w in reply.workers] == [0, 1, 2]
         reply, lines = await operate(control_address, ScaleRequest(1))
         assert reply.outcome == OperationReply.DONE
-        assert lines == ["worker 2: drained and stopped", "worker 1: drained and stopped"]
+        assert lines == [f"worker {i}: pid {pool.spawner.spawned[i].pid} drained and stopped" for i in (2, 1)]
+        assert reply.message == "scaled from 3 to 1 workers (1 serving)"
         assert [w.slot for w in reply.workers] == [0]
         assert [w.exited.is_set() for w in pool.spawner.spawned] == [False, True, True]
         assert pool.pool.state is PoolState.READY
@@ -173,3 +175,23 @@ async def test_a_recycling_whose_replacement_failed_is_tried_again(control_addre
         await pool.until(lambda: pool.pool.slots[0].generation == 3 and pool.pool.slots[0].serving)
         assert [w.generation for w in pool.spawner.spawned] == [1, 2, 3]
         await pool.until(lambda: pool.spawner.spawned[0].stopped_at is not None)  # the bloated one retired
+
+
+async def test_scaling_down_says_how_each_worker_ended(control_address):
+    """Every removed worker was reported 'drained and stopped', even one killed because it
+    never became ready (found in review)."""
+
+    async def stuck_loading(worker: FakeWorker) -> None:
+        configure = await worker.join()
+        await worker.beat(configure.settings.heartbeat_interval)  # alive, deaf to Stop, never ready
+
+    script = by_generation(s1g1=crash_after_ready, s1g2=stuck_loading)
+    async with running(control_address, script, workers=2) as pool:
+        await pool.until(lambda: pool.pool.slots[0].serving)
+        loading = pool.pool.slots[1]
+        await pool.until(lambda: loading.generation == 2 and loading.current.state is State.CONNECTED)
+        reply, lines = await operate(control_address, ScaleRequest(1))
+        assert reply.outcome == OperationReply.DONE, reply.message
+        stuck = pool.spawner.spawned[2]
+        assert lines == [f"worker 1: pid {stuck.pid} killed (it was retired before it was ready)"]
+        assert reply.message == "scaled from 2 to 1 workers (1 serving)"
