@@ -157,7 +157,10 @@ class WorkerSettings:
     )
     access_log: bool = setting(False, "log a line for every request (off by default)")
     keep_alive: float = setting(
-        5.0, "how long an idle kept-alive HTTP connection stays open", metavar="SECONDS", minimum=0
+        5.0,
+        "how long an idle kept-alive HTTP connection stays open (0: none, each connection closes)",
+        metavar="SECONDS",
+        minimum=0,
     )
     #: How often the worker's event loop reports in; the supervisor derives it from its timeout.
     heartbeat_interval: float = setting(1.0, "seconds between heartbeats", minimum=0.01, internal=True)

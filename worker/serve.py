@@ -26,6 +26,9 @@ logger = logging.getLogger("worker")
 
 #: Drain time when the supervisor vanishes without saying how long.
 ORPHAN_GRACE = 10.0
+#: With --keep-alive 0, how long a new connection may take to send its request (hypercorn's
+#: default keep-alive timeout).
+FIRST_REQUEST_TIMEOUT = 5.0
 #: A supervisor that does not welcome and configure a worker in this time is not coming.
 HANDSHAKE_TIMEOUT = 30.0
 
@@ -64,6 +67,12 @@ def hypercorn_config(settings: WorkerSettings) -> Config:
     config.errorlog = http_log
     config.graceful_timeout = settings.grace
     config.keep_alive_timeout = settings.keep_alive
+    if settings.keep_alive == 0:
+        # No keep-alive: hypercorn says `Connection: close` on each connection's first response
+        # and h11 closes the connection after it. hypercorn's idle timer also bounds the wait for
+        # that first request, which a timeout of 0 would cut off before it arrived.
+        config.keep_alive_max_requests = 1
+        config.keep_alive_timeout = FIRST_REQUEST_TIMEOUT
     return config
 
 

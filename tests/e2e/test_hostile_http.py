@@ -6,6 +6,7 @@ answers health quickly, and keeps its memory bounded."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -89,6 +90,49 @@ def test_a_connection_its_client_closed_is_closed_at_once(launch):
         assert response.startswith(b"HTTP/1.1 200")
         conn.shutdown(socket.SHUT_WR)  # the client is done
         assert conn.recv(65536) == b"", "the server should close its side too"  # within 10 s, not 30
+
+
+def read_response(conn: socket.socket) -> tuple[bytes, bytes]:
+    """One response's head and body (by its Content-Length) from ``conn``."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = conn.recv(65536)
+        assert chunk, f"closed without a response: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, f"closed in the middle of a response: {head!r}"
+        body += chunk
+    return head, body
+
+
+def test_keep_alive_0_closes_every_connection_after_its_response(launch):
+    pool = launch("--keep-alive", "0", workers=1)
+    url = urllib.parse.urlsplit(pool.wait_ready())
+    request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((url.hostname, url.port), timeout=10) as idle:
+        # A connection that does not send its request at once is still waiting for it, not
+        # closed for having been idle: keep-alive 0 is about the time between requests.
+        for _ in range(2):
+            with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+                conn.sendall(request)
+                head, body = read_response(conn)
+                assert head.startswith(b"HTTP/1.1 200") and body == b'{"live":true}'
+                assert re.search(rb"(?im)^connection: *close\r?$", head), head
+                # The server closes the connection, within the socket's timeout: a second
+                # request on it gets no answer.
+                assert conn.recv(65536) == b""
+                try:
+                    conn.sendall(request)
+                    assert conn.recv(65536) == b""
+                except ConnectionError:
+                    pass  # the server's side is gone: it answered the second request with a reset
+        idle.sendall(request)
+        head, _ = read_response(idle)
+        assert head.startswith(b"HTTP/1.1 200") and re.search(rb"(?im)^connection: *close\r?$", head), head
+        assert idle.recv(65536) == b""
 
 
 def big_json_infer(megabytes: int) -> bytes:

@@ -203,7 +203,15 @@ BAD_REQUESTS = [
         400,
         "'shape' must be a list",
     ),
-    ("strings as data", "POST", "/v2/models/mlp/infer", infer_json(data=["a"] * 128), {}, 400, "'data' must be"),
+    (
+        "strings as data",
+        "POST",
+        "/v2/models/mlp/infer",
+        infer_json(data=["a"] * 128),
+        {},
+        400,
+        "must be numbers, not str",
+    ),
     (
         "no data",
         "POST",
@@ -437,6 +445,50 @@ async def test_statistics_count_successes_and_failures(app):
         assert key in entry
     all_stats = (await call(app, "GET", "/v2/models/stats")).json()
     assert [e["name"] for e in all_stats["model_stats"]] == ["mlp"]
+
+
+def pool_counters(executions, inferences, failures):
+    """A pool-wide snapshot of the demo model, as the supervisor sums it."""
+    durations = {"success": {"count": executions, "ns": 1000 * executions}, "fail": {"count": failures, "ns": 7}}
+    return {
+        "mlp": {
+            "version": "1",
+            "last_inference": 1,
+            "inference_count": inferences,
+            "execution_count": executions,
+            "inference_stats": durations,
+        }
+    }
+
+
+async def test_pool_statistics_never_go_backwards():
+    """A client polling the pool's counters saw them drop to one worker's share whenever the
+    supervisor did not answer in time, then jump back."""
+    silent = None  # the supervisor does not answer in time: the link falls back to the worker's own
+    answers = [pool_counters(1000, 2000, 0), silent, pool_counters(900, 5000, 5), silent]
+
+    async def pool_stats(own):
+        answer = answers.pop(0)
+        return own if answer is silent else answer
+
+    app = InferenceApp([demo_model()], ServingState(), pool_stats=pool_stats)
+    assert (await call(app, "POST", "/v2/models/mlp/infer", infer_json())).status == 200
+
+    async def shown(path="/v2/models/stats"):
+        (entry,) = (await call(app, "GET", path)).json()["model_stats"]
+        s = entry["inference_stats"]
+        return entry["execution_count"], entry["inference_count"], s["success"]["count"], s["fail"]["count"]
+
+    assert await shown() == (1000, 2000, 1000, 0)
+    # Silent: the worker's own counters (1 execution, now 1 failure) against the pool's it
+    # answered before, counter by counter.
+    assert (await call(app, "POST", "/v2/models/mlp/infer", b"{bad")).status == 400
+    assert await shown() == (1000, 2000, 1000, 1)
+    # An answer lower in some counters (a worker's share lost) and higher in others.
+    assert await shown() == (1000, 5000, 1000, 5)
+    # Silent again; a model's own stats read the same highest counters.
+    assert await shown("/v2/models/mlp/stats") == (1000, 5000, 1000, 5)
+    assert not answers
 
 
 async def test_model_exception_is_a_500_not_a_dead_worker():

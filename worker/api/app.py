@@ -22,7 +22,7 @@ from ..models import Model, ModelError
 from . import jsonio, openapi, tensors
 from .errors import HTTPError, bad_request, not_found
 from .metrics import Metrics
-from .stats import ModelStats, as_triton
+from .stats import ModelStats, as_triton, highest
 
 logger = logging.getLogger("worker.api")
 access = logging.getLogger("worker.access")
@@ -85,6 +85,8 @@ class InferenceApp:
         #: they would only multiply the memory their Python objects take.
         self.bodies = ByteBudget(max_body_size)
         self._pool_stats = pool_stats
+        #: The highest pool-wide counters answered so far (see ``_model_stats``).
+        self._pool_seen: dict[str, Any] = {}
         self._pid = str(os.getpid()).encode()
         self.openapi = openapi.document(models)
         self.metrics = Metrics(list(self.models))
@@ -213,10 +215,12 @@ class InferenceApp:
 
     async def _model_stats(self, names: list[str]) -> list[dict[str, Any]]:
         own = self.own_stats()
-        pool = own
-        if self._pool_stats is not None:
-            pool = await self._pool_stats(own)
-        return [as_triton(name, pool.get(name, own[name])) for name in names]
+        pool = own if self._pool_stats is None else await self._pool_stats(own)
+        # When the supervisor cannot answer in time the link falls back to this worker's own
+        # counters, a fraction of the pool's. Clients poll these counters and subtract: none may
+        # ever be less than it was in an earlier answer.
+        self._pool_seen = highest(self._pool_seen, highest(own, pool))
+        return [as_triton(name, self._pool_seen[name]) for name in names]
 
     @asynccontextmanager
     async def _body(self, scope: Scope, receive: Receive, limit: int | None = None) -> AsyncIterator[bytes]:

@@ -1,7 +1,8 @@
 """Per-model inference statistics, in the shape of Triton's statistics extension.
 
 A worker keeps cumulative counters; the supervisor sums them over every worker (see
-``supervisor.stats``), so counters here only ever grow.
+``supervisor.stats``), so counters here only ever grow, and :func:`highest` keeps what a worker
+answers for the pool growing too.
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ class ModelStats:
             }
 
 
+def highest(earlier: Any, later: Any) -> Any:
+    """``later``, with every counter at least what it was in ``earlier``: the element-wise
+    maximum of two snapshots (dicts are merged key by key; where either value is not a count,
+    ``later``'s wins, or ``earlier``'s if ``later`` lacks the key)."""
+    if isinstance(earlier, dict) and isinstance(later, dict):
+        return {**earlier, **{key: highest(earlier.get(key), value) for key, value in later.items()}}
+    if _is_count(earlier) and _is_count(later):
+        return max(earlier, later)
+    return later
+
+
 def as_triton(name: str, snapshot: Any) -> dict[str, Any]:
     """One entry of ``model_stats`` from a (possibly pool-summed) snapshot.
 
@@ -93,4 +105,8 @@ def as_triton(name: str, snapshot: Any) -> dict[str, Any]:
 
 def _count(mapping: Any, key: str) -> int:
     value = mapping.get(key, 0) if isinstance(mapping, dict) else 0
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if _is_count(value) else 0
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

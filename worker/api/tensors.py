@@ -43,12 +43,67 @@ def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: s
         # A flat list that does not fit is refused before anything is allocated for it.
         raise bad_request(f"{where}: 'data' has {len(data)} elements but shape {list(shape)} needs {math.prod(shape)}")
     try:
-        array = np.asarray(data, dtype=spec.dtype)
+        values = np.asarray(data)  # of the kind numpy infers: bool, int, float, str or object
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise bad_request(f"{where}: 'data' must be a (flat or nested) list of {spec.datatype} values") from None
-    if array.size != math.prod(shape):
-        raise bad_request(f"{where}: 'data' has {array.size} elements but shape {list(shape)} needs {math.prod(shape)}")
-    return array.reshape(shape)
+    if values.size != math.prod(shape):
+        raise bad_request(
+            f"{where}: 'data' has {values.size} elements but shape {list(shape)} needs {math.prod(shape)}"
+        )
+    return _typed(values, data, spec, where).reshape(shape)
+
+
+#: Per kind of datatype (numpy's kind codes): the kinds numpy may read its JSON values as, the
+#: same as Python types, and what to call them.
+_TAKES = {
+    "b": ("b", (bool,), "true or false"),
+    "i": ("iu", (int,), "integers"),
+    "u": ("iu", (int,), "integers"),
+    "f": ("iuf", (int, float), "numbers"),
+}
+
+
+def _typed(values: np.ndarray, data: object, spec: TensorSpec, where: str) -> np.ndarray:
+    """``values``, numpy's reading of the JSON ``data``, as an array of ``spec``'s datatype.
+
+    A 400 for values of the wrong JSON type (strings, null, booleans as numbers, numbers as
+    booleans, fractions as integers) and for values the datatype cannot hold, which numpy would
+    parse, wrap or round to infinity. What is checked is the kind numpy infers for the whole
+    array, then its minimum and maximum (for floats, the cast's finiteness): a million values
+    cost a few milliseconds more than converting them unchecked. So a boolean among numbers,
+    which numpy reads as 0 or 1, passes: catching it would take a pass over the values as long
+    as the conversion itself.
+    """
+    if not values.size:
+        return values.astype(spec.dtype)
+    if values.dtype.kind not in _TAKES[spec.dtype.kind][0]:
+        values = _exactly(data, spec, where)
+    if spec.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            array = values.astype(spec.dtype)
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise bad_request(f"{where}: value {values.flat[np.argmin(finite)]} is not finite as {spec.datatype}")
+        return array
+    if spec.dtype.kind in "iu":
+        info = np.iinfo(spec.dtype)
+        low, high = values.min(), values.max()
+        if low < info.min or high > info.max:
+            raise bad_request(f"{where}: value {low if low < info.min else high} is out of range for {spec.datatype}")
+    return values.astype(spec.dtype)
+
+
+def _exactly(data: object, spec: TensorSpec, where: str) -> np.ndarray:
+    """``data`` as an array of Python objects, when numpy read it as a kind ``spec`` does not
+    take: its values one by one, to name the first of the wrong type. Only integers can pass:
+    some past int64 beside smaller ones, which numpy reads as floats."""
+    _, types, what = _TAKES[spec.dtype.kind]
+    values = np.asarray(data, dtype=object)
+    for value in values.flat:
+        if type(value) not in types:  # type(), not isinstance(): a bool is no integer here
+            name = "null" if value is None else type(value).__name__
+            raise bad_request(f"{where}: {spec.datatype} data must be {what}, not {name}")
+    return values
 
 
 #: The most bytes one value takes in a JSON request (a float's repr, a comma, some spacing).
@@ -287,9 +342,10 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
         raise bad_request(f"V1 predict needs a model with one input; {model.name!r} has {len(model.inputs)}")
     (spec,) = model.inputs
     try:
-        array = np.asarray(instances, dtype=spec.dtype)
+        values = np.asarray(instances)
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise bad_request(f"'instances' must be a list of equal-length lists of {spec.datatype} values") from None
+    array = _typed(values, instances, spec, f"input {spec.name!r}")
     if not spec.accepts(array.shape):
         raise bad_request(f"'instances' has shape {list(array.shape)}, but {spec.name!r} needs {list(spec.shape)}")
     _check_batch(model, {spec.name: array})
