@@ -1,19 +1,22 @@
-"""Throughput of the pool by worker count, as ratios against bare hypercorn in the same run.
+"""Throughput of the pool by worker count and HTTP server, as ratios against bare hypercorn in
+the same run.
 
     python benchmarks/throughput.py [--workers 1 2 4] [--seconds 5] [--connections 16] [--rows 1]
-    python benchmarks/throughput.py --rounds 6 --workers 2
+    python benchmarks/throughput.py --rounds 6 --workers 2 [--http uvicorn]
 
-First the baseline: the same inference app served by one bare hypercorn process, no
-supervisor. Then ``supervisor start --workers N`` for each N. Each is loaded with wrk (Debian's
-``wrk``) over keep-alive connections with V2 JSON infer requests for the demo model; one row
-each: requests/s, latency percentiles, and the ratio to the baseline. This machine is shared
-and noisy: read the ratios, not the absolute numbers. Results go to benchmarks/results/ as
-CSV and JSON, and as a PNG when matplotlib is installed.
+First the baselines: the same inference app served by one bare hypercorn process, and by one
+bare uvicorn process, no supervisor. Then ``supervisor start --workers N --http S`` for each
+server S and each N. Each is loaded with wrk (Debian's ``wrk``) over keep-alive connections
+with V2 JSON infer requests for the demo model; one row each: requests/s, latency percentiles,
+and the ratio to bare hypercorn. This machine is shared and noisy: read the ratios, not the
+absolute numbers. Results go to benchmarks/results/ as CSV and JSON, and as a PNG when
+matplotlib is installed.
 
 With ``--rounds R`` it measures balance instead: R rounds, each bare ``hypercorn --workers N``
-then the pool with N workers, back to back, and prints each round's ratio, the worst and the
-median. Kept-alive connections stay on the worker that accepted them, so a server whose workers
-split them unevenly runs, round after round, at a fraction of its cores.
+(or ``uvicorn``, with ``--http uvicorn``) then the pool with N workers and the same server,
+back to back, and prints each round's ratio, the worst and the median. Kept-alive connections
+stay on the worker that accepted them, so a server whose workers split them unevenly runs,
+round after round, at a fraction of its cores.
 """
 
 from __future__ import annotations
@@ -45,15 +48,22 @@ from benchmarks.common import (
     wrk_script,
 )
 
+#: The bare servers, each serving the same app with no supervisor: ``--workers N`` is appended.
+BARE = {
+    "hypercorn": [sys.executable, "-m", "hypercorn", "benchmarks.bare_app:app"],
+    # uvicorn's defaults pick httptools and uvloop when installed, as our uvicorn extra does.
+    "uvicorn": [sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", "--no-access-log"],
+}
 
-def start_bare(workers: int = 1) -> tuple[subprocess.Popen[str], str]:
-    """hypercorn serving the worker's app, with no supervisor around it."""
+
+def start_bare(workers: int = 1, server: str = "hypercorn") -> tuple[subprocess.Popen[str], str]:
+    """``server`` serving the worker's app, with no supervisor around it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "hypercorn", "benchmarks.bare_app:app", "--bind", f"127.0.0.1:{port}"]
+    address = ["--bind", f"127.0.0.1:{port}"] if server == "hypercorn" else ["--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--workers", str(workers)],
+        [*BARE[server], *address, "--workers", str(workers)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -66,34 +76,34 @@ def start_bare(workers: int = 1) -> tuple[subprocess.Popen[str], str]:
         except OSError:
             time.sleep(0.1)  # a benchmark's poll for a port: nothing to wait on
     process.kill()
-    raise SystemExit("bare hypercorn did not start")
+    raise SystemExit(f"bare {server} did not start")
 
 
 def balance(args: argparse.Namespace, load: Callable[[str], dict[str, float]]) -> int:
-    workers = args.workers[0]
+    workers, server = args.workers[0], args.http
     rounds = []
     for number in range(1, args.rounds + 1):
-        process, url = start_bare(workers)
+        process, url = start_bare(workers, server)
         try:
             bare = load(url)
         finally:
             process.terminate()
             process.wait(30)
-        with Pool(workers) as pool:
+        with Pool(workers, "--http", server) as pool:
             ours = load(pool.url)
         ratio = ours["rps"] / (bare["rps"] or 1.0)
         rounds.append({"round": number, "bare_rps": bare["rps"], "pool_rps": ours["rps"], "ratio": ratio})
         print(
-            f"round {number}: bare hypercorn {bare['rps']:.0f} req/s, pool {ours['rps']:.0f} req/s: {ratio:.2f}x",
+            f"round {number}: bare {server} {bare['rps']:.0f} req/s, pool {ours['rps']:.0f} req/s: {ratio:.2f}x",
             flush=True,
         )
     ratios = sorted(r["ratio"] for r in rounds)
     median = statistics.median(ratios)
     print(
         f"{workers} workers, {args.connections} kept-alive connections, {args.seconds}s a run: "
-        f"pool / bare hypercorn --workers {workers}: worst {ratios[0]:.2f}x, median {median:.2f}x"
+        f"pool --http {server} / bare {server} --workers {workers}: worst {ratios[0]:.2f}x, median {median:.2f}x"
     )
-    save("balance", rounds)
+    save(f"balance-{server}", rounds)
     return 0
 
 
@@ -104,6 +114,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rows", type=int, default=1, help="batch size of each request")
     parser.add_argument("--rounds", type=int, default=0, help="measure balance: R rounds of bare vs pool")
+    parser.add_argument(
+        "--http", choices=sorted(BARE), default="hypercorn", help="with --rounds: the server of both, bare and pool"
+    )
     args = parser.parse_args()
     require_wrk()
     rows: list[dict[str, Any]] = []
@@ -118,15 +131,17 @@ def main() -> int:
         if args.rounds:
             return balance(args, load)
 
-        process, url = start_bare()
-        try:
-            rows.append({"server": "bare hypercorn, 1 process", **load(url)})
-        finally:
-            process.terminate()
-            process.wait(30)
-        for workers in args.workers:
-            with Pool(workers) as pool:
-                rows.append({"server": f"supervisor, {workers} workers", **load(pool.url)})
+        for server in sorted(BARE):
+            process, url = start_bare(1, server)
+            try:
+                rows.append({"server": f"bare {server}, 1 process", **load(url)})
+            finally:
+                process.terminate()
+                process.wait(30)
+        for server in sorted(BARE):
+            for workers in args.workers:
+                with Pool(workers, "--http", server) as pool:
+                    rows.append({"server": f"supervisor --http {server}, {workers} workers", **load(pool.url)})
     base = rows[0]["rps"] or 1.0
     for row in rows:
         row["vs_bare"] = row["rps"] / base

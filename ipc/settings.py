@@ -13,6 +13,7 @@ by the supervisor, never by the user.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from collections.abc import Callable
 from typing import Any
@@ -136,6 +137,18 @@ def check_model_specs(specs: list[str]) -> None:
             raise ValueError(f"{spec!r} is not NAME=PATH.npz or NAME=module:Factory")
 
 
+#: The HTTP servers a worker can serve with, and what each needs installed beyond the core.
+HTTP_SERVERS = {"hypercorn": (), "uvicorn": ("uvicorn", "httptools")}
+
+
+def check_http_server(name: str) -> None:
+    if name not in HTTP_SERVERS:
+        raise ValueError(f"must be one of {', '.join(HTTP_SERVERS)}, not {name!r}")
+    missing = [module for module in HTTP_SERVERS[name] if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ValueError(f"{name} is not installed: pip install 'inference-supervisor[{name}]'")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """Everything a worker needs to know to load and serve, sent in ``Configure``."""
@@ -161,6 +174,12 @@ class WorkerSettings:
         "how long an idle kept-alive HTTP connection stays open (0: none, each connection closes)",
         metavar="SECONDS",
         minimum=0,
+    )
+    http: str = setting(
+        "hypercorn",
+        "the HTTP server: hypercorn, or uvicorn (faster; pip install 'inference-supervisor[uvicorn]')",
+        metavar="SERVER",
+        check=check_http_server,
     )
     #: How often the worker's event loop reports in; the supervisor derives it from its timeout.
     heartbeat_interval: float = setting(1.0, "seconds between heartbeats", minimum=0.01, internal=True)

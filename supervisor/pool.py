@@ -54,7 +54,7 @@ from ipc.messages import (
 from .lifecycle import Event, PoolEvent, PoolLifecycle, PoolState, State, TransitionError
 from .policy import RestartRules, Restarts, Timeouts
 from .settings import Settings
-from .spawn import Spawner, SpawnRequest
+from .spawn import Spawner, SpawnRequest, event_loop
 from .stats import StatsBook
 from .workers import Slot, WorkerProcess
 
@@ -191,7 +191,13 @@ class Pool:
         slot.respawn_at = None
         pool = self.settings.pool
         request = SpawnRequest(
-            self.control_address, slot.index, slot.generation + 1, self._threads(), pool.log_format, pool.log_level
+            self.control_address,
+            slot.index,
+            slot.generation + 1,
+            self._threads(),
+            pool.log_format,
+            pool.log_level,
+            event_loop(self.worker_settings.http),
         )
         try:
             handle = self.spawner.spawn(request)

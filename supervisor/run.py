@@ -179,8 +179,8 @@ class Supervisor:
         await pool.wait_until(lambda: pool.state is not PoolState.STARTING or self._stop_requested.is_set())
         if pool.state is PoolState.READY:
             logger.info(
-                "pool ready: %d workers serving %s (control: %s, pid %d)",
-                len(pool.slots), address, self.control, os.getpid(),
+                "pool ready: %d workers serving %s with %s (control: %s, pid %d)",
+                len(pool.slots), address, pool.worker_settings.http, self.control, os.getpid(),
             )  # fmt: skip
         return EXIT_OK
 

@@ -21,6 +21,7 @@ in front of the pool's own packages, so a ``worker.py`` there cannot shadow them
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import os
@@ -49,6 +50,16 @@ class SpawnRequest:
     threads: int = 1
     log_format: str = "text"
     log_level: str = "info"
+    #: The event loop the worker runs: "asyncio", or "uvloop" (chosen before the handshake).
+    loop: str = "asyncio"
+
+
+def event_loop(http: str) -> str:
+    """The worker's event loop: uvloop under uvicorn where it is installed (never on Windows),
+    as uvicorn's own ``--loop auto`` picks; asyncio otherwise."""
+    if http == "uvicorn" and sys.platform != "win32" and importlib.util.find_spec("uvloop") is not None:
+        return "uvloop"
+    return "asyncio"
 
 
 #: What numerical libraries read for their thread pools, set before the worker imports any.
@@ -133,6 +144,7 @@ class SubprocessSpawner:
             "--parent", str(os.getpid()),
             "--log-format", request.log_format,
             "--log-level", request.log_level,
+            "--loop", request.loop,
         ]  # fmt: skip
 
     def spawn(self, request: SpawnRequest) -> Subprocess:

@@ -26,11 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, default=0, help="the supervisor's pid (__main__ binds to it)")
     parser.add_argument("--log-format", choices=logs.FORMATS, default="text")
     parser.add_argument("--log-level", choices=logs.LEVELS, default="info")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     pid = os.getpid()
     who = f"worker[{args.slot} pid {pid}]"
     logs.configure(args.log_format, args.log_level, who, process="worker", slot=args.slot, pid=pid)
-    outcome = anyio.run(run_worker, args.control, args.slot, args.generation)
+    options = {"use_uvloop": args.loop == "uvloop"}
+    outcome = anyio.run(run_worker, args.control, args.slot, args.generation, backend_options=options)
     # anyio's idle worker threads end with the loop; a predict still running past the grace
     # period does not, nor a model load abandoned by a stop. Their work is already reported as
     # dropped or abandoned: waiting for them would only turn a clean exit into a kill.

@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from hypercorn.config import Config
 
 import ipc
 from ipc.messages import Configure, Error, Ready, Stop
@@ -26,9 +25,6 @@ logger = logging.getLogger("worker")
 
 #: Drain time when the supervisor vanishes without saying how long.
 ORPHAN_GRACE = 10.0
-#: With --keep-alive 0, how long a new connection may take to send its request (hypercorn's
-#: default keep-alive timeout).
-FIRST_REQUEST_TIMEOUT = 5.0
 #: A supervisor that does not welcome and configure a worker in this time is not coming.
 HANDSHAKE_TIMEOUT = 30.0
 
@@ -57,23 +53,6 @@ def allow_imports_from(folder: str) -> None:
     with ``-P``, and the embeddable Windows interpreter never puts it on the path at all."""
     if folder and folder not in sys.path:
         sys.path.append(folder)
-
-
-def hypercorn_config(settings: WorkerSettings) -> Config:
-    config = Config()
-    config.accesslog = None
-    http_log = logging.getLogger("worker.http")
-    http_log.setLevel(logging.WARNING)
-    config.errorlog = http_log
-    config.graceful_timeout = settings.grace
-    config.keep_alive_timeout = settings.keep_alive
-    if settings.keep_alive == 0:
-        # No keep-alive: hypercorn says `Connection: close` on each connection's first response
-        # and h11 closes the connection after it. hypercorn's idle timer also bounds the wait for
-        # that first request, which a timeout of 0 would cut off before it arrived.
-        config.keep_alive_max_requests = 1
-        config.keep_alive_timeout = FIRST_REQUEST_TIMEOUT
-    return config
 
 
 async def run_worker(address: str, slot: int, generation: int) -> Outcome:
@@ -115,7 +94,6 @@ class Worker:
         self.sock = sock
         self.settings = settings
         self.state = ServingState()
-        self.config = hypercorn_config(settings)
         self.app: InferenceApp | None = None
         #: Set by a Stop message, or by the channel closing (then with ORPHAN_GRACE).
         self.stop_requested = anyio.Event()
@@ -137,9 +115,8 @@ class Worker:
         else:
             logger.info("stop received: draining %d requests in flight (grace %gs)", self.state.in_flight, stop.grace)
         self.stop = stop or Stop(ORPHAN_GRACE)
-        # Readiness turns 503 at once; the server reads graceful_timeout when the trigger fires.
+        # Readiness turns 503 at once; the server reads the grace period when the trigger fires.
         self.state.draining = True
-        self.config.graceful_timeout = self.stop.grace
         self.stop_requested.set()
 
     def _counts(self) -> tuple[int, int]:
@@ -211,7 +188,7 @@ class Worker:
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(drain_when_asked)
             task_group.start_soon(announce_ready)
-            await http.serve(app, self.config, self.sock, shutdown.wait)
+            await http.serve(app, settings, self.sock, shutdown.wait, grace=lambda: self.stop.grace)
             task_group.cancel_scope.cancel()
         completed = self.state.completed - completed_before_drain
         logger.info("drained: %d in-flight requests finished, %d dropped", completed, self.state.dropped)

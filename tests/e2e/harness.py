@@ -193,8 +193,8 @@ class Pool:
             raise AssertionError(f"{exc}\n--- supervisor output ---\n{self.output}") from None
 
     def wait_ready(self, timeout: float = DEADLINE) -> str:
-        match = self.wait_for_line(r"pool ready: \d+ workers serving (http://\S+)", timeout)
-        self.url = match.group(1)
+        match = self.wait_for_line(r"pool ready: \d+ workers serving (http://\S+) with (\w+)", timeout)
+        self.url, self.http_server = match.group(1), match.group(2)
         return self.url
 
     def cli(self, *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:

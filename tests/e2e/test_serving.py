@@ -94,6 +94,17 @@ def test_a_busy_model_does_not_block_the_worker(launch, gate):
     assert results[0][0] == 200
 
 
+def test_the_pool_serves_with_the_http_server_it_was_given(launch):
+    """The suite runs twice on Linux, the second time with INFERENCE_SUPERVISOR_HTTP=uvicorn."""
+    expected = os.environ.get("INFERENCE_SUPERVISOR_HTTP", "hypercorn")
+    pool = launch(workers=1)
+    url = pool.wait_ready()
+    assert pool.http_server == expected
+    status, headers, _ = http("GET", f"{url}/v2/health/live")
+    # hypercorn names itself in a Server header; uvicorn, as a worker configures it, does not.
+    assert status == 200 and headers.get("server") == ("hypercorn-h11" if expected == "hypercorn" else None), headers
+
+
 def test_readiness_turns_503_before_the_worker_stops_accepting(launch):
     pool = launch("--drain-delay", "15", "--grace", "5", workers=1)
     url = pool.wait_ready()

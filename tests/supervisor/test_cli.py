@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -118,6 +119,17 @@ def test_usage_errors_are_one_line_and_exit_2(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("supervisor start: error: argument --workers")
+
+
+def test_an_http_server_not_installed_names_its_extra(capsys, monkeypatch):
+    find_spec = importlib.util.find_spec
+    missing = {"httptools"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["start", "--http", "uvicorn"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "uvicorn is not installed: pip install 'inference-supervisor[uvicorn]'" in err
 
 
 def test_bad_environment_is_one_line_and_exit_2(capsys, monkeypatch):

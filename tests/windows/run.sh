@@ -3,7 +3,9 @@
 #   1. in-process tests with the Windows interpreter (codec, named-pipe transport, the pool with
 #      fake workers over named pipes, the HTTP API, Proactor facts);
 #   2. the end-to-end tests with the supervisor and its workers running as Windows processes,
-#      driven from Linux: HTTP from Linux, `supervisor stop` with the Windows interpreter.
+#      driven from Linux: HTTP from Linux, `supervisor stop` with the Windows interpreter;
+#   3. the end-to-end tests of what an HTTP server does (serving, hostile HTTP, zero-loss
+#      operations, stop and drain, real clients) again, the pool serving with --http uvicorn.
 # Extra arguments go to the second pytest run.
 set -euo pipefail
 
@@ -30,3 +32,8 @@ status=${PIPESTATUS[0]}
 
 echo "== Windows suite, part 2: end to end, supervisor and workers under Wine"
 WINDOWS_PYTHON=$windows_python python3 -m pytest -q -n 2 -p no:cacheprovider tests/e2e "$@"
+
+echo "== Windows suite, part 3: the HTTP server's part of end to end again, with --http uvicorn"
+INFERENCE_SUPERVISOR_HTTP=uvicorn WINDOWS_PYTHON=$windows_python python3 -m pytest -q -n 2 -p no:cacheprovider \
+    tests/e2e/test_serving.py tests/e2e/test_hostile_http.py tests/e2e/test_operations.py \
+    tests/e2e/test_pool.py tests/e2e/test_clients.py

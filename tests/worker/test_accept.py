@@ -7,7 +7,7 @@ import threading
 import anyio
 import pytest
 
-from worker.http import ACCEPT_BACKOFF_MAX, _ThreadAcceptor
+from worker.http.accept import ACCEPT_BACKOFF_MAX, ThreadAcceptor
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +34,7 @@ class FailingSocket:
 
 async def test_a_repeating_accept_error_is_backed_off():
     sock = FailingSocket()
-    acceptor = _ThreadAcceptor(sock, lambda: 0)  # type: ignore[arg-type]
+    acceptor = ThreadAcceptor(sock, lambda: 0)  # type: ignore[arg-type]
     acceptor.start(lambda conn: pytest.fail("nothing can be accepted"))
     await anyio.sleep(2.0)  # the thread's own pace is what is measured
     await acceptor.stop()

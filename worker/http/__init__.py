@@ -1,0 +1,119 @@
+"""Serve an ASGI app on the pool's shared listening socket, with hypercorn or uvicorn.
+
+The worker accepts connections itself (:mod:`.accept`) and hands each one to the HTTP server
+the pool was started with (``--http``): hypercorn's h11 protocol (:mod:`.hypercorn_server`,
+the default) or uvicorn's httptools protocol (:mod:`.uvicorn_server`, the fast path). The rest
+is the same whichever serves, and it is here:
+
+- Ownership: every connection is a task in a task group :func:`serve` owns, so when it
+  returns no connection of this worker is left running anywhere.
+- Start and end: the app's ASGI lifespan (hypercorn's runner, for both servers), then accept
+  until ``shutdown_trigger`` returns, then up to the grace period for open connections.
+- Draining loses nothing: see the comment in :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import anyio
+from hypercorn.asyncio.lifespan import Lifespan
+from hypercorn.utils import wrap_app
+
+from ipc.settings import WorkerSettings
+
+from .accept import LoopAcceptor, ThreadAcceptor, no_delay
+from .hypercorn_server import HypercornServer, hypercorn_config
+
+
+class HTTPServer(Protocol):
+    """One HTTP server's way of serving the connections a worker accepts."""
+
+    async def serve_connection(self, conn: socket.socket) -> None:
+        """Serve ``conn`` until it closes; cancelled when the grace period ends."""
+
+    async def cut_off(self) -> None:
+        """The grace period is over: end what is still being served (its tasks are cancelled next)."""
+
+
+def make_server(settings: WorkerSettings, app: Any, wrapped: Any, lifespan_state: dict[str, Any]) -> HTTPServer:
+    if settings.http == "uvicorn":
+        from .uvicorn_server import UvicornServer  # only with the extra installed
+
+        return UvicornServer(app, settings, lifespan_state)
+    return HypercornServer(wrapped, hypercorn_config(settings), lifespan_state)
+
+
+async def serve(
+    app: Any,
+    settings: WorkerSettings,
+    sock: socket.socket,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    grace: Callable[[], float],
+) -> None:
+    """Serve ``app`` on ``sock`` until ``shutdown_trigger`` returns, then drain for ``grace()``."""
+    loop = asyncio.get_running_loop()
+    wrapped = wrap_app(app, 0, "asgi")
+    lifespan_state: dict[str, Any] = {}
+    # The server first (uvicorn's import takes a while): the app's startup says the worker is
+    # ready, and from then on it must accept at once.
+    server = make_server(settings, app, wrapped, lifespan_state)
+    lifespan = Lifespan(wrapped, hypercorn_config(settings), loop, lifespan_state)
+    lifespan_task = loop.create_task(lifespan.handle_lifespan())
+    await lifespan.wait_for_startup()
+    open_connections = 0
+    all_closed = anyio.Event()
+
+    async def serve_connection(conn: socket.socket) -> None:
+        nonlocal open_connections, all_closed
+        open_connections += 1
+        try:
+            no_delay(conn)
+            await server.serve_connection(conn)
+        except OSError:
+            conn.close()  # the client left before we got to it
+        finally:
+            open_connections -= 1
+            if not open_connections:
+                all_closed.set()
+                all_closed = anyio.Event()
+
+    try:
+        async with anyio.create_task_group() as connections:
+
+            def on_connection(conn: socket.socket) -> None:
+                connections.start_soon(serve_connection, conn)
+
+            def load() -> int:
+                return open_connections
+
+            acceptor = ThreadAcceptor(sock, load) if sys.platform == "win32" else LoopAcceptor(sock, load)
+            acceptor.start(on_connection)
+            try:
+                await shutdown_trigger()
+            finally:
+                await acceptor.stop()
+            # The drain. Kept-alive connections are not closed here: closing an idle one races
+            # a request its client may be sending at that very moment, and that request would
+            # be lost. Each connection instead closes after its next response, which says
+            # `Connection: close` (the app adds it while draining), so its client reconnects,
+            # to a worker that still accepts. A connection that stays idle ends at the
+            # keep-alive timeout, as it would on any day. What is still open when the grace
+            # period ends is cut off.
+            with anyio.move_on_after(grace()):
+                while open_connections:
+                    await all_closed.wait()
+            with anyio.CancelScope(shield=True):
+                await server.cut_off()
+            connections.cancel_scope.cancel()
+    finally:
+        await lifespan.wait_for_shutdown()
+        lifespan_task.cancel()
+        try:
+            await lifespan_task
+        except asyncio.CancelledError:
+            pass
