@@ -137,6 +137,22 @@ def check_model_specs(specs: list[str]) -> None:
             raise ValueError(f"{spec!r} is not NAME=PATH.npz or NAME=module:Factory")
 
 
+#: The longest dynamic batching may wait for more requests, in milliseconds.
+MAX_BATCH_DELAY_MS = 1000.0
+
+
+def check_batch_delays(specs: list[str]) -> None:
+    """Each is ``NAME=MS``, MS a number of milliseconds within the batch delay's bounds."""
+    for spec in specs:
+        name, sep, ms = spec.partition("=")
+        try:
+            delay = float(ms)
+        except ValueError:
+            delay = math.nan
+        if not sep or not name or not math.isfinite(delay) or not 0 <= delay <= MAX_BATCH_DELAY_MS:
+            raise ValueError(f"{spec!r} is not NAME=MS with MS from 0 to {MAX_BATCH_DELAY_MS:g}")
+
+
 #: The HTTP servers a worker can serve with, and what each needs installed beyond the core.
 HTTP_SERVERS = {"hypercorn": (), "uvicorn": ("uvicorn", "httptools")}
 
@@ -174,6 +190,21 @@ class WorkerSettings:
         "how long an idle kept-alive HTTP connection stays open (0: none, each connection closes)",
         metavar="SECONDS",
         minimum=0,
+    )
+    batch_delay: float = setting(
+        0.0,
+        "dynamic batching: join requests that arrive within this many milliseconds into one model call,"
+        " for every model that batches (max_batch_size > 0); 0: off",
+        metavar="MS",
+        minimum=0,
+        maximum=MAX_BATCH_DELAY_MS,
+    )
+    model_batch_delays: list[str] = setting(
+        [],
+        "dynamic batching for one model, over --batch-delay: NAME=MS; repeatable",
+        metavar="NAME=MS",
+        check=check_batch_delays,
+        flag="--model-batch-delay",
     )
     http: str = setting(
         "hypercorn",

@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples(
             "supervisor start --workers 4",
             "supervisor start --model mine=weights/mine.npz --bind 0.0.0.0:8080",
+            "supervisor start --workers 2 --http uvicorn --batch-delay 2   # the fast path",
             "INFERENCE_SUPERVISOR_WORKERS=2 supervisor start --config pool.toml",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

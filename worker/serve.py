@@ -18,6 +18,7 @@ from ipc.settings import WorkerSettings
 
 from . import http
 from .api import InferenceApp, ServingState
+from .api.batching import delays
 from .link import HandshakeError, PoolStoppingError, SupervisorLink
 from .models import Model, ModelError, load_models
 
@@ -99,6 +100,8 @@ class Worker:
         self.stop_requested = anyio.Event()
         self.stop = Stop(ORPHAN_GRACE)
         self._loading = anyio.CancelScope()
+        #: Dynamic batching's delay per model, in seconds, once the models are loaded.
+        self.batch_delays: dict[str, float] = {}
 
     def on_stop(self, stop: Stop | None) -> None:
         """A Stop from the supervisor, or ``None``: the channel closed, the supervisor is gone."""
@@ -117,6 +120,8 @@ class Worker:
         self.stop = stop or Stop(ORPHAN_GRACE)
         # Readiness turns 503 at once; the server reads the grace period when the trigger fires.
         self.state.draining = True
+        if self.app is not None:
+            self.app.flush_batches()  # nothing waits for company any more
         self.stop_requested.set()
 
     def _counts(self) -> tuple[int, int]:
@@ -138,9 +143,11 @@ class Worker:
             models: list[Model] | None = None
             with self._loading:
                 try:
-                    models = await anyio.to_thread.run_sync(
+                    loaded = await anyio.to_thread.run_sync(
                         load_models, self.settings.models, self.settings.model_dirs, abandon_on_cancel=True
                     )
+                    self.batch_delays = delays(loaded, self.settings.batch_delay, self.settings.model_batch_delays)
+                    models = loaded
                 except Exception as exc:
                     message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
                     if not await self.link.send(Error(Error.MODEL_LOAD, message)):
@@ -167,6 +174,7 @@ class Worker:
             body_timeout=settings.body_timeout,
             access_log=settings.access_log,
             pool_stats=self.link.pool_stats,
+            batch_delays=self.batch_delays,
         )
         self.app = app
         shutdown = anyio.Event()

@@ -526,7 +526,7 @@ async def test_nan_outputs_are_a_clear_500_in_json_but_fine_in_binary():
 
 
 async def test_a_bug_in_a_route_is_a_json_500(app, monkeypatch):
-    def broken(model):
+    def broken(model, *args):
         raise KeyError("oops")
 
     monkeypatch.setattr("worker.api.tensors.model_config", broken)

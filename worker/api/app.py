@@ -14,12 +14,12 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import numpy as np
 
 import ipc
 
-from ..models import Model, ModelError
-from . import jsonio, openapi, tensors
+from ..models import Model
+from . import inference, jsonio, openapi, tensors
+from .batching import Batcher
 from .errors import HTTPError, bad_request, not_found
 from .metrics import Metrics
 from .stats import ModelStats, as_triton, highest
@@ -73,6 +73,7 @@ class InferenceApp:
         body_timeout: float = 30.0,
         access_log: bool = False,
         pool_stats: PoolStats | None = None,
+        batch_delays: Mapping[str, float] | None = None,
     ) -> None:
         self.models = {model.name: model for model in models}
         self.stats = {model.name: ModelStats(model.name, model.version) for model in models}
@@ -85,6 +86,12 @@ class InferenceApp:
         #: they would only multiply the memory their Python objects take.
         self.bodies = ByteBudget(max_body_size)
         self._pool_stats = pool_stats
+        #: Dynamic batching, by model name: the models given a delay (in seconds) that can batch.
+        self.batchers = {
+            name: Batcher(self.models[name], delay)
+            for name, delay in (batch_delays or {}).items()
+            if delay > 0 and self.models[name].max_batch_size > 0
+        }
         #: The highest pool-wide counters answered so far (see ``_model_stats``).
         self._pool_seen: dict[str, Any] = {}
         self._pid = str(os.getpid()).encode()
@@ -188,7 +195,8 @@ class InferenceApp:
             if action == "/ready":
                 return self._ready(model)
             if action == "/config":
-                return _json(tensors.model_config(model))
+                batcher = self.batchers.get(model.name)
+                return _json(tensors.model_config(model, batcher.delay if batcher else 0.0))
             return _json({"model_stats": await self._model_stats([model.name])})
         if match := _V1_MODEL.fullmatch(path):
             model = self._model(match["model"], None)
@@ -288,76 +296,39 @@ class InferenceApp:
         arrived = time.perf_counter_ns()
         stats = self.stats[model.name]
         header_length = _headers(scope).get(tensors.HEADER_LENGTH)
+        batcher = self.batchers.get(model.name)
         try:
             async with self._body(scope, receive, tensors.largest_body(model)) as body:
-                # Decoding, the model and encoding in one hop off the event loop: a large body
-                # must not stall health checks and the other requests this worker serves.
-                payload, headers, batch, timings = await anyio.to_thread.run_sync(_infer, model, body, header_length)
+                if batcher is not None and len(body) <= SMALL_BODY:
+                    answer = await batcher.infer(body, header_length)
+                else:
+                    # Decoding, the model and encoding in one hop off the event loop: a large
+                    # body must not stall health checks and the other requests this worker serves.
+                    answer = await anyio.to_thread.run_sync(inference.infer, model, body, header_length)
         except HTTPError:
             stats.record_failure(time.perf_counter_ns() - arrived)
             raise
-        # Queued: from arrival until a thread began on it (reading the body included).
+        # Queued: from arrival until a thread began on it (reading the body, and waiting for a
+        # batch, included).
+        timings = answer.timings
         queue_ns = timings.started - arrived
-        stats.record_success(batch, queue_ns, timings.decode, timings.infer, timings.encode)
-        self.metrics.inferred(model.name, batch, queue_ns)
-        return 200, payload, headers
+        stats.record_success(
+            answer.batch, queue_ns, timings.decode, timings.infer, timings.encode, executions=answer.executions
+        )
+        self.metrics.inferred(model.name, answer.batch, queue_ns)
+        return 200, answer.payload, answer.headers
 
     async def _predict_v1(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         async with self._body(scope, receive, tensors.largest_body(model)) as body:
-            payload = await anyio.to_thread.run_sync(_predict_v1, model, body)
+            payload = await anyio.to_thread.run_sync(inference.predict_v1, model, body)
         return 200, payload, JSON
 
-
-@dataclasses.dataclass
-class Timings:
-    """Where one inference's time went, in nanoseconds (Triton's statistics' terms)."""
-
-    started: int = 0
-    decode: int = 0
-    infer: int = 0
-    encode: int = 0
-
-
-def _infer(
-    model: Model, body: bytes, header_length: str | None
-) -> tuple[bytes, list[tuple[bytes, bytes]], int, Timings]:
-    """One V2 inference, on a worker thread: decode, predict, encode."""
-    timings = Timings(started=time.perf_counter_ns())
-    request = tensors.decode_infer(model, body, header_length)
-    decoded = time.perf_counter_ns()
-    results = _predict(model, request.inputs)
-    predicted = time.perf_counter_ns()
-    payload, headers = tensors.encode_infer(model, request, results)
-    timings.decode, timings.infer = decoded - timings.started, predicted - decoded
-    timings.encode = time.perf_counter_ns() - predicted
-    batch = next(iter(request.inputs.values())).shape[0] if model.max_batch_size > 0 else 1
-    return payload, headers, batch, timings
-
-
-def _predict_v1(model: Model, body: bytes) -> bytes:
-    """One KServe V1 ``:predict``, on a worker thread."""
-    array = tensors.v1_instances(model, body)
-    output = np.asarray(_predict(model, {model.inputs[0].name: array})[model.outputs[0].name])
-    if output.dtype.kind == "f" and not np.isfinite(output).all():
-        raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry")
-    return jsonio.dumps({"predictions": output})
-
-
-def _predict(model: Model, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``model.predict``, its failures in the API's terms."""
-    try:
-        results = model.predict(inputs)
-    except ModelError as exc:
-        raise bad_request(f"model {model.name!r} refused the input: {exc}") from None
-    except Exception as exc:
-        logger.exception("model %r failed", model.name)
-        raise HTTPError(500, f"model {model.name!r} failed: {type(exc).__name__}: {exc}") from None
-    missing = [spec.name for spec in model.outputs if spec.name not in results]
-    if missing:
-        raise HTTPError(500, f"model {model.name!r} did not return outputs {missing}")
-    return results
+    def flush_batches(self) -> None:
+        """The worker drains: run every waiting batch now, and later ones without waiting."""
+        for batcher in self.batchers.values():
+            batcher.flush()
 
 
 class ByteBudget:

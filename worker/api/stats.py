@@ -36,11 +36,15 @@ class ModelStats:
         self.execution_count = 0
         self.durations = {key: [0, 0] for key in DURATIONS}
 
-    def record_success(self, batch: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+    def record_success(
+        self, batch: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int, executions: int = 1
+    ) -> None:
+        """One request's success: ``batch`` rows, in ``executions`` model calls (0 for every
+        request of a dynamically batched call but the first, as Triton counts)."""
         with self._lock:
             self.last_inference = int(time.time() * 1000)
             self.inference_count += batch
-            self.execution_count += 1
+            self.execution_count += executions
             for key, ns in (
                 ("queue", queue_ns),
                 ("compute_input", input_ns),

@@ -314,10 +314,11 @@ def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
     }
 
 
-def model_config(model: Model) -> dict[str, Any]:
-    """Triton's ModelConfig, as perf_analyzer reads it."""
+def model_config(model: Model, batch_delay: float = 0.0) -> dict[str, Any]:
+    """Triton's ModelConfig, as perf_analyzer reads it; ``batch_delay`` (seconds) when the
+    model is dynamically batched."""
     batched = model.max_batch_size > 0
-    return {
+    config: dict[str, Any] = {
         "name": model.name,
         "platform": model.platform,
         "backend": "python",
@@ -328,6 +329,9 @@ def model_config(model: Model) -> dict[str, Any]:
         "model_transaction_policy": {"decoupled": False},
         "response_cache": {"enable": False},
     }
+    if batch_delay > 0:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": round(batch_delay * 1e6)}
+    return config
 
 
 def v1_instances(model: Model, body: bytes) -> np.ndarray:

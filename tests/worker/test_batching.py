@@ -1,0 +1,174 @@
+"""Dynamic batching in-process: concurrent requests joined into one model call, each answer
+exactly its own rows, a bad request failing alone, Triton's counts, and a drain that flushes."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import anyio
+import numpy as np
+import pytest
+
+from worker.api import InferenceApp, ServingState
+from worker.api.batching import delays
+from worker.models import Model, ModelError, TensorSpec
+
+from .asgi import call
+
+pytestmark = pytest.mark.anyio
+
+
+class Doubler(Model):
+    """Doubles its input; records the rows of every call; refuses a row holding -1."""
+
+    name = "double"
+    inputs = (TensorSpec("INPUT0", "FP32", (-1, 4)),)
+    outputs = (TensorSpec("OUTPUT0", "FP32", (-1, 4)), TensorSpec("OUTPUT1", "INT32", (-1, 1)))
+    max_batch_size = 8
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self._lock = threading.Lock()
+
+    def predict(self, inputs):
+        x = np.asarray(inputs["INPUT0"])
+        with self._lock:
+            self.calls.append(x.shape[0])
+        if (x == -1).any():
+            raise ModelError("no -1, please")
+        return {"OUTPUT0": x * 2, "OUTPUT1": np.arange(x.shape[0], dtype=np.int32).reshape(-1, 1)}
+
+
+def request(rows: np.ndarray, **extra) -> bytes:
+    entry = {"name": "INPUT0", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}
+    return json.dumps({"inputs": [entry], **extra}).encode()
+
+
+def batching_app(model: Model, delay: float = 0.05) -> InferenceApp:
+    return InferenceApp([model], ServingState(), batch_delays={model.name: delay})
+
+
+async def infer_all(app: InferenceApp, bodies: list[bytes]) -> list:
+    responses: list = [None] * len(bodies)
+
+    async def one(i: int) -> None:
+        responses[i] = await call(app, "POST", "/v2/models/double/infer", bodies[i])
+
+    async with anyio.create_task_group() as group:
+        for i in range(len(bodies)):
+            group.start_soon(one, i)
+    return responses
+
+
+async def test_concurrent_requests_share_one_call_and_get_their_own_rows():
+    model = Doubler()
+    app = batching_app(model)
+    inputs = [np.full((1 + i % 2, 4), i, dtype=np.float32) for i in range(6)]  # 9 rows in all
+    responses = await infer_all(app, [request(x) for x in inputs])
+    assert [r.status for r in responses] == [200] * 6
+    for x, response in zip(inputs, responses, strict=True):
+        out = {o["name"]: o for o in response.json()["outputs"]}
+        assert out["OUTPUT0"]["shape"] == list(x.shape) and out["OUTPUT0"]["data"] == (x * 2).ravel().tolist()
+        assert out["OUTPUT1"]["shape"] == [x.shape[0], 1]
+    # 9 rows (1, 2, 1, 2, 1, 2), at most 8 a call: two calls, not six.
+    assert model.calls == [7, 2]
+    stats = (await call(app, "GET", "/v2/models/double/stats")).json()["model_stats"][0]
+    assert stats["inference_count"] == 9 and stats["execution_count"] == 2
+    assert stats["inference_stats"]["success"]["count"] == 6
+
+
+async def test_the_model_configuration_says_it_is_batched():
+    config = (await call(batching_app(Doubler(), delay=0.002), "GET", "/v2/models/double/config")).json()
+    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 2000}
+    plain = InferenceApp([Doubler()], ServingState())
+    assert "dynamic_batching" not in (await call(plain, "GET", "/v2/models/double/config")).json()
+
+
+async def test_a_bad_request_fails_alone_and_the_others_are_answered():
+    model = Doubler()
+    app = batching_app(model)
+    good = [np.full((1, 4), i, dtype=np.float32) for i in range(3)]
+    bodies = [request(good[0]), request(np.full((1, 4), -1, dtype=np.float32)), b"{not json", request(good[1])]
+    bodies.append(request(good[2], outputs=[{"name": "OUTPUT1"}]))  # its own choice of outputs
+    responses = await infer_all(app, bodies)
+    assert [r.status for r in responses] == [200, 400, 400, 200, 200]
+    assert "no -1, please" in responses[1].json()["error"]
+    assert responses[0].json()["outputs"][0]["data"] == [0.0] * 4
+    assert responses[3].json()["outputs"][0]["data"] == [2.0] * 4
+    assert [o["name"] for o in responses[4].json()["outputs"]] == ["OUTPUT1"]
+    assert model.calls[0] == 4  # joined first (the undecodable body never reached the model) ...
+    assert sorted(model.calls[1:]) == [1, 1, 1, 1]  # ... then one by one, after the joined call failed
+
+
+async def test_a_full_batch_runs_without_waiting_for_the_delay():
+    model = Doubler()
+    app = batching_app(model, delay=30.0)  # a delay no test could wait for
+    with anyio.fail_after(10):
+        responses = await infer_all(app, [request(np.ones((1, 4), dtype=np.float32)) for _ in range(8)])
+    assert [r.status for r in responses] == [200] * 8 and model.calls == [8]
+
+
+async def test_a_drain_flushes_the_waiting_batch():
+    model = Doubler()
+    app = batching_app(model, delay=30.0)
+    results: list = []
+
+    async def one() -> None:
+        results.append(await call(app, "POST", "/v2/models/double/infer", request(np.ones((1, 4), np.float32))))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(one)
+            group.start_soon(one)
+            await anyio.wait_all_tasks_blocked()  # both wait in a batch of two, for 30 s
+            app.flush_batches()
+    assert [r.status for r in results] == [200, 200] and model.calls == [2]
+    # From then on nothing waits for company.
+    with anyio.fail_after(10):
+        await one()
+    assert model.calls == [2, 1]
+
+
+async def test_binary_and_json_requests_join_and_each_gets_its_encoding():
+    model = Doubler()
+    app = batching_app(model)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    head = json.dumps(
+        {
+            "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 4], "parameters": {"binary_data_size": 32}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    responses: list = [None, None]
+
+    async def binary() -> None:
+        headers = {"Inference-Header-Content-Length": str(len(head))}
+        responses[0] = await call(app, "POST", "/v2/models/double/infer", head + x.tobytes(), headers)
+
+    async def plain() -> None:
+        responses[1] = await call(app, "POST", "/v2/models/double/infer", request(x + 1))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(binary)
+        group.start_soon(plain)
+    assert model.calls == [4]
+    assert responses[0].headers["content-type"] == "application/octet-stream"
+    length = int(responses[0].headers["inference-header-content-length"])
+    assert np.frombuffer(responses[0].body[length : length + 32], "<f4").tolist() == (x * 2).ravel().tolist()
+    assert responses[1].json()["outputs"][0]["data"] == ((x + 1) * 2).ravel().tolist()
+
+
+def test_delays_come_from_the_default_and_each_model():
+    model = Doubler()
+    assert delays([model], 0, []) == {}
+    assert delays([model], 2, []) == {"double": 0.002}
+    assert delays([model], 2, ["double=0"]) == {}
+    assert delays([model], 0, ["double=5"]) == {"double": 0.005}
+    with pytest.raises(ModelError, match="no model 'other' is served"):
+        delays([model], 0, ["other=5"])
+    unbatched = Doubler()
+    unbatched.max_batch_size = 0
+    assert delays([unbatched], 2, []) == {}
+    with pytest.raises(ModelError, match="cannot batch"):
+        delays([unbatched], 0, ["double=5"])

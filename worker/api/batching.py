@@ -1,0 +1,84 @@
+"""Dynamic batching, after Triton's dynamic batcher: requests for one model that arrive within a
+short delay of each other are joined into one model call, and its results split back.
+
+A model computes a batch of 64 rows in little more than the time of one, and each request's
+thread hand-off costs about as much as the model itself; joined, concurrent requests share
+both. The first request of a batch leads it: it waits up to the delay (less when the batch
+fills up: ``max_batch_size`` requests), then takes every request that joined meanwhile and
+runs them in one thread hop (:func:`~worker.api.inference.infer_batch`). The others wait for
+their answer. No task of its own is needed, and a batch is never left without its leader: the
+leader's wait and run are shielded from cancellation, and bounded by the delay and the model.
+
+A drain flushes: from then on, a batch runs as soon as its leader arrives.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.to_thread
+
+from ..models import Model, ModelError
+from .errors import HTTPError
+from .inference import Answer, Job, infer_batch
+
+
+def delays(models: list[Model], default_ms: float, per_model: list[str]) -> dict[str, float]:
+    """Each batching model's delay in seconds, from ``--batch-delay`` (every model that can
+    batch) and ``--model-batch-delay NAME=MS`` (one model); models with none do not batch."""
+    by_name = {model.name: model for model in models}
+    chosen = {model.name: default_ms for model in models if model.max_batch_size > 0}
+    for spec in per_model:
+        name, _, ms = spec.partition("=")
+        model = by_name.get(name)
+        if model is None:
+            raise ModelError(f"--model-batch-delay {spec}: no model {name!r} is served")
+        if model.max_batch_size <= 0:
+            raise ModelError(f"--model-batch-delay {spec}: model {name!r} cannot batch (its max_batch_size is 0)")
+        chosen[name] = float(ms)
+    return {name: ms / 1000 for name, ms in chosen.items() if ms > 0}
+
+
+class Batcher:
+    """Joins concurrent inferences for ``model`` (with ``max_batch_size > 0``) within ``delay`` seconds."""
+
+    def __init__(self, model: Model, delay: float) -> None:
+        self.model = model
+        self.delay = delay
+        self._pending: list[tuple[Job, anyio.Event]] = []
+        self._full = anyio.Event()
+        self._flushing = False
+
+    async def infer(self, body: bytes, header_length: str | None) -> Answer:
+        job, done = Job(body, header_length), anyio.Event()
+        self._pending.append((job, done))
+        if len(self._pending) == 1:
+            with anyio.CancelScope(shield=True):
+                await self._lead()
+        else:
+            if len(self._pending) >= self.model.max_batch_size:
+                self._full.set()
+            await done.wait()
+        if isinstance(job.outcome, HTTPError):
+            raise job.outcome
+        assert job.outcome is not None
+        return job.outcome
+
+    async def _lead(self) -> None:
+        if not self._flushing:
+            with anyio.move_on_after(self.delay):
+                await self._full.wait()
+        batch, self._pending, self._full = self._pending, [], anyio.Event()
+        try:
+            await anyio.to_thread.run_sync(infer_batch, self.model, [job for job, _ in batch])
+        except BaseException as exc:  # a bug of ours: every request of the batch gets it
+            for job, _ in batch:
+                job.outcome = job.outcome or HTTPError(500, f"internal error: {type(exc).__name__}")
+            raise
+        finally:
+            for _, done in batch:
+                done.set()
+
+    def flush(self) -> None:
+        """Run what waits now, and every later batch at once (the worker drains)."""
+        self._flushing = True
+        self._full.set()

@@ -1,0 +1,191 @@
+"""Inference on a worker thread: decode, predict, encode, for one request or a batch of them.
+
+Everything here runs off the event loop, in one thread hop per request (or per batch, see
+:mod:`.batching`), and reports its failures as :class:`~worker.api.errors.HTTPError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..models import Model, ModelError
+from . import jsonio, tensors
+from .errors import HTTPError, bad_request
+
+logger = logging.getLogger("worker.api")
+
+
+@dataclasses.dataclass
+class Timings:
+    """Where one inference's time went, in nanoseconds (Triton's statistics' terms)."""
+
+    started: int = 0
+    decode: int = 0
+    infer: int = 0
+    encode: int = 0
+
+
+@dataclasses.dataclass
+class Answer:
+    """One V2 inference's response and its accounting."""
+
+    payload: bytes
+    headers: list[tuple[bytes, bytes]]
+    #: Rows the model computed for this request (1 for a model without a batch dimension).
+    batch: int
+    timings: Timings
+    #: Model calls this request accounts for: 1, or 0 for every request of a joined call but its first.
+    executions: int = 1
+
+
+def infer(model: Model, body: bytes, header_length: str | None) -> Answer:
+    """One V2 inference: decode, predict, encode."""
+    timings = Timings(started=time.perf_counter_ns())
+    request = tensors.decode_infer(model, body, header_length)
+    decoded = time.perf_counter_ns()
+    results = predict(model, request.inputs)
+    predicted = time.perf_counter_ns()
+    payload, headers = tensors.encode_infer(model, request, results)
+    timings.decode, timings.infer = decoded - timings.started, predicted - decoded
+    timings.encode = time.perf_counter_ns() - predicted
+    return Answer(payload, headers, _rows(model, request.inputs), timings)
+
+
+@dataclasses.dataclass
+class Job:
+    """One request of a batch: its body in, its answer (or refusal) out."""
+
+    body: bytes
+    header_length: str | None
+    request: tensors.InferRequest | None = None
+    results: Mapping[str, Any] | None = None
+    rows: int = 0
+    executions: int = 0
+    timings: Timings = dataclasses.field(default_factory=Timings)
+    outcome: Answer | HTTPError | None = None
+
+
+def infer_batch(model: Model, jobs: list[Job]) -> None:
+    """Every job's inference, requests joined into as few model calls as their inputs allow.
+
+    Requests join when their inputs have the same names, datatypes and shapes beyond the batch
+    dimension, up to ``max_batch_size`` rows a call. A request that cannot be decoded is refused
+    alone; when a joined call fails, its requests are tried one by one, so that one bad request
+    fails alone too."""
+    started = time.perf_counter_ns()
+    groups: dict[tuple[Any, ...], list[Job]] = {}
+    for job in jobs:
+        job.timings.started = begun = time.perf_counter_ns()
+        try:
+            job.request = tensors.decode_infer(model, job.body, job.header_length)
+        except HTTPError as exc:
+            job.outcome = exc
+            continue
+        finally:
+            job.timings.decode = time.perf_counter_ns() - begun
+        key = tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(job.request.inputs.items()))
+        groups.setdefault(key, []).append(job)
+    for group in groups.values():
+        for call in _calls(model, group):
+            _run(model, call)
+    for job in jobs:
+        job.timings.started = started
+        _encode(model, job)
+
+
+def _calls(model: Model, group: list[Job]) -> list[list[Job]]:
+    """``group`` split into model calls of at most ``max_batch_size`` rows."""
+    calls: list[list[Job]] = [[]]
+    rows = 0
+    for job in group:
+        assert job.request is not None
+        size = _rows(model, job.request.inputs)
+        if calls[-1] and rows + size > model.max_batch_size:
+            calls.append([])
+            rows = 0
+        calls[-1].append(job)
+        rows += size
+    return calls
+
+
+def _run(model: Model, call: list[Job]) -> None:
+    """One model call for the requests of ``call``, its results split back by rows."""
+    requests = [job.request for job in call if job.request is not None]
+    inputs = requests[0].inputs
+    if len(requests) > 1:
+        inputs = {name: np.concatenate([r.inputs[name] for r in requests]) for name in inputs}
+    begun = time.perf_counter_ns()
+    try:
+        results = predict(model, inputs)
+        sizes = [_rows(model, r.inputs) for r in requests]
+        parts = _split(model, results, sizes) if len(call) > 1 else [results]
+    except HTTPError as exc:
+        if len(call) > 1:
+            for job in call:
+                _run(model, [job])  # which of them fails, fails alone
+        else:
+            call[0].outcome = exc
+        return
+    took = time.perf_counter_ns() - begun
+    for i, job in enumerate(call):
+        job.timings.infer = took
+        job.results = parts[i]
+        job.rows, job.executions = sizes[i], 1 if i == 0 else 0
+
+
+def _split(model: Model, results: Mapping[str, Any], sizes: list[int]) -> list[Mapping[str, Any]]:
+    total = sum(sizes)
+    arrays = {name: np.asarray(value) for name, value in results.items()}
+    for name, array in arrays.items():
+        if not array.ndim or array.shape[0] != total:
+            raise HTTPError(500, f"model {model.name!r} returned output {name!r} without one row per input row")
+    bounds = np.cumsum([0, *sizes])
+    return [{name: array[lo:hi] for name, array in arrays.items()} for lo, hi in itertools.pairwise(bounds)]
+
+
+def _encode(model: Model, job: Job) -> None:
+    if job.outcome is not None or job.request is None or job.results is None:
+        return
+    begun = time.perf_counter_ns()
+    try:
+        payload, headers = tensors.encode_infer(model, job.request, job.results)
+    except HTTPError as exc:
+        job.outcome = exc
+        return
+    job.timings.encode = time.perf_counter_ns() - begun
+    job.outcome = Answer(payload, headers, job.rows, job.timings, job.executions)
+
+
+def _rows(model: Model, inputs: Mapping[str, np.ndarray]) -> int:
+    return next(iter(inputs.values())).shape[0] if model.max_batch_size > 0 else 1
+
+
+def predict_v1(model: Model, body: bytes) -> bytes:
+    """One KServe V1 ``:predict``."""
+    array = tensors.v1_instances(model, body)
+    output = np.asarray(predict(model, {model.inputs[0].name: array})[model.outputs[0].name])
+    if output.dtype.kind == "f" and not np.isfinite(output).all():
+        raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry")
+    return jsonio.dumps({"predictions": output})
+
+
+def predict(model: Model, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``model.predict``, its failures in the API's terms."""
+    try:
+        results = model.predict(inputs)
+    except ModelError as exc:
+        raise bad_request(f"model {model.name!r} refused the input: {exc}") from None
+    except Exception as exc:
+        logger.exception("model %r failed", model.name)
+        raise HTTPError(500, f"model {model.name!r} failed: {type(exc).__name__}: {exc}") from None
+    missing = [spec.name for spec in model.outputs if spec.name not in results]
+    if missing:
+        raise HTTPError(500, f"model {model.name!r} did not return outputs {missing}")
+    return results
