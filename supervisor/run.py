@@ -29,7 +29,6 @@ from . import reaper
 from .control import ControlServer
 from .interrupts import interrupts_to
 from .lifecycle import PoolState
-from .metrics import serve_metrics
 from .policy import Timeouts
 from .pool import Pool, open_pool
 from .settings import Settings
@@ -157,6 +156,8 @@ class Supervisor:
                 control = ControlServer(listener, key, pool, address, self._stop_for_client, self.timeouts)
                 task_group.start_soon(control.serve)
                 if metrics_socket is not None:
+                    from .metrics import serve_metrics  # prometheus_client costs 80 ms of start-up
+
                     logger.info("metrics at %s/metrics", url(metrics_socket))
                     task_group.start_soon(serve_metrics, pool, metrics_socket)
                 if reaper.needed():

@@ -268,3 +268,114 @@ def test_a_body_no_valid_request_could_have_is_refused_before_it_is_read(launch)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), response
     assert json.loads(body)["error"].startswith("request body of 10485760 bytes is over the limit of")
+
+
+# Found by trying `--http uvicorn` as an attacker would; every test holds for both servers.
+
+
+def connect(pool) -> socket.socket:
+    url = urllib.parse.urlsplit(pool.url)
+    return socket.create_connection((url.hostname, url.port), timeout=30)
+
+
+def closes_within(conn: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``conn`` within ``seconds`` (what it sends meanwhile is read)."""
+    conn.settimeout(seconds)
+    try:
+        while conn.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass  # closed with a reset: closed
+    return True
+
+
+def test_what_follows_an_upgrade_request_is_never_read_as_a_request(launch):
+    """httptools stops parsing at `Connection: Upgrade`: a body sent after the head was read as
+    a new request (smuggled past whatever checked the first)."""
+    pool = launch(workers=1)
+    pool.wait_ready()
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(pool) as conn:
+        conn.sendall(
+            b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(smuggled)
+        )
+        time.sleep(0.3)  # the client's own pace: the body comes in a packet of its own
+        try:
+            conn.sendall(smuggled)
+        except ConnectionError:
+            pass  # refused and closed already
+        received = b""
+        conn.settimeout(10)
+        try:
+            while chunk := conn.recv(65536):  # until the server closes (its keep-alive ends)
+                received += chunk
+        except (TimeoutError, ConnectionError):
+            pass
+    # One answer, a refusal: no second one, to a request nobody sent.
+    assert received.startswith(b"HTTP/1.1 400") and received.count(b"HTTP/1.1 ") == 1, received
+
+
+def test_a_head_sent_a_byte_at_a_time_is_not_waited_for(launch):
+    pool = launch(workers=1)  # keep-alive 5 s: a head must come within it
+    pool.wait_ready()
+    with connect(pool) as conn:
+        conn.sendall(b"G")  # ...and nothing more, as a slowloris client does
+        assert closes_within(conn, 15)
+
+
+def test_a_header_without_end_is_refused_not_buffered(launch):
+    pool = launch(workers=1)
+    url = pool.wait_ready()
+    with connect(pool) as conn:
+        conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:  # the server stops this long before 64 MiB
+                conn.sendall(b"b" * 65536)
+                sent += 65536
+        except ConnectionError:
+            pass
+        assert sent < 64 * 1024 * 1024
+    assert http("GET", f"{url}/v2/health/live")[0] == 200
+
+
+def test_a_bad_request_after_a_good_one_does_not_cost_the_good_one_its_answer(launch):
+    pool = launch(workers=1)
+    pool.wait_ready()
+    with connect(pool) as conn:
+        conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+        received = b""
+        while chunk := conn.recv(65536):  # the server closes after its refusal
+            received += chunk
+    first, _, rest = received.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and rest.startswith(b'{"live":true}HTTP/1.1 400 '), received
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"], received
+
+
+def test_a_request_refused_before_its_body_closes_its_connection(launch):
+    pool = launch("--keep-alive", "30", workers=1)  # closed at once, not when it would idle out
+    pool.wait_ready()
+    with connect(pool) as conn:
+        conn.sendall(b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n{")
+        head, _ = read_response(conn)
+        assert head.startswith(b"HTTP/1.1 413"), head
+        assert closes_within(conn, 10)  # the 100 MiB it announced are not waited for
+
+
+@pytest.mark.parametrize("hosts", [b"", b"Host: a\r\nHost: b\r\n"], ids=["no Host", "two Hosts"])
+def test_an_http_1_1_request_needs_one_host(launch, hosts):
+    pool = launch(workers=1)
+    pool.wait_ready()
+    with connect(pool) as conn:
+        conn.sendall(b"GET /v2/health/live HTTP/1.1\r\n" + hosts + b"\r\n")
+        head, body = read_response(conn)
+        assert head.startswith(b"HTTP/1.1 400") and "error" in json.loads(body), head
+
+
+def test_responses_carry_a_date(launch):
+    pool = launch(workers=1)
+    status, headers, _ = http("GET", f"{pool.wait_ready()}/v2/health/live")
+    assert status == 200 and headers.get("date", "").endswith(" GMT"), headers

@@ -5,10 +5,19 @@ for small requests. We use its protocol class, not its ``Server``: the worker ac
 and drains connections itself (:mod:`worker.http`), the same for both servers. What its
 protocol does that a pool must not is changed in :class:`PoolHttpToolsProtocol`:
 
-- Refusals are ``{"error": ...}`` JSON, not plain text, and a request line with headers
-  beyond 16 KiB is refused with 431 (httptools itself has no limit) before it is all read.
-- A new connection that sends nothing is closed after the keep-alive timeout, as hypercorn
-  does; uvicorn only times out the wait between requests.
+- Refusals are ``{"error": ...}`` JSON, not plain text, and come after the response to the
+  request before them, not instead of it (a pipelined bad request used to wipe it out).
+- A request's head (its line and headers) has 16 KiB at most, however it arrives: httptools
+  buffers a header until it ends, so that is counted as the bytes come in. 431 past it.
+- A head must arrive within the keep-alive timeout (5 s with ``--keep-alive 0``) of the
+  connection or of its first byte: uvicorn restarts its timer on every byte, so one byte a
+  second held a connection (and a drain) forever.
+- A request answered before its body was read (413, 408) closes the connection: the rest of
+  that body is not waited for.
+- A protocol upgrade (``Connection: Upgrade``) is never made. httptools stops parsing at one,
+  so what follows the head would be lost or read as a new request (smuggled): a request with
+  a body that asks for one is refused, one without is answered and its connection closed.
+- An HTTP/1.1 request needs exactly one Host header (as h11 requires); responses carry a Date.
 - ``--keep-alive 0``: each response says ``Connection: close`` and the connection closes after
   it (uvicorn would close an idle connection at once, racing the client's next request).
 
@@ -16,14 +25,19 @@ uvicorn runs each request in an asyncio task of its own, outside any task group;
 :class:`UvicornServer` holds them (``ServerState.tasks``), and at the end of the grace period
 cancels them and waits for them, so none outlives :func:`worker.http.serve` either. A request
 cancelled so answers 503 (the app does that), and its cancellation goes no further: the task
-ends quietly instead of uvicorn logging a traceback for it.
+ends quietly instead of uvicorn logging a traceback for it. Connections whose client stopped
+reading are aborted first: nothing more can reach it, and a request blocked writing to it
+would otherwise hold the cut-off up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import http
 import logging
 import socket
+import time
 from typing import Any
 
 from uvicorn.config import Config
@@ -39,8 +53,8 @@ from .refusals import MAX_HEAD, error_body, error_headers
 CUT_OFF_WAIT = 2.0
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """Raised in a parser callback: httptools stops, and the request is refused."""
 
 
 class UvicornServer:
@@ -64,7 +78,7 @@ class UvicornServer:
             lifespan="off",
             proxy_headers=False,
             server_header=False,
-            date_header=False,
+            date_header=False,  # ours: see refresh_date
             access_log=False,
             log_config=None,
             timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]  # a float is fine
@@ -72,9 +86,17 @@ class UvicornServer:
         self.config.load()
         logging.getLogger("uvicorn.error").setLevel(logging.ERROR)  # as quiet as hypercorn's
         self.keep_alive = settings.keep_alive
-        self.first_request_timeout = settings.keep_alive or FIRST_REQUEST_TIMEOUT
+        self.head_timeout = settings.keep_alive or FIRST_REQUEST_TIMEOUT
         self.state = ServerState()
         self.lifespan_state = lifespan_state
+        self._date_second = 0
+
+    def refresh_date(self) -> None:
+        """The Date header every response carries, made once a second."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self.state.default_headers = [(b"date", email.utils.formatdate(now, usegmt=True).encode())]
 
     async def serve_connection(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -87,6 +109,9 @@ class UvicornServer:
 
     async def cut_off(self) -> None:
         self.cutting_off = True
+        for connection in list(self.state.connections):
+            if isinstance(connection, PoolHttpToolsProtocol) and connection.flow.write_paused:
+                connection.transport.abort()  # its client reads nothing: nothing more can reach it
         tasks = list(self.state.tasks)
         for task in tasks:
             task.cancel()
@@ -95,28 +120,44 @@ class UvicornServer:
 
 
 class PoolHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a pool's refusals, first-request timeout and keep-alive 0."""
+    """uvicorn's httptools protocol with a pool's limits, timeouts and refusals (module docstring)."""
 
     def __init__(self, server: UvicornServer, closed: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(server.config, server.state, server.lifespan_state, loop)
         self._server = server
         self._closed = closed
+        #: Reading a request's head (its line and headers), and its bytes so far.
+        self._in_head = True
         self._head = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        #: Why the parser was stopped (a callback raised), for send_400_response.
+        self._why: tuple[int, str | None] = (400, None)
+        #: The refusal this connection ends with, once the response in progress is sent.
+        self._refusal: tuple[int, str | None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self._server.first_request_timeout, self.timeout_keep_alive_handler
-        )
+        self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
         super().connection_lost(exc)
         if not self._closed.done():
             self._closed.set_result(None)
 
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None or self.transport.is_closing():
+            return  # it ends: nothing more is read (a request now could not be answered)
+        if self._in_head:
+            self._head += len(data)
+        super().data_received(data)
+        if self._in_head and self._head > MAX_HEAD and self._refusal is None:
+            self._refuse(431)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head = 0
+        self._in_head, self._head = True, 0
+        self._start_head_timer()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -127,19 +168,80 @@ class PoolHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def _count(self, size: int) -> None:
+        """A head that arrived whole in one read is counted as httptools parses it."""
         self._head += size
         if self._head > MAX_HEAD:
-            raise _HeadTooLarge  # httptools stops parsing; data_received refuses the request
+            self._why = (431, None)
+            raise _Refused
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        headers = dict(self.headers)
+        if self.parser.get_http_version() == "1.1" and sum(name == b"host" for name, _ in self.headers) != 1:
+            self._why = (400, "an HTTP/1.1 request needs exactly one Host header")
+            raise _Refused
+        upgrade = self.parser.should_upgrade()
+        if upgrade and (headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers):
+            self._why = (400, "this server makes no protocol upgrades: send the request without Upgrade")
+            raise _Refused
+        self._server.refresh_date()
         super().on_headers_complete()
-        if self._server.keep_alive == 0 and self.cycle is not None:
+        if self.cycle is not None and (self._server.keep_alive == 0 or upgrade):
             self.cycle.keep_alive = False
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head = True, 0
+
+    def on_response_complete(self) -> None:
+        if not self.pipeline:
+            if self._refusal is not None:
+                self.server_state.total_requests += 1
+                self._send_refusal()
+                return
+            if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+                # Answered before its body was read (413, 408): the rest is not waited for.
+                self.server_state.total_requests += 1
+                self.transport.close()
+                return
+        super().on_response_complete()
+
     def send_400_response(self, msg: str) -> None:
-        status = 431 if self._head > MAX_HEAD else 400
-        body = error_body(status)
-        head = [f"HTTP/1.1 {status} {'Bad Request' if status == 400 else 'Request Header Fields Too Large'}"]
+        """httptools stopped: a malformed request, or a callback above refused it."""
+        self._refuse(*self._why)
+
+    def _refuse(self, status: int, message: str | None = None) -> None:
+        if self._refusal is not None:
+            return
+        self._refusal = (status, message)
+        self._stop_head_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.flow.pause_reading()  # the request in progress is answered first
+        else:
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        assert self._refusal is not None
+        status, message = self._refusal
+        if self.transport.is_closing():
+            return
+        body = error_body(status, message)
+        head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
         head += [f"{name.decode()}: {value.decode()}" for name, value in error_headers(body)]
         self.transport.write("\r\n".join(head).encode() + b"\r\n\r\n" + body)
         self.transport.close()
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._server.head_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()  # as hypercorn does: a head that never comes is not waited for
