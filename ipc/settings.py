@@ -134,7 +134,7 @@ def check_model_specs(specs: list[str]) -> None:
     for spec in specs:
         name, sep, source = spec.partition("=")
         if not sep or not name or not source:
-            raise ValueError(f"{spec!r} is not NAME=PATH.npz or NAME=module:Factory")
+            raise ValueError(f"{spec!r} is not NAME=PATH.npz, NAME=PATH.onnx or NAME=module:Factory")
 
 
 #: The longest dynamic batching may wait for more requests, in milliseconds.
@@ -172,7 +172,7 @@ class WorkerSettings:
     grace: float = setting(30.0, "how long a stop lets in-flight requests finish", metavar="SECONDS", minimum=0)
     models: list[str] = setting(
         [],
-        "serve a model: NAME=path.npz or NAME=module:Factory; repeatable (with none, the demo 'mlp')",
+        "serve a model: NAME=path.npz, NAME=path.onnx or NAME=module:Factory; repeatable (with none, the demo 'mlp')",
         metavar="NAME=SOURCE",
         check=check_model_specs,
         flag="--model",

@@ -3,10 +3,11 @@
 A spec is one of:
 
 - ``NAME=path/to/weights.npz``: an :class:`~worker.models.mlp.MLP` from a weights file;
+- ``NAME=path/to/model.onnx``: an :class:`~worker.models.onnx_model.OnnxModel` (onnxruntime);
 - ``NAME=package.module:Factory``: any importable callable taking the model name and
   returning a :class:`~worker.models.base.Model` (a class, usually);
-and a model repository is a folder with one model per subfolder, each holding ``model.npz`` or
-a ``model.txt`` whose one line is ``package.module:Factory``.
+and a model repository is a folder with one model per subfolder, each holding ``model.npz``,
+``model.onnx``, or a ``model.txt`` whose one line is ``package.module:Factory``.
 
 No spec and no repository at all serves the built-in demo model as ``mlp``.
 """
@@ -19,13 +20,14 @@ from collections.abc import Sequence
 
 from .base import Model, ModelError
 from .mlp import MLP, demo_model
+from .onnx_model import OnnxModel
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``NAME=SOURCE``; raise :class:`ModelError` with a one-line reason if malformed."""
     name, sep, source = spec.partition("=")
     if not sep or not name or not source:
-        raise ModelError(f"model spec {spec!r} is not NAME=PATH.npz or NAME=module:Factory")
+        raise ModelError(f"model spec {spec!r} is not NAME=PATH.npz, NAME=PATH.onnx or NAME=module:Factory")
     return name, source
 
 
@@ -45,9 +47,11 @@ def _from_factory(name: str, target: str) -> Model:
 def load_one(name: str, source: str) -> Model:
     if source.endswith(".npz"):
         return MLP.from_npz(name, source)
+    if source.endswith(".onnx"):
+        return OnnxModel(name, source)
     if ":" in source and not os.path.exists(source):
         return _from_factory(name, source)
-    raise ModelError(f"model {name!r}: {source} is neither a .npz file nor module:Factory")
+    raise ModelError(f"model {name!r}: {source} is neither a .npz or .onnx file nor module:Factory")
 
 
 def _from_directory(folder: str) -> list[Model]:
@@ -60,11 +64,15 @@ def _from_directory(folder: str) -> list[Model]:
             continue
         if os.path.exists(os.path.join(sub, "model.npz")):
             models.append(MLP.from_npz(name, os.path.join(sub, "model.npz")))
+        elif os.path.exists(os.path.join(sub, "model.onnx")):
+            models.append(OnnxModel(name, os.path.join(sub, "model.onnx")))
         elif os.path.exists(os.path.join(sub, "model.txt")):
             with open(os.path.join(sub, "model.txt"), encoding="utf-8") as f:
                 models.append(_from_factory(name, f.read().strip()))
     if not models:
-        raise ModelError(f"model directory {folder} holds no model (a subfolder with model.npz or model.txt)")
+        raise ModelError(
+            f"model directory {folder} holds no model (a subfolder with model.npz, model.onnx or model.txt)"
+        )
     return models
 
 

@@ -1,0 +1,100 @@
+"""An ONNX model served with onnxruntime on the CPU: ``--model NAME=path/model.onnx``.
+
+Everything the protocol needs comes from the model file: its inputs and outputs, their
+datatypes and shapes (a dynamic dimension is -1). When the first dimension of every input and
+output is dynamic, it is the batch: the model batches (``max_batch_size`` > 0), as Triton's
+ONNX backend decides. onnxruntime's thread pool gets the threads the supervisor gave this
+worker (the same figure numpy's BLAS gets; ``--threads-per-worker``).
+
+onnxruntime is an optional extra (``pip install "inference-supervisor[onnx]"``); without it, a
+``.onnx`` model is one clear error at load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .base import Model, ModelError, TensorSpec
+
+#: ONNX tensor element types, as onnxruntime names them, and the protocol's datatypes.
+DATATYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+}
+#: The largest batch a request may carry, when the model batches (as the numpy MLP's).
+MAX_BATCH_SIZE = 1024
+INSTALL = "pip install 'inference-supervisor[onnx]'"
+
+
+def threads() -> int:
+    """The threads this worker's numerical libraries may use, as the supervisor set them for
+    BLAS and OpenMP before the worker started (0: the library's own default)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
+class OnnxModel(Model):
+    platform = "onnxruntime_onnx"
+
+    def __init__(self, name: str, path: str, version: str = "1") -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ModelError(f"model {name!r}: serving {os.path.basename(path)} needs onnxruntime: {INSTALL}") from None
+        if not os.path.isfile(path):
+            raise ModelError(f"model {name!r}: no such file {path}")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads()
+        options.inter_op_num_threads = 1
+        try:
+            self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise ModelError(f"model {name!r}: onnxruntime cannot load {path}: {_first_line(exc)}") from None
+        graph_inputs, graph_outputs = self.session.get_inputs(), self.session.get_outputs()
+        tensors = [*graph_inputs, *graph_outputs]
+        batched = all(t.shape and not isinstance(t.shape[0], int) for t in tensors)
+        self.max_batch_size = MAX_BATCH_SIZE if batched else 0
+        self.inputs = tuple(self._spec(t) for t in graph_inputs)
+        self.outputs = tuple(self._spec(t) for t in graph_outputs)
+
+    def _spec(self, tensor: Any) -> TensorSpec:
+        datatype = DATATYPES.get(tensor.type)
+        if datatype is None:
+            raise ModelError(
+                f"model {self.name!r}: {tensor.name!r} is a {tensor.type}, which this server cannot carry "
+                f"(it serves {', '.join(sorted(set(DATATYPES.values())))})"
+            )
+        # A named or unknown dimension is dynamic: -1.
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in tensor.shape)
+        return TensorSpec(tensor.name, datatype, shape)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        names = [spec.name for spec in self.outputs]
+        feed = {spec.name: np.asarray(inputs[spec.name], dtype=spec.dtype) for spec in self.inputs}
+        try:
+            results = self.session.run(names, feed)
+        except Exception as exc:  # onnxruntime's own types: a shape the graph cannot take, say
+            raise ModelError(_first_line(exc)) from None
+        return dict(zip(names, results, strict=True))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
