@@ -25,7 +25,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import Pool, infer_body, parse_wrk, require_wrk, save, table, wrk_command, wrk_script
+from benchmarks.common import (
+    LATENCY_COLUMNS,
+    Pool,
+    infer_body,
+    parse_wrk,
+    require_wrk,
+    save,
+    table,
+    wrk_command,
+    wrk_script,
+)
 
 SERVERS = ("hypercorn", "uvicorn")
 
@@ -92,10 +102,8 @@ def main() -> int:
         ("batch_delay_ms", "delay ms", "g"),
         ("rps", "req/s", ".0f"),
         ("vs_unbatched", "vs unbatched", ".2f"),
-        ("p50_ms", "p50 ms", ".2f"),
-        ("p99_ms", "p99 ms", ".2f"),
         ("per_call", "requests/call", ".1f"),
-        ("errors", "errors", "d"),
+        *LATENCY_COLUMNS,
     ]
     print(table(columns, rows))
     save("batching", rows)

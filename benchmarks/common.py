@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -19,12 +20,14 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
-#: wrk's request, and a report of what went wrong by kind (wrk's summary does not print them all).
+#: wrk's request (its body read from a file, so it may be binary), and a report of what went
+#: wrong by kind (wrk's summary does not print them all).
 LUA = """
+local file = assert(io.open("%(body)s", "rb"))
+wrk.body = file:read("*all")
+file:close()
 wrk.method = "POST"
-wrk.body = [[%s]]
-wrk.headers["Content-Type"] = "application/json"
-
+%(headers)s
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT requests=%%d connect=%%d read=%%d write=%%d timeout=%%d status=%%d\\n",
@@ -39,15 +42,40 @@ def infer_body(rows: int = 1, width: int = 64) -> str:
     )
 
 
+def binary_body(rows: int = 1, width: int = 64) -> tuple[bytes, dict[str, str]]:
+    """A V2 infer with the binary tensor extension, both ways, and its headers."""
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "datatype": "FP32",
+                    "shape": [rows, width],
+                    "parameters": {"binary_data_size": rows * width * 4},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    data = struct.pack(f"<{rows * width}f", *([0.5] * (rows * width)))
+    return head + data, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
 def require_wrk() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("benchmarks need wrk: apt-get install wrk")
 
 
-def wrk_script(folder: str, body: str) -> str:
-    path = os.path.join(folder, "infer.lua")
+def wrk_script(folder: str, body: str | bytes, headers: dict[str, str] | None = None, name: str = "infer") -> str:
+    """A wrk script POSTing ``body`` (JSON unless ``headers`` say otherwise)."""
+    body_path = os.path.join(folder, f"{name}.body")
+    with open(body_path, "wb") as f:
+        f.write(body.encode() if isinstance(body, str) else body)
+    headers = headers or {"Content-Type": "application/json"}
+    lines = "\n".join(f'wrk.headers["{key}"] = "{value}"' for key, value in headers.items())
+    path = os.path.join(folder, f"{name}.lua")
     with open(path, "w") as f:
-        f.write(LUA % body)
+        f.write(LUA % {"body": body_path, "headers": lines})
     return path
 
 
@@ -166,6 +194,16 @@ def table(columns: Sequence[tuple[str, str, str]], rows: list[dict[str, Any]]) -
         "  ".join(c.ljust(w) if lf else c.rjust(w) for c, w, lf in zip(line, widths, left, strict=True)).rstrip()
         for line in cells
     )
+
+
+#: The latency and failure columns of every load table.
+LATENCY_COLUMNS = [("p50_ms", "p50 ms", ".2f"), ("p99_ms", "p99 ms", ".2f"), ("errors", "errors", "d")]
+
+
+def save_plot(fig: Any, name: str) -> None:
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, f"{name}.png"))
+    print(f"plot: benchmarks/results/{name}.png")
 
 
 def pyplot() -> Any:

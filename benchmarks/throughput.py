@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import (
-    RESULTS,
+    LATENCY_COLUMNS,
     ROOT,
     Pool,
     infer_body,
@@ -43,6 +43,7 @@ from benchmarks.common import (
     pyplot,
     require_wrk,
     save,
+    save_plot,
     table,
     wrk_command,
     wrk_script,
@@ -154,9 +155,7 @@ def main() -> int:
         ("server", "server", ""),
         ("rps", "req/s", ".0f"),
         ("vs_bare", "vs bare", ".2f"),
-        ("p50_ms", "p50 ms", ".2f"),
-        ("p99_ms", "p99 ms", ".2f"),
-        ("errors", "errors", "d"),
+        *LATENCY_COLUMNS,
     ]
     print(table(columns, rows))
     save("throughput", rows)
@@ -166,9 +165,7 @@ def main() -> int:
         ax.barh([str(r["server"]) for r in rows], [r["vs_bare"] for r in rows])
         ax.set_xlabel("throughput vs bare hypercorn")
         ax.set_title("V2 JSON infer, demo model")
-        fig.tight_layout()
-        fig.savefig(os.path.join(RESULTS, "throughput.png"))
-        print("plot: benchmarks/results/throughput.png")
+        save_plot(fig, "throughput")
     return 0
 
 

@@ -134,7 +134,7 @@ def check_model_specs(specs: list[str]) -> None:
     for spec in specs:
         name, sep, source = spec.partition("=")
         if not sep or not name or not source:
-            raise ValueError(f"{spec!r} is not NAME=PATH.npz, NAME=PATH.onnx or NAME=module:Factory")
+            raise ValueError(f"{spec!r} is not NAME=PATH (.npz, .onnx, .skops) or NAME=module:Factory")
 
 
 #: The longest dynamic batching may wait for more requests, in milliseconds.
@@ -172,13 +172,16 @@ class WorkerSettings:
     grace: float = setting(30.0, "how long a stop lets in-flight requests finish", metavar="SECONDS", minimum=0)
     models: list[str] = setting(
         [],
-        "serve a model: NAME=path.npz, NAME=path.onnx or NAME=module:Factory; repeatable (with none, the demo 'mlp')",
+        "serve a model: NAME=path (.npz, .onnx, .skops) or NAME=module:Factory; repeatable (with none, the demo 'mlp')",
         metavar="NAME=SOURCE",
         check=check_model_specs,
         flag="--model",
     )
     model_dirs: list[str] = setting(
         [], "serve every model in a repository folder (one model per subfolder)", metavar="DIR", flag="--model-dir"
+    )
+    allow_pickle: bool = setting(
+        False, "serve scikit-learn models from .joblib/.pkl files, whose loading runs the code they hold"
     )
     max_body_size: int = setting(64 * 1024 * 1024, "largest request body accepted", metavar="BYTES", minimum=1)
     body_timeout: float = setting(

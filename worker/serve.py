@@ -144,7 +144,11 @@ class Worker:
             with self._loading:
                 try:
                     loaded = await anyio.to_thread.run_sync(
-                        load_models, self.settings.models, self.settings.model_dirs, abandon_on_cancel=True
+                        load_models,
+                        self.settings.models,
+                        self.settings.model_dirs,
+                        self.settings.allow_pickle,
+                        abandon_on_cancel=True,
                     )
                     self.batch_delays = delays(loaded, self.settings.batch_delay, self.settings.model_batch_delays)
                     models = loaded

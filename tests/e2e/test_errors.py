@@ -57,7 +57,7 @@ def test_status_with_no_supervisor_running(platform, tmp_path):
         (["stop", "--grace", "1e9"], "--grace: must be at most 86400, not 1e+09"),
         (["start", "--drain-delay", "7200"], "--drain-delay: must be at most 3600, not 7200"),
         (["start", "--name", "../x"], "--name: invalid name"),
-        (["start", "--model", "nonsense"], "is not NAME=PATH.npz, NAME=PATH.onnx or NAME=module:Factory"),
+        (["start", "--model", "nonsense"], "is not NAME=PATH"),
         (["restart"], "invalid choice: 'restart'"),
         ([], "the following arguments are required: COMMAND"),
     ],

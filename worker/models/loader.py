@@ -4,10 +4,13 @@ A spec is one of:
 
 - ``NAME=path/to/weights.npz``: an :class:`~worker.models.mlp.MLP` from a weights file;
 - ``NAME=path/to/model.onnx``: an :class:`~worker.models.onnx_model.OnnxModel` (onnxruntime);
+- ``NAME=path/to/model.skops`` (``.joblib``, ``.pkl`` with ``allow_pickle``): a scikit-learn
+  estimator, :class:`~worker.models.sklearn_model.SklearnModel`;
 - ``NAME=package.module:Factory``: any importable callable taking the model name and
   returning a :class:`~worker.models.base.Model` (a class, usually);
-and a model repository is a folder with one model per subfolder, each holding ``model.npz``,
-``model.onnx``, or a ``model.txt`` whose one line is ``package.module:Factory``.
+and a model repository is a folder with one model per subfolder, each holding one
+``model.npz``, ``model.onnx``, ``model.skops`` (``model.joblib``, ``model.pkl``), or a
+``model.txt`` whose one line is ``package.module:Factory``.
 
 No spec and no repository at all serves the built-in demo model as ``mlp``.
 """
@@ -21,13 +24,14 @@ from collections.abc import Sequence
 from .base import Model, ModelError
 from .mlp import MLP, demo_model
 from .onnx_model import OnnxModel
+from .sklearn_model import PICKLES, SklearnModel
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``NAME=SOURCE``; raise :class:`ModelError` with a one-line reason if malformed."""
     name, sep, source = spec.partition("=")
     if not sep or not name or not source:
-        raise ModelError(f"model spec {spec!r} is not NAME=PATH.npz, NAME=PATH.onnx or NAME=module:Factory")
+        raise ModelError(f"model spec {spec!r} is not NAME=PATH (.npz, .onnx, .skops) or NAME=module:Factory")
     return name, source
 
 
@@ -44,17 +48,23 @@ def _from_factory(name: str, target: str) -> Model:
     return model
 
 
-def load_one(name: str, source: str) -> Model:
+#: The model files a repository subfolder may hold, in the order they are looked for.
+FILES = ("model.npz", "model.onnx", "model.skops", "model.joblib", "model.pkl")
+
+
+def load_one(name: str, source: str, allow_pickle: bool = False) -> Model:
     if source.endswith(".npz"):
         return MLP.from_npz(name, source)
     if source.endswith(".onnx"):
         return OnnxModel(name, source)
+    if source.endswith((".skops", *PICKLES)):
+        return SklearnModel(name, source, allow_pickle)
     if ":" in source and not os.path.exists(source):
         return _from_factory(name, source)
-    raise ModelError(f"model {name!r}: {source} is neither a .npz or .onnx file nor module:Factory")
+    raise ModelError(f"model {name!r}: {source} is not a .npz, .onnx or .skops file, nor module:Factory")
 
 
-def _from_directory(folder: str) -> list[Model]:
+def _from_directory(folder: str, allow_pickle: bool) -> list[Model]:
     if not os.path.isdir(folder):
         raise ModelError(f"model directory {folder} does not exist")
     models: list[Model] = []
@@ -62,26 +72,23 @@ def _from_directory(folder: str) -> list[Model]:
         sub = os.path.join(folder, name)
         if not os.path.isdir(sub):
             continue
-        if os.path.exists(os.path.join(sub, "model.npz")):
-            models.append(MLP.from_npz(name, os.path.join(sub, "model.npz")))
-        elif os.path.exists(os.path.join(sub, "model.onnx")):
-            models.append(OnnxModel(name, os.path.join(sub, "model.onnx")))
+        found = [file for file in FILES if os.path.exists(os.path.join(sub, file))]
+        if found:
+            models.append(load_one(name, os.path.join(sub, found[0]), allow_pickle))
         elif os.path.exists(os.path.join(sub, "model.txt")):
             with open(os.path.join(sub, "model.txt"), encoding="utf-8") as f:
                 models.append(_from_factory(name, f.read().strip()))
     if not models:
-        raise ModelError(
-            f"model directory {folder} holds no model (a subfolder with model.npz, model.onnx or model.txt)"
-        )
+        raise ModelError(f"model directory {folder} holds no model (a subfolder with {', '.join(FILES)} or model.txt)")
     return models
 
 
-def load_models(specs: Sequence[str], folders: Sequence[str] = ()) -> list[Model]:
+def load_models(specs: Sequence[str], folders: Sequence[str] = (), allow_pickle: bool = False) -> list[Model]:
     """Build and ``load()`` every model the specs and repositories name, in order; the demo
-    when there are none."""
-    models: list[Model] = [load_one(*parse_spec(spec)) for spec in specs]
+    when there are none. Pickled models only with ``allow_pickle``: loading one runs code."""
+    models: list[Model] = [load_one(*parse_spec(spec), allow_pickle) for spec in specs]
     for folder in folders:
-        models.extend(_from_directory(folder))
+        models.extend(_from_directory(folder, allow_pickle))
     if not models:
         models.append(demo_model())
     seen: set[str] = set()

@@ -1,0 +1,125 @@
+"""scikit-learn models in-process: predict and predict_proba as sklearn itself answers, skops'
+safe loading naming what it does not trust, pickles only when allowed, clear errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn", reason="the sklearn extra is not installed")
+skops_io = pytest.importorskip("skops.io", reason="the sklearn extra is not installed")
+
+from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
+
+from worker.api import InferenceApp, ServingState  # noqa: E402
+from worker.models import ModelError  # noqa: E402
+from worker.models.loader import load_models  # noqa: E402
+from worker.models.sklearn_model import SklearnModel  # noqa: E402
+
+from .asgi import call  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+X = np.random.default_rng(0).standard_normal((40, 4))
+LABELS = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)  # three classes
+
+
+def classifier():
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(X, LABELS)
+
+
+def identity(x):
+    return x
+
+
+async def test_a_classifier_answers_as_sklearn_does(tmp_path):
+    estimator = classifier()
+    skops_io.dump(estimator, tmp_path / "churn.skops")
+    (model,) = load_models([f"churn={tmp_path / 'churn.skops'}"])
+    assert [s.as_json() for s in model.inputs] == [{"name": "INPUT0", "datatype": "FP64", "shape": [-1, 4]}]
+    assert [s.as_json() for s in model.outputs] == [
+        {"name": "OUTPUT0", "datatype": "INT64", "shape": [-1]},
+        {"name": "OUTPUT1", "datatype": "FP64", "shape": [-1, 3]},
+    ]
+    app = InferenceApp([model], ServingState())
+    rows = X[:5]
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP64", "shape": [5, 4], "data": rows.ravel().tolist()}]}
+    response = await call(app, "POST", "/v2/models/churn/infer", json.dumps(body).encode())
+    assert response.status == 200, response.body
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["OUTPUT0"]["data"] == estimator.predict(rows).tolist()
+    assert np.allclose(outputs["OUTPUT1"]["data"], estimator.predict_proba(rows).ravel())
+    # KServe V1, as KServe's own sklearn server answers: the predictions.
+    v1 = await call(app, "POST", "/v1/models/churn:predict", json.dumps({"instances": rows.tolist()}).encode())
+    assert v1.status == 200 and v1.json() == {"predictions": estimator.predict(rows).tolist()}
+
+
+async def test_a_regressor_has_one_output(tmp_path):
+    estimator = LinearRegression().fit(X, X @ np.array([1.0, 2.0, 3.0, 4.0]))
+    skops_io.dump(estimator, tmp_path / "price.skops")
+    model = SklearnModel("price", str(tmp_path / "price.skops"))
+    assert [s.as_json() for s in model.outputs] == [{"name": "OUTPUT0", "datatype": "FP64", "shape": [-1]}]
+    assert np.allclose(model.predict({"INPUT0": X[:3]})["OUTPUT0"], estimator.predict(X[:3]))
+
+
+def test_types_skops_does_not_trust_are_named(tmp_path):
+    estimator = make_pipeline(FunctionTransformer(identity), LogisticRegression()).fit(X, LABELS)
+    skops_io.dump(estimator, tmp_path / "odd.skops")
+    with pytest.raises(ModelError, match=r"^model 'odd': odd.skops holds types skops does not trust: .*identity$"):
+        SklearnModel("odd", str(tmp_path / "odd.skops"))
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".joblib"])
+def test_a_pickle_is_refused_unless_allowed(tmp_path, suffix):
+    path = tmp_path / f"churn{suffix}"
+    if suffix == ".pkl":
+        path.write_bytes(pickle.dumps(classifier()))
+    else:
+        import joblib
+
+        joblib.dump(classifier(), path)
+    with pytest.raises(ModelError, match=r"is a pickle, and loading it runs whatever code it holds: .*--allow-pickle"):
+        load_models([f"churn={path}"])
+    (model,) = load_models([f"churn={path}"], allow_pickle=True)
+    assert model.predict({"INPUT0": X[:2]})["OUTPUT0"].tolist() == classifier().predict(X[:2]).tolist()
+
+
+def test_string_labels_are_a_clear_load_error(tmp_path):
+    estimator = LogisticRegression().fit(X, np.where(LABELS > 0, "yes", "no"))
+    skops_io.dump(estimator, tmp_path / "words.skops")
+    with pytest.raises(ModelError, match=r"string labels.*BYTES"):
+        SklearnModel("words", str(tmp_path / "words.skops"))
+
+
+def test_a_missing_extra_names_the_pip_command(tmp_path, monkeypatch):
+    skops_io.dump(classifier(), tmp_path / "churn.skops")
+    monkeypatch.setitem(sys.modules, "skops.io", None)
+    monkeypatch.setitem(sys.modules, "skops", None)
+    with pytest.raises(ModelError) as caught:
+        load_models([f"churn={tmp_path / 'churn.skops'}"])
+    assert str(caught.value) == (
+        "model 'churn': serving churn.skops needs scikit-learn and skops: pip install 'inference-supervisor[sklearn]'"
+    )
+
+
+def test_a_repository_folder_with_model_skops(tmp_path):
+    (tmp_path / "churn").mkdir()
+    skops_io.dump(classifier(), tmp_path / "churn" / "model.skops")
+    (model,) = load_models([], [str(tmp_path)])
+    assert isinstance(model, SklearnModel) and model.name == "churn"
+
+
+async def test_bad_input_is_a_400_not_a_crash(tmp_path):
+    skops_io.dump(classifier(), tmp_path / "churn.skops")
+    app = InferenceApp([SklearnModel("churn", str(tmp_path / "churn.skops"))], ServingState())
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    assert (await call(app, "POST", "/v2/models/churn/infer", json.dumps(body).encode())).status == 200
+    body["inputs"][0]["datatype"] = "FP32"
+    refused = await call(app, "POST", "/v2/models/churn/infer", json.dumps(body).encode())
+    assert refused.status == 400 and "datatype must be FP64" in refused.json()["error"]

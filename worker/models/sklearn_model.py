@@ -1,0 +1,101 @@
+"""A scikit-learn estimator: ``--model NAME=model.skops`` (or ``.joblib``/``.pkl`` with
+``--allow-pickle``), the sklearn extra.
+
+A ``.skops`` file is loaded with skops' safe loader: only types skops trusts are built, and a
+file holding any other is refused at load with those types named (trust them by loading and
+re-saving the model yourself, or serve it as a pickle). Pickles (``.joblib``, ``.pkl``) run code
+as they load, so they are refused unless the pool is started with ``--allow-pickle``.
+
+The input is ``INPUT0``, FP64 ``[-1, n_features]`` (``n_features_in_``). ``OUTPUT0`` is
+``predict``; ``OUTPUT1`` is ``predict_proba`` where the estimator has it (a classifier), FP64
+``[-1, n_classes]``. The datatype of ``OUTPUT0`` is what ``predict`` returns (INT64 for integer
+labels, FP64 for a regressor); string labels would need the protocol's BYTES tensors, which
+this server does not carry yet: such a model is refused at load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .base import Model, ModelError, TensorSpec
+
+INSTALL = "pip install 'inference-supervisor[sklearn]'"
+PICKLES = (".joblib", ".pkl", ".pickle")
+#: The largest batch a request may carry (as the other models').
+MAX_BATCH_SIZE = 1024
+#: predict's output kinds (numpy's kind codes) and the datatype each is served as.
+_KINDS = {"b": "BOOL", "i": "INT64", "u": "INT64", "f": "FP64"}
+
+
+def load_estimator(name: str, path: str, allow_pickle: bool) -> Any:
+    """The estimator in ``path``, loaded as safely as its format allows."""
+    base = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise ModelError(f"model {name!r}: no such file {path}")
+    if path.endswith(PICKLES):
+        if not allow_pickle:
+            raise ModelError(
+                f"model {name!r}: {base} is a pickle, and loading it runs whatever code it holds: "
+                "start the pool with --allow-pickle if you trust it, or save the model with skops"
+            )
+        try:
+            import joblib
+        except ImportError:
+            raise ModelError(f"model {name!r}: serving {base} needs scikit-learn: {INSTALL}") from None
+        return joblib.load(path)
+    try:
+        import skops.io
+    except ImportError:
+        raise ModelError(f"model {name!r}: serving {base} needs scikit-learn and skops: {INSTALL}") from None
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+    except Exception as exc:  # skops' own errors for a file that is not one of its
+        raise ModelError(f"model {name!r}: skops cannot read {path}: {exc}") from None
+    if untrusted:
+        raise ModelError(f"model {name!r}: {base} holds types skops does not trust: {', '.join(sorted(untrusted))}")
+    return skops.io.load(path, trusted=[])
+
+
+class SklearnModel(Model):
+    platform = "sklearn"
+    max_batch_size = MAX_BATCH_SIZE
+
+    def __init__(self, name: str, path: str, allow_pickle: bool = False, version: str = "1") -> None:
+        self.name = name
+        self.version = version
+        estimator = load_estimator(name, path, allow_pickle)
+        if not hasattr(estimator, "predict") or not isinstance(getattr(estimator, "n_features_in_", None), int):
+            raise ModelError(f"model {name!r}: {os.path.basename(path)} holds no fitted estimator with n_features_in_")
+        self.estimator = estimator
+        features = estimator.n_features_in_
+        try:
+            trial = np.asarray(estimator.predict(np.zeros((1, features))))
+        except Exception as exc:
+            raise ModelError(f"model {name!r}: its predict fails on a row of zeros: {exc}") from None
+        datatype = _KINDS.get(trial.dtype.kind)
+        if datatype is None:
+            raise ModelError(
+                f"model {name!r}: predict returns {trial.dtype} values (string labels?), which need BYTES "
+                "tensors, not served yet; train it on integer labels"
+            )
+        self.inputs = (TensorSpec("INPUT0", "FP64", (-1, features)),)
+        outputs = [TensorSpec("OUTPUT0", datatype, (-1, *trial.shape[1:]))]
+        self._proba = hasattr(estimator, "predict_proba")
+        if self._proba:
+            classes = len(getattr(estimator, "classes_", ()))
+            outputs.append(TensorSpec("OUTPUT1", "FP64", (-1, classes or -1)))
+        self.outputs = tuple(outputs)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        x = np.asarray(inputs["INPUT0"], dtype=np.float64)
+        try:
+            results = {"OUTPUT0": np.asarray(self.estimator.predict(x))}
+            if self._proba:
+                results["OUTPUT1"] = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
+        except ValueError as exc:  # scikit-learn's word for input it cannot take
+            raise ModelError(str(exc).splitlines()[0]) from None
+        return results
