@@ -109,25 +109,60 @@ async def test_a_full_batch_runs_without_waiting_for_the_delay():
     assert [r.status for r in responses] == [200] * 8 and model.calls == [8]
 
 
-async def test_a_drain_flushes_the_waiting_batch():
+async def straggler(app: InferenceApp, arrived: anyio.Event, release: anyio.Event) -> None:
+    """A request whose body takes its time: in flight, and so one the batch may wait for."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        arrived.set()
+        await release.wait()
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": request(np.ones((1, 4), np.float32)), "more_body": False}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/double/infer", "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+
+
+async def test_a_lone_request_does_not_wait_for_the_delay():
+    model = Doubler()
+    app = batching_app(model, delay=30.0)  # a delay no test could wait for
+    with anyio.fail_after(10):  # nothing else is in flight: nobody could join it
+        response = await call(app, "POST", "/v2/models/double/infer", request(np.ones((1, 4), np.float32)))
+    assert response.status == 200 and model.calls == [1]
+
+
+async def test_a_batch_waits_for_requests_in_flight_and_a_drain_flushes_it():
     model = Doubler()
     app = batching_app(model, delay=30.0)
     results: list = []
 
+    answered = anyio.Event()
+
     async def one() -> None:
         results.append(await call(app, "POST", "/v2/models/double/infer", request(np.ones((1, 4), np.float32))))
+        if len(results) == 2:
+            answered.set()
 
+    arrived, release = anyio.Event(), anyio.Event()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
+            group.start_soon(straggler, app, arrived, release)
+            await arrived.wait()  # its body is on its way: the batch waits for it...
             group.start_soon(one)
             group.start_soon(one)
-            await anyio.wait_all_tasks_blocked()  # both wait in a batch of two, for 30 s
-            app.flush_batches()
-    assert [r.status for r in results] == [200, 200] and model.calls == [2]
-    # From then on nothing waits for company.
-    with anyio.fail_after(10):
-        await one()
-    assert model.calls == [2, 1]
+            await anyio.wait_all_tasks_blocked()
+            assert model.calls == []  # ... up to the delay
+            app.flush_batches()  # a drain: what waits runs now
+            await answered.wait()
+            assert model.calls == [2] and [r.status for r in results] == [200, 200]
+            release.set()
+    assert model.calls == [2, 1]  # the straggler, after the drain, waited for nobody
 
 
 async def test_binary_and_json_requests_join_and_each_gets_its_encoding():

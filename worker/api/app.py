@@ -88,7 +88,7 @@ class InferenceApp:
         self._pool_stats = pool_stats
         #: Dynamic batching, by model name: the models given a delay (in seconds) that can batch.
         self.batchers = {
-            name: Batcher(self.models[name], delay)
+            name: Batcher(self.models[name], delay, lambda: self.state.in_flight)
             for name, delay in (batch_delays or {}).items()
             if delay > 0 and self.models[name].max_batch_size > 0
         }

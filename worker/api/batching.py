@@ -4,8 +4,9 @@ short delay of each other are joined into one model call, and its results split 
 A model computes a batch of 64 rows in little more than the time of one, and each request's
 thread hand-off costs about as much as the model itself; joined, concurrent requests share
 both. The first request of a batch leads it: it waits up to the delay (less when the batch
-fills up: ``max_batch_size`` requests), then takes every request that joined meanwhile and
-runs them in one thread hop (:func:`~worker.api.inference.infer_batch`). The others wait for
+fills up, ``max_batch_size`` requests, or when no other request in flight could still join:
+see :class:`Batcher`), then takes every request that joined meanwhile and runs them in one
+thread hop (:func:`~worker.api.inference.infer_batch`). The others wait for
 their answer. No task of its own is needed, and a batch is never left without its leader: the
 leader's wait and run are shielded from cancellation, and bounded by the delay and the model.
 
@@ -13,6 +14,8 @@ A drain flushes: from then on, a batch runs as soon as its leader arrives.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
@@ -39,35 +42,53 @@ def delays(models: list[Model], default_ms: float, per_model: list[str]) -> dict
 
 
 class Batcher:
-    """Joins concurrent inferences for ``model`` (with ``max_batch_size > 0``) within ``delay`` seconds."""
+    """Joins concurrent inferences for ``model`` (with ``max_batch_size > 0``) within ``delay`` seconds.
 
-    def __init__(self, model: Model, delay: float) -> None:
+    ``in_flight`` says how many requests the worker is handling. A batch waits while the model
+    is busy with an earlier batch (a queue forms anyway: company is free), or while some request
+    in flight could still join (its body is being read, say). When the model is idle and every
+    request in flight is in this batch already, nobody else is coming, and waiting would only
+    add the delay to each request: one client sending one request at a time would run at a
+    fraction of its speed. So the delay is the most a batch waits, not what it always waits.
+    """
+
+    def __init__(self, model: Model, delay: float, in_flight: Callable[[], int]) -> None:
         self.model = model
         self.delay = delay
+        self._in_flight = in_flight
         self._pending: list[tuple[Job, anyio.Event]] = []
-        self._full = anyio.Event()
+        #: Set when a request joins the batch (or the batch must run: full, or a drain).
+        self._changed = anyio.Event()
+        self._computing = 0
         self._flushing = False
 
     async def infer(self, body: bytes, header_length: str | None) -> Answer:
         job, done = Job(body, header_length), anyio.Event()
         self._pending.append((job, done))
+        self._changed.set()
         if len(self._pending) == 1:
             with anyio.CancelScope(shield=True):
                 await self._lead()
         else:
-            if len(self._pending) >= self.model.max_batch_size:
-                self._full.set()
             await done.wait()
         if isinstance(job.outcome, HTTPError):
             raise job.outcome
         assert job.outcome is not None
         return job.outcome
 
+    def _others_may_join(self) -> bool:
+        waiting = len(self._pending)
+        if self._flushing or waiting >= self.model.max_batch_size:
+            return False
+        return self._computing > 0 or self._in_flight() > waiting
+
     async def _lead(self) -> None:
-        if not self._flushing:
-            with anyio.move_on_after(self.delay):
-                await self._full.wait()
-        batch, self._pending, self._full = self._pending, [], anyio.Event()
+        with anyio.move_on_after(self.delay):
+            while self._others_may_join():
+                self._changed = anyio.Event()
+                await self._changed.wait()
+        batch, self._pending = self._pending, []
+        self._computing += len(batch)
         try:
             await anyio.to_thread.run_sync(infer_batch, self.model, [job for job, _ in batch])
         except BaseException as exc:  # a bug of ours: every request of the batch gets it
@@ -75,10 +96,12 @@ class Batcher:
                 job.outcome = job.outcome or HTTPError(500, f"internal error: {type(exc).__name__}")
             raise
         finally:
+            self._computing -= len(batch)
+            self._changed.set()  # the model is free: a batch waiting for it may not need to wait more
             for _, done in batch:
                 done.set()
 
     def flush(self) -> None:
         """Run what waits now, and every later batch at once (the worker drains)."""
         self._flushing = True
-        self._full.set()
+        self._changed.set()
