@@ -79,10 +79,12 @@ def wrk_script(folder: str, body: str | bytes, headers: dict[str, str] | None = 
     return path
 
 
-def wrk_command(url: str, script: str, seconds: float, connections: int, threads: int = 1) -> list[str]:
+def wrk_command(
+    url: str, script: str, seconds: float, connections: int, threads: int = 1, model: str = "mlp"
+) -> list[str]:
     return [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script,
-        f"{url}/v2/models/mlp/infer",
+        f"{url}/v2/models/{model}/infer",
     ]  # fmt: skip
 
 
@@ -177,7 +179,7 @@ def save(name: str, rows: list[dict[str, Any]]) -> None:
     """The rows as benchmarks/results/NAME.csv and NAME.json."""
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"{name}.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
     with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
