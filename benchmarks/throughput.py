@@ -5,12 +5,13 @@ the same run.
     python benchmarks/throughput.py --rounds 6 --workers 2 [--http uvicorn]
 
 First the baselines: the same inference app served by one bare hypercorn process, and by one
-bare uvicorn process, no supervisor. Then ``supervisor start --workers N --http S`` for each
-server S and each N. Each is loaded with wrk (Debian's ``wrk``) over keep-alive connections
-with V2 JSON infer requests for the demo model; one row each: requests/s, latency percentiles,
-and the ratio to bare hypercorn. This machine is shared and noisy: read the ratios, not the
-absolute numbers. Results go to benchmarks/results/ as CSV and JSON, and as a PNG when
-matplotlib is installed.
+bare uvicorn process, no supervisor; and the demo model in KServe's own model server with
+``--workers N`` when kserve is installed (``benchmarks/kserve_app.py``). Then ``supervisor
+start --workers N --http S`` for each server S and each N. Each is loaded with wrk (Debian's
+``wrk``) over keep-alive connections with V2 JSON infer requests for the demo model; one row
+each: requests/s, latency percentiles, and the ratio to bare hypercorn. This machine is shared
+and noisy: read the ratios, not the absolute numbers. Results go to benchmarks/results/ as CSV
+and JSON, and as a PNG when matplotlib is installed.
 
 With ``--rounds R`` it measures balance instead: R rounds, each bare ``hypercorn --workers N``
 (or ``uvicorn``, with ``--http uvicorn``) then the pool with N workers and the same server,
@@ -22,6 +23,7 @@ round after round, at a fraction of its cores.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 import statistics
@@ -62,9 +64,14 @@ def start_bare(workers: int = 1, server: str = "hypercorn") -> tuple[subprocess.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    address = ["--bind", f"127.0.0.1:{port}"] if server == "hypercorn" else ["--host", "127.0.0.1", "--port", str(port)]
+    if server == "hypercorn":
+        command = [*BARE[server], "--bind", f"127.0.0.1:{port}"]
+    elif server == "uvicorn":
+        command = [*BARE[server], "--host", "127.0.0.1", "--port", str(port)]
+    else:  # KServe's model server: all interfaces, its own way
+        command = [sys.executable, os.path.join(ROOT, "benchmarks", "kserve_app.py"), "--port", str(port)]
     process = subprocess.Popen(
-        [*BARE[server], *address, "--workers", str(workers)],
+        [*command, "--workers", str(workers)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -139,6 +146,14 @@ def main() -> int:
             finally:
                 process.terminate()
                 process.wait(30)
+        if importlib.util.find_spec("kserve") is not None:  # an optional install: pip install kserve
+            for workers in args.workers:
+                process, url = start_bare(workers, "kserve")
+                try:
+                    rows.append({"server": f"kserve, {workers} workers", **load(url)})
+                finally:
+                    process.terminate()
+                    process.wait(30)
         for server in sorted(BARE):
             for workers in args.workers:
                 with Pool(workers, "--http", server) as pool:
