@@ -183,6 +183,12 @@ class WorkerSettings:
     allow_pickle: bool = setting(
         False, "serve scikit-learn models from .joblib/.pkl files, whose loading runs the code they hold"
     )
+    trust_types: list[str] = setting(
+        [],
+        "trust this type in .skops files beyond those skops trusts (a load error names them); repeatable",
+        metavar="TYPE",
+        flag="--trust-type",
+    )
     max_body_size: int = setting(64 * 1024 * 1024, "largest request body accepted", metavar="BYTES", minimum=1)
     body_timeout: float = setting(
         30.0, "a request body not received whole within this is refused with 408", metavar="SECONDS", minimum=0.1

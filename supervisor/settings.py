@@ -151,7 +151,7 @@ class Option:
                 kind = "seconds" if self.declared.seconds else "a number"
                 raise ValueError(f"expected {kind}, not {text!r}") from None
         elif self.repeatable:
-            return self.check([item for item in text.split(",") if item])
+            return self.check([item.strip() for item in text.split(",") if item.strip()])
         elif self.hint is bool:
             if text.lower() not in SWITCH_WORDS:
                 raise ValueError(f"expected true or false, not {text!r}")

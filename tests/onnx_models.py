@@ -58,14 +58,16 @@ def classifier(path: str, seed: int = 3) -> str:
     return _save(graph, path)
 
 
-def identity(path: str, datatype: str, batched: bool = True) -> str:
-    """``x`` -> ``y`` of one datatype, [batch, 2] (or [3, 2] when not ``batched``)."""
+def identity(path: str, datatype: str, batched: bool = True, output_first: str = "batch") -> str:
+    """``x`` -> ``y`` of one datatype, [batch, 2] (or [3, 2] when not ``batched``); the output's
+    first dimension named ``output_first``."""
     element = ELEMENT_TYPES[datatype] if datatype in ELEMENT_TYPES else getattr(TensorProto, datatype)
     shape: list[int | str] = ["batch", 2] if batched else [3, 2]
+    out_shape = [output_first, 2] if batched else shape
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         f"identity_{datatype.lower()}",
         [helper.make_tensor_value_info("x", element, shape)],
-        [helper.make_tensor_value_info("y", element, shape)],
+        [helper.make_tensor_value_info("y", element, out_shape)],
     )
     return _save(graph, path)

@@ -148,6 +148,7 @@ class Worker:
                         self.settings.models,
                         self.settings.model_dirs,
                         self.settings.allow_pickle,
+                        self.settings.trust_types,
                         abandon_on_cancel=True,
                     )
                     self.batch_delays = delays(loaded, self.settings.batch_delay, self.settings.model_batch_delays)

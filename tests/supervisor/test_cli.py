@@ -132,6 +132,11 @@ def test_an_http_server_not_installed_names_its_extra(capsys, monkeypatch):
     assert err.count("\n") == 1 and "uvicorn is not installed: pip install 'inference-supervisor[uvicorn]'" in err
 
 
+def test_a_list_from_the_environment_is_trimmed():
+    got = settings([], {"INFERENCE_SUPERVISOR_MODEL_BATCH_DELAYS": "mlp=5, other=10 ,"})
+    assert got.worker.model_batch_delays == ["mlp=5", "other=10"]
+
+
 def test_bad_environment_is_one_line_and_exit_2(capsys, monkeypatch):
     monkeypatch.setenv("INFERENCE_SUPERVISOR_MAX_RESTARTS", "-3")
     assert cli.main(["start"]) == 2

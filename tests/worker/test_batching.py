@@ -40,6 +40,34 @@ class Doubler(Model):
         return {"OUTPUT0": x * 2, "OUTPUT1": np.arange(x.shape[0], dtype=np.int32).reshape(-1, 1)}
 
 
+class Pair(Model):
+    """Two batched inputs: the row-wise sums of A and B."""
+
+    name = "pair"
+    inputs = (TensorSpec("A", "FP32", (-1, 3)), TensorSpec("B", "FP32", (-1, 3)))
+    outputs = (TensorSpec("S", "FP32", (-1, 3)),)
+    max_batch_size = 16
+
+    def predict(self, inputs):
+        return {"S": np.asarray(inputs["A"]) + np.asarray(inputs["B"])}
+
+
+class DropsARow(Doubler):
+    name = "drops"
+
+    def predict(self, inputs):
+        return {name: value[:-1] for name, value in super().predict(inputs).items()}
+
+
+class Other(Doubler):
+    """A model that does not batch: requests to it are in flight but never join a batch."""
+
+    name = "other"
+    max_batch_size = 0
+    inputs = (TensorSpec("INPUT0", "FP32", (1, 4)),)
+    outputs = (TensorSpec("OUTPUT0", "FP32", (1, 4)), TensorSpec("OUTPUT1", "INT32", (1, 1)))
+
+
 def request(rows: np.ndarray, **extra) -> bytes:
     entry = {"name": "INPUT0", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}
     return json.dumps({"inputs": [entry], **extra}).encode()
@@ -49,11 +77,11 @@ def batching_app(model: Model, delay: float = 0.05) -> InferenceApp:
     return InferenceApp([model], ServingState(), batch_delays={model.name: delay})
 
 
-async def infer_all(app: InferenceApp, bodies: list[bytes]) -> list:
+async def infer_all(app: InferenceApp, bodies: list[bytes], model: str = "double") -> list:
     responses: list = [None] * len(bodies)
 
     async def one(i: int) -> None:
-        responses[i] = await call(app, "POST", "/v2/models/double/infer", bodies[i])
+        responses[i] = await call(app, "POST", f"/v2/models/{model}/infer", bodies[i])
 
     async with anyio.create_task_group() as group:
         for i in range(len(bodies)):
@@ -109,7 +137,31 @@ async def test_a_full_batch_runs_without_waiting_for_the_delay():
     assert [r.status for r in responses] == [200] * 8 and model.calls == [8]
 
 
-async def straggler(app: InferenceApp, arrived: anyio.Event, release: anyio.Event) -> None:
+async def test_inputs_of_one_request_share_their_batch_dimension():
+    app = batching_app(Pair())
+    a, b = np.ones((2, 3), np.float32), np.ones((5, 3), np.float32)
+    inputs = [
+        {"name": "A", "datatype": "FP32", "shape": [2, 3], "data": a.ravel().tolist()},
+        {"name": "B", "datatype": "FP32", "shape": [5, 3], "data": b.ravel().tolist()},
+    ]
+    response = await call(app, "POST", "/v2/models/pair/infer", json.dumps({"inputs": inputs}).encode())
+    assert response.status == 400
+    assert response.json()["error"] == "every input's first dimension is the batch and must be the same: 'A' 2, 'B' 5"
+
+
+async def test_a_model_that_answers_the_wrong_number_of_rows_is_a_500_alone_or_joined():
+    model = DropsARow()
+    alone = await call(
+        InferenceApp([model], ServingState()), "POST", "/v2/models/drops/infer", request(np.ones((2, 4)))
+    )
+    assert alone.status == 500 and "without one row per input row" in alone.json()["error"]
+    joined = await infer_all(batching_app(model), [request(np.ones((2, 4))), request(np.ones((1, 4)))], "drops")
+    assert [r.status for r in joined] == [500, 500]
+
+
+async def straggler(
+    app: InferenceApp, arrived: anyio.Event, release: anyio.Event, path: str = "/v2/models/double/infer"
+) -> None:
     """A request whose body takes its time: in flight, and so one the batch may wait for."""
     sent = False
 
@@ -125,8 +177,28 @@ async def straggler(app: InferenceApp, arrived: anyio.Event, release: anyio.Even
     async def send(message):
         pass
 
-    scope = {"type": "http", "method": "POST", "path": "/v2/models/double/infer", "headers": [], "query_string": b""}
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
     await app(scope, receive, send)
+
+
+async def test_a_batch_waiting_for_a_request_that_ends_elsewhere_runs_when_it_ends():
+    model = Doubler()
+    app = InferenceApp([model, Other()], ServingState(), batch_delays={"double": 30.0})
+    arrived, release = anyio.Event(), anyio.Event()
+    results: list = []
+
+    async def one() -> None:
+        results.append(await call(app, "POST", "/v2/models/double/infer", request(np.ones((1, 4), np.float32))))
+
+    with anyio.fail_after(10):  # not the 30 s delay
+        async with anyio.create_task_group() as group:
+            group.start_soon(straggler, app, arrived, release, "/v2/models/other/infer")
+            await arrived.wait()
+            group.start_soon(one)
+            await anyio.wait_all_tasks_blocked()
+            assert model.calls == []  # the other request might still have joined
+            release.set()  # it ends (with its own model): nobody is left to wait for
+    assert [r.status for r in results] == [200] and model.calls == [1]
 
 
 async def test_a_lone_request_does_not_wait_for_the_delay():

@@ -37,6 +37,9 @@ def test_metadata_comes_from_the_file(tmp_path):
     assert model.max_batch_size == MAX_BATCH_SIZE  # every first dimension is dynamic: the batch
     fixed = OnnxModel("fixed", onnx_models.identity(str(tmp_path / "fixed.onnx"), "FP32", batched=False))
     assert fixed.max_batch_size == 0 and fixed.inputs[0].shape == (3, 2)
+    # Two differently named first dimensions are not one batch: never joined with other requests.
+    other = onnx_models.identity(str(tmp_path / "other.onnx"), "FP32", output_first="rows")
+    assert OnnxModel("other", other).max_batch_size == 0
 
 
 async def test_results_are_onnxruntimes_own_through_the_api(tmp_path):

@@ -157,6 +157,8 @@ class InferenceApp:
             raise
         finally:
             self.state.in_flight -= 1
+            for batcher in self.batchers.values():
+                batcher.recheck()  # a batch waiting for this request to join may not need to wait
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         method, path = scope["method"], scope["path"]

@@ -101,6 +101,11 @@ class Batcher:
             for _, done in batch:
                 done.set()
 
+    def recheck(self) -> None:
+        """Something it waits on changed (a request in flight ended): look again."""
+        if self._pending:
+            self._changed.set()
+
     def flush(self) -> None:
         """Run what waits now, and every later batch at once (the worker drains)."""
         self._flushing = True

@@ -51,6 +51,8 @@ def infer(model: Model, body: bytes, header_length: str | None) -> Answer:
     request = tensors.decode_infer(model, body, header_length)
     decoded = time.perf_counter_ns()
     results = predict(model, request.inputs)
+    if model.max_batch_size > 0:
+        _split(model, results, [_rows(model, request.inputs)])  # one row out per row in
     predicted = time.perf_counter_ns()
     payload, headers = tensors.encode_infer(model, request, results)
     timings.decode, timings.infer = decoded - timings.started, predicted - decoded
@@ -122,25 +124,27 @@ def _run(model: Model, call: list[Job]) -> None:
     if len(requests) > 1:
         inputs = {name: np.concatenate([r.inputs[name] for r in requests]) for name in inputs}
     begun = time.perf_counter_ns()
+    sizes = [_rows(model, r.inputs) for r in requests]
     try:
-        results = predict(model, inputs)
-        sizes = [_rows(model, r.inputs) for r in requests]
-        parts = _split(model, results, sizes) if len(call) > 1 else [results]
+        parts = _split(model, predict(model, inputs), sizes)
     except HTTPError as exc:
-        if len(call) > 1:
-            for job in call:
-                _run(model, [job])  # which of them fails, fails alone
-        else:
+        if len(call) == 1:
             call[0].outcome = exc
+            return
+    else:
+        took = time.perf_counter_ns() - begun
+        for i, job in enumerate(call):
+            job.timings.infer = took
+            job.results = parts[i]
+            job.rows, job.executions = sizes[i], 1 if i == 0 else 0
         return
-    took = time.perf_counter_ns() - begun
-    for i, job in enumerate(call):
-        job.timings.infer = took
-        job.results = parts[i]
-        job.rows, job.executions = sizes[i], 1 if i == 0 else 0
+    for job in call:
+        _run(model, [job])  # the joined call failed: which of them fails, fails alone
 
 
 def _split(model: Model, results: Mapping[str, Any], sizes: list[int]) -> list[Mapping[str, Any]]:
+    """``results`` of a batching model split by the rows of each request; a 500 for a model
+    that does not answer one row per row."""
     total = sum(sizes)
     arrays = {name: np.asarray(value) for name, value in results.items()}
     for name, array in arrays.items():

@@ -254,13 +254,18 @@ def _decode_raw(model: Model, body: bytes) -> InferRequest:
 
 
 def _check_batch(model: Model, inputs: Mapping[str, np.ndarray]) -> None:
+    """For a model that batches, the first dimension of every input is the batch: the same for
+    all of them (as Triton requires; requests are joined and split by it), and at most
+    ``max_batch_size``."""
     if model.max_batch_size <= 0:
         return
-    for name, array in inputs.items():
-        if array.ndim and array.shape[0] > model.max_batch_size:
-            raise bad_request(
-                f"input {name!r}: batch of {array.shape[0]} is over max_batch_size {model.max_batch_size}"
-            )
+    sizes = {name: array.shape[0] if array.ndim else None for name, array in inputs.items()}
+    if len(set(sizes.values())) > 1 or None in sizes.values():
+        described = ", ".join(f"{name!r} {size}" for name, size in sizes.items())
+        raise bad_request(f"every input's first dimension is the batch and must be the same: {described}")
+    for name, size in sizes.items():
+        if size is not None and size > model.max_batch_size:
+            raise bad_request(f"input {name!r}: batch of {size} is over max_batch_size {model.max_batch_size}")
 
 
 def encode_infer(

@@ -52,19 +52,19 @@ def _from_factory(name: str, target: str) -> Model:
 FILES = ("model.npz", "model.onnx", "model.skops", "model.joblib", "model.pkl")
 
 
-def load_one(name: str, source: str, allow_pickle: bool = False) -> Model:
+def load_one(name: str, source: str, allow_pickle: bool = False, trusted: Sequence[str] = ()) -> Model:
     if source.endswith(".npz"):
         return MLP.from_npz(name, source)
     if source.endswith(".onnx"):
         return OnnxModel(name, source)
     if source.endswith((".skops", *PICKLES)):
-        return SklearnModel(name, source, allow_pickle)
+        return SklearnModel(name, source, allow_pickle, trusted)
     if ":" in source and not os.path.exists(source):
         return _from_factory(name, source)
     raise ModelError(f"model {name!r}: {source} is not a .npz, .onnx or .skops file, nor module:Factory")
 
 
-def _from_directory(folder: str, allow_pickle: bool) -> list[Model]:
+def _from_directory(folder: str, allow_pickle: bool, trusted: Sequence[str]) -> list[Model]:
     if not os.path.isdir(folder):
         raise ModelError(f"model directory {folder} does not exist")
     models: list[Model] = []
@@ -74,7 +74,7 @@ def _from_directory(folder: str, allow_pickle: bool) -> list[Model]:
             continue
         found = [file for file in FILES if os.path.exists(os.path.join(sub, file))]
         if found:
-            models.append(load_one(name, os.path.join(sub, found[0]), allow_pickle))
+            models.append(load_one(name, os.path.join(sub, found[0]), allow_pickle, trusted))
         elif os.path.exists(os.path.join(sub, "model.txt")):
             with open(os.path.join(sub, "model.txt"), encoding="utf-8") as f:
                 models.append(_from_factory(name, f.read().strip()))
@@ -83,12 +83,15 @@ def _from_directory(folder: str, allow_pickle: bool) -> list[Model]:
     return models
 
 
-def load_models(specs: Sequence[str], folders: Sequence[str] = (), allow_pickle: bool = False) -> list[Model]:
+def load_models(
+    specs: Sequence[str], folders: Sequence[str] = (), allow_pickle: bool = False, trusted: Sequence[str] = ()
+) -> list[Model]:
     """Build and ``load()`` every model the specs and repositories name, in order; the demo
-    when there are none. Pickled models only with ``allow_pickle``: loading one runs code."""
-    models: list[Model] = [load_one(*parse_spec(spec), allow_pickle) for spec in specs]
+    when there are none. Pickled models only with ``allow_pickle``: loading one runs code;
+    ``trusted``: types a .skops file may hold beyond those skops trusts."""
+    models: list[Model] = [load_one(*parse_spec(spec), allow_pickle, trusted) for spec in specs]
     for folder in folders:
-        models.extend(_from_directory(folder, allow_pickle))
+        models.extend(_from_directory(folder, allow_pickle, trusted))
     if not models:
         models.append(demo_model())
     seen: set[str] = set()

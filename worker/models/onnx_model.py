@@ -2,9 +2,10 @@
 
 Everything the protocol needs comes from the model file: its inputs and outputs, their
 datatypes and shapes (a dynamic dimension is -1). When the first dimension of every input and
-output is dynamic, it is the batch: the model batches (``max_batch_size`` > 0), as Triton's
-ONNX backend decides. onnxruntime's thread pool gets the threads the supervisor gave this
-worker (the same figure numpy's BLAS gets; ``--threads-per-worker``).
+output is the same named dynamic dimension (``batch``, say), it is the batch: the model batches
+(``max_batch_size`` > 0) and requests may be joined by dynamic batching. onnxruntime's thread
+pool gets the threads the supervisor gave this worker (the same figure numpy's BLAS gets;
+``--threads-per-worker``).
 
 onnxruntime is an optional extra (``pip install "inference-supervisor[onnx]"``); without it, a
 ``.onnx`` model is one clear error at load.
@@ -63,13 +64,17 @@ class OnnxModel(Model):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads()
         options.inter_op_num_threads = 1
+        options.log_severity_level = 4  # its failures come back as exceptions (400s), not log lines
         try:
             self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
             raise ModelError(f"model {name!r}: onnxruntime cannot load {path}: {_first_line(exc)}") from None
         graph_inputs, graph_outputs = self.session.get_inputs(), self.session.get_outputs()
-        tensors = [*graph_inputs, *graph_outputs]
-        batched = all(t.shape and not isinstance(t.shape[0], int) for t in tensors)
+        # The batch: one named dimension first in every input and output ("batch" in each), so
+        # that requests can be joined and split by it. Anything else (a fixed or unnamed first
+        # dimension, or two names) is served as it is, never joined.
+        first = {t.shape[0] if t.shape else None for t in [*graph_inputs, *graph_outputs]}
+        batched = len(first) == 1 and isinstance(next(iter(first)), str)
         self.max_batch_size = MAX_BATCH_SIZE if batched else 0
         self.inputs = tuple(self._spec(t) for t in graph_inputs)
         self.outputs = tuple(self._spec(t) for t in graph_outputs)

@@ -2,9 +2,9 @@
 ``--allow-pickle``), the sklearn extra.
 
 A ``.skops`` file is loaded with skops' safe loader: only types skops trusts are built, and a
-file holding any other is refused at load with those types named (trust them by loading and
-re-saving the model yourself, or serve it as a pickle). Pickles (``.joblib``, ``.pkl``) run code
-as they load, so they are refused unless the pool is started with ``--allow-pickle``.
+file holding any other is refused at load with those types named; ``--trust-type NAME`` trusts
+one more (many tree models need ``sklearn.tree._tree.Tree``). Pickles (``.joblib``, ``.pkl``)
+run code as they load, so they are refused unless the pool is started with ``--allow-pickle``.
 
 The input is ``INPUT0``, FP64 ``[-1, n_features]`` (``n_features_in_``). ``OUTPUT0`` is
 ``predict``; ``OUTPUT1`` is ``predict_proba`` where the estimator has it (a classifier), FP64
@@ -16,7 +16,8 @@ this server does not carry yet: such a model is refused at load.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,9 @@ MAX_BATCH_SIZE = 1024
 _KINDS = {"b": "BOOL", "i": "INT64", "u": "INT64", "f": "FP64"}
 
 
-def load_estimator(name: str, path: str, allow_pickle: bool) -> Any:
-    """The estimator in ``path``, loaded as safely as its format allows."""
+def load_estimator(name: str, path: str, allow_pickle: bool, trusted: Sequence[str] = ()) -> Any:
+    """The estimator in ``path``, loaded as safely as its format allows; ``trusted``: types a
+    .skops file may hold beyond those skops trusts (``--trust-type``)."""
     base = os.path.basename(path)
     if not os.path.isfile(path):
         raise ModelError(f"model {name!r}: no such file {path}")
@@ -46,7 +48,10 @@ def load_estimator(name: str, path: str, allow_pickle: bool) -> Any:
             import joblib
         except ImportError:
             raise ModelError(f"model {name!r}: serving {base} needs scikit-learn: {INSTALL}") from None
-        return joblib.load(path)
+        try:
+            return joblib.load(path)
+        except Exception as exc:  # whatever the pickle's code raised
+            raise ModelError(f"model {name!r}: cannot load {base}: {type(exc).__name__}: {exc}") from None
     try:
         import skops.io
     except ImportError:
@@ -55,39 +60,57 @@ def load_estimator(name: str, path: str, allow_pickle: bool) -> Any:
         untrusted = skops.io.get_untrusted_types(file=path)
     except Exception as exc:  # skops' own errors for a file that is not one of its
         raise ModelError(f"model {name!r}: skops cannot read {path}: {exc}") from None
+    untrusted = sorted(set(untrusted) - set(trusted))
     if untrusted:
-        raise ModelError(f"model {name!r}: {base} holds types skops does not trust: {', '.join(sorted(untrusted))}")
-    return skops.io.load(path, trusted=[])
+        raise ModelError(
+            f"model {name!r}: {base} holds types skops does not trust: {', '.join(untrusted)} "
+            "(if you trust them, name each with --trust-type)"
+        )
+    return skops.io.load(path, trusted=list(trusted))
 
 
 class SklearnModel(Model):
     platform = "sklearn"
     max_batch_size = MAX_BATCH_SIZE
 
-    def __init__(self, name: str, path: str, allow_pickle: bool = False, version: str = "1") -> None:
+    def __init__(
+        self, name: str, path: str, allow_pickle: bool = False, trusted: Sequence[str] = (), version: str = "1"
+    ) -> None:
         self.name = name
         self.version = version
-        estimator = load_estimator(name, path, allow_pickle)
+        # scikit-learn warns on every call for what a client cannot change (feature names a
+        # DataFrame had at fit time): not worth a log line per request.
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        estimator = load_estimator(name, path, allow_pickle, trusted)
         if not hasattr(estimator, "predict") or not isinstance(getattr(estimator, "n_features_in_", None), int):
             raise ModelError(f"model {name!r}: {os.path.basename(path)} holds no fitted estimator with n_features_in_")
         self.estimator = estimator
         features = estimator.n_features_in_
-        try:
-            trial = np.asarray(estimator.predict(np.zeros((1, features))))
-        except Exception as exc:
-            raise ModelError(f"model {name!r}: its predict fails on a row of zeros: {exc}") from None
-        datatype = _KINDS.get(trial.dtype.kind)
+        found = getattr(estimator, "classes_", None)
+        #: A single-output classifier's labels (a multi-output one has a list of arrays).
+        classes = found if isinstance(found, np.ndarray) else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                # What predict returns, learnt from a row of zeros...
+                trial = np.asarray(estimator.predict(np.zeros((1, features))))
+                kind, rest = trial.dtype.kind, trial.shape[1:]
+            except Exception:
+                # ... or, for a model that takes no zeros (a log in its pipeline), from its classes.
+                kind, rest = (classes.dtype.kind if classes is not None else "f"), ()
+        datatype = _KINDS.get(kind)
         if datatype is None:
             raise ModelError(
-                f"model {name!r}: predict returns {trial.dtype} values (string labels?), which need BYTES "
+                f"model {name!r}: predict returns {kind!r} values (string labels?), which need BYTES "
                 "tensors, not served yet; train it on integer labels"
             )
         self.inputs = (TensorSpec("INPUT0", "FP64", (-1, features)),)
-        outputs = [TensorSpec("OUTPUT0", datatype, (-1, *trial.shape[1:]))]
-        self._proba = hasattr(estimator, "predict_proba")
-        if self._proba:
-            classes = len(getattr(estimator, "classes_", ()))
-            outputs.append(TensorSpec("OUTPUT1", "FP64", (-1, classes or -1)))
+        outputs = [TensorSpec("OUTPUT0", datatype, (-1, *rest))]
+        # predict_proba of a single-output classifier: one row of class probabilities per row. A
+        # multi-output one answers a list of arrays, one per output: not served as OUTPUT1.
+        self._proba = hasattr(estimator, "predict_proba") and classes is not None and not rest
+        if classes is not None and self._proba:
+            outputs.append(TensorSpec("OUTPUT1", "FP64", (-1, len(classes))))
         self.outputs = tuple(outputs)
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
