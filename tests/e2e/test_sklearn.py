@@ -49,7 +49,10 @@ def test_a_pickle_needs_allow_pickle(launch, platform, tmp_path):
         r"worker 0 failed to start: model 'churn': churn.pkl is a pickle, .*--allow-pickle", refused.output
     )
     assert "Traceback" not in refused.output
-    allowed = launch("--model", f"churn={platform.path(str(path))}", "--allow-pickle", workers=1)
+    # A control address of its own: the refused pool's cleanup must not take this one for its own.
+    allowed = launch(
+        "--model", f"churn={platform.path(str(path))}", "--allow-pickle", workers=1, control=platform.control_address()
+    )
     url = allowed.wait_ready()
     body = {"inputs": [{"name": "INPUT0", "datatype": "FP64", "shape": [1, 4], "data": X[0].tolist()}]}
     status, _, answer = http("POST", f"{url}/v2/models/churn/infer", json.dumps(body).encode())
