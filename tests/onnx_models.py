@@ -20,9 +20,10 @@ ELEMENT_TYPES = {
     "FP16": TensorProto.FLOAT16,
     "FP32": TensorProto.FLOAT,
     "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
 }
-# A opset onnxruntime 1.17 and later all run.
-OPSET = [helper.make_opsetid("", 17)]
+# A opset onnxruntime 1.17 and later all run (and of its ML operators, for LabelEncoder).
+OPSET = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
 
 
 def _save(graph: onnx.GraphProto, path: str) -> str:
@@ -69,5 +70,36 @@ def identity(path: str, datatype: str, batched: bool = True, output_first: str =
         f"identity_{datatype.lower()}",
         [helper.make_tensor_value_info("x", element, shape)],
         [helper.make_tensor_value_info("y", element, out_shape)],
+    )
+    return _save(graph, path)
+
+
+#: The words ``vocabulary`` knows, and their ids; any other word is -1.
+WORDS = {"cat": 0, "dog": 1, "café": 2, "": 3}
+
+
+def vocabulary(path: str) -> str:
+    """``word`` BYTES [batch] -> ``id`` INT64 [batch] (a LabelEncoder over WORDS) and ``echo``
+    BYTES [batch], the words as they came: strings in and out of a real graph."""
+    nodes = [
+        helper.make_node(
+            "LabelEncoder",
+            ["word"],
+            ["id"],
+            domain="ai.onnx.ml",
+            keys_strings=list(WORDS),
+            values_int64s=list(WORDS.values()),
+            default_int64=-1,
+        ),
+        helper.make_node("Identity", ["word"], ["echo"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "vocabulary",
+        [helper.make_tensor_value_info("word", TensorProto.STRING, ["batch"])],
+        [
+            helper.make_tensor_value_info("id", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("echo", TensorProto.STRING, ["batch"]),
+        ],
     )
     return _save(graph, path)

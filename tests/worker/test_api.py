@@ -295,7 +295,15 @@ BAD_REQUESTS = [
         "'instances' must be a non-empty list",
     ),
     ("v1 wrong width", "POST", "/v1/models/mlp:predict", b'{"instances": [[1, 2, 3]]}', {}, 400, "needs [-1, 64]"),
-    ("v1 ragged", "POST", "/v1/models/mlp:predict", b'{"instances": [[1, 2], [3]]}', {}, 400, "equal-length lists"),
+    (
+        "v1 ragged",
+        "POST",
+        "/v1/models/mlp:predict",
+        b'{"instances": [[' + b"1, " * 63 + b"1], [3]]}",
+        {},
+        400,
+        "equal-length lists",
+    ),
     ("v1 unknown model", "POST", "/v1/models/nope:predict", b'{"instances": [[1]]}', {}, 404, "unknown model"),
     ("bad gzip", "POST", "/v2/models/mlp/infer", b"not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
     (

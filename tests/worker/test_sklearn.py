@@ -127,11 +127,70 @@ def test_a_pickle_is_refused_unless_allowed(tmp_path, suffix):
     assert model.predict({"INPUT0": X[:2]})["OUTPUT0"].tolist() == classifier().predict(X[:2]).tolist()
 
 
-def test_string_labels_are_a_clear_load_error(tmp_path):
-    estimator = LogisticRegression().fit(X, np.where(LABELS > 0, "yes", "no"))
+async def test_string_labels_are_bytes(tmp_path):
+    labels = np.where(LABELS > 0, "yes", "nö")
+    estimator = LogisticRegression().fit(X, labels)
     skops_io.dump(estimator, tmp_path / "words.skops")
-    with pytest.raises(ModelError, match=r"string labels.*BYTES"):
-        SklearnModel("words", str(tmp_path / "words.skops"))
+    model = SklearnModel("words", str(tmp_path / "words.skops"))
+    assert [s.as_json() for s in model.outputs] == [
+        {"name": "OUTPUT0", "datatype": "BYTES", "shape": [-1]},
+        {"name": "OUTPUT1", "datatype": "FP64", "shape": [-1, 2]},
+    ]
+    app = InferenceApp([model], ServingState())
+    rows = X[:6]
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP64", "shape": [6, 4], "data": rows.ravel().tolist()}]}
+    response = await call(app, "POST", "/v2/models/words/infer", json.dumps(body).encode())
+    assert response.status == 200, response.body
+    (labels_out, _) = response.json()["outputs"]
+    assert labels_out["data"] == estimator.predict(rows).tolist() and set(labels_out["data"]) == {"yes", "nö"}
+    v1 = await call(app, "POST", "/v1/models/words:predict", json.dumps({"instances": rows.tolist()}).encode())
+    assert v1.status == 200 and v1.json() == {"predictions": estimator.predict(rows).tolist()}
+
+
+#: Rows with a string feature (a colour) and a number (a size), and whether each was bought.
+MIXED = np.array([["red", 1.0], ["blue", 2.5], ["red", 0.3], ["green", 4.0], ["blue", 0.1], ["green", 3.3]], object)
+BOUGHT = np.array([1, 0, 1, 0, 0, 1])
+
+
+def mixed_pipeline(columns):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    encode = ColumnTransformer(
+        [("colour", OneHotEncoder(handle_unknown="ignore"), [columns[0]]), ("size", StandardScaler(), [columns[1]])]
+    )
+    return make_pipeline(encode, LogisticRegression())
+
+
+@pytest.mark.parametrize("fitted_on", ["array", "DataFrame"])
+async def test_string_features_for_a_pipeline_that_takes_them(tmp_path, fitted_on):
+    if fitted_on == "DataFrame":
+        pandas = pytest.importorskip("pandas")
+        train = pandas.DataFrame({"colour": MIXED[:, 0], "size": MIXED[:, 1].astype(float)})
+        estimator = mixed_pipeline(["colour", "size"]).fit(train, BOUGHT)
+        expected = estimator.predict_proba(train)
+    else:
+        estimator = mixed_pipeline([0, 1]).fit(MIXED, BOUGHT)
+        expected = estimator.predict_proba(MIXED)
+    skops_io.dump(estimator, tmp_path / "shop.skops")
+    (model,) = load_models([f"shop={tmp_path / 'shop.skops'}"])
+    assert [s.as_json() for s in model.inputs] == [{"name": "INPUT0", "datatype": "BYTES", "shape": [-1, 2]}]
+    app = InferenceApp([model], ServingState())
+    # Every feature a string, numbers too: scikit-learn's numeric steps read them back.
+    rows = [[colour, str(size)] for colour, size in MIXED.tolist()]
+    body = {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [6, 2], "data": rows}]}
+    response = await call(app, "POST", "/v2/models/shop/infer", json.dumps(body).encode())
+    assert response.status == 200, response.body
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["OUTPUT0"]["data"] == expected.argmax(axis=1).tolist()
+    assert np.allclose(outputs["OUTPUT1"]["data"], expected.ravel())
+    v1 = await call(app, "POST", "/v1/models/shop:predict", json.dumps({"instances": rows}).encode())
+    assert v1.status == 200 and v1.json() == {"predictions": expected.argmax(axis=1).tolist()}
+    # A size that is no number is the client's error, in one line.
+    rows[0][1] = "big"
+    body = {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [6, 2], "data": rows}]}
+    response = await call(app, "POST", "/v2/models/shop/infer", json.dumps(body).encode())
+    assert response.status == 400 and "refused the input" in response.json()["error"]
 
 
 def test_a_missing_extra_names_the_pip_command(tmp_path, monkeypatch):

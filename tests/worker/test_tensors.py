@@ -1,5 +1,6 @@
-"""JSON tensor data against its datatype: the wrong JSON types and values out of range are a
-400 naming the input, in-process."""
+"""Tensor data against its datatype, in-process: the wrong JSON types and values out of range
+are a 400 naming the input; BYTES tensors both ways, JSON and binary, with tritonclient's own
+serialisation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .asgi import call
 
 pytestmark = pytest.mark.anyio
 
-DATATYPES = ("BOOL", "UINT8", "UINT64", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64")
+DATATYPES = ("BOOL", "UINT8", "UINT64", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES")
 
 
 class Echo(Model):
@@ -64,6 +65,9 @@ REFUSED = [
     ("BOOL", [0.5], "input 'INPUT0': BOOL data must be true or false, not float"),
     ("BOOL", ["true"], "input 'INPUT0': BOOL data must be true or false, not str"),
     ("BOOL", [True, None], "input 'INPUT0': BOOL data must be true or false, not null"),
+    ("BYTES", ["a", 1], "input 'INPUT0': BYTES data must be strings, not int"),
+    ("BYTES", [None], "input 'INPUT0': BYTES data must be strings, not null"),
+    ("BYTES", ["a", ["b"]], "input 'INPUT0': BYTES data must be strings, not list"),
 ]
 
 
@@ -99,6 +103,7 @@ ACCEPTED = [
     ("FP64", [1e308, -5]),
     ("BOOL", [True, False]),
     ("FP32", []),
+    ("BYTES", ["", "héllo", "a\u0000b", "🙂"]),
 ]
 
 
@@ -109,3 +114,95 @@ async def test_json_data_at_the_edges_of_its_range_is_taken(app, datatype, data)
     (out,) = response.json()["outputs"]
     dtype = Echo(datatype).outputs[0].dtype
     np.testing.assert_array_equal(np.asarray(out["data"], dtype=dtype), np.asarray(data, dtype=dtype))
+
+
+async def test_one_long_string_among_numbers_is_refused_before_numpy_reads_it(app):
+    # numpy alone reads this 1 MB list as 2,000 strings of 1 MB each: 8 GB.
+    response = await infer(app, "FP32", [1.0] * 2000 + ["x" * 1_000_000])
+    assert response.status == 400
+    assert response.json() == {"error": "input 'INPUT0': FP32 data must be numbers, not str"}
+
+
+async def test_nested_data_must_have_the_shape_it_claims(app):
+    for data in ([[1.0, 2.0], [3.0]], [[1.0, 2.0], 3.0], [[1.0], [2.0], [3.0]]):
+        response = await infer(app, "FP32", data, shape=[2, 2])
+        assert response.status == 400, data
+        assert "the nested lists do not make shape [2, 2]" in response.json()["error"]
+
+
+def binary_request(datatype: str, array: np.ndarray, binary_output: bool = True) -> tuple[bytes, dict[str, str]]:
+    """A request in the binary tensor extension, serialised by tritonclient itself."""
+    from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
+
+    tensor = InferInput("INPUT0", list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=True)
+    body, json_size = InferenceServerClient.generate_request_body(
+        [tensor], outputs=[InferRequestedOutput("OUTPUT0", binary_data=binary_output)]
+    )
+    return body, {"Inference-Header-Content-Length": str(json_size)}
+
+
+def binary_result(response):
+    from tritonclient.http import InferenceServerClient
+
+    length = response.headers.get("inference-header-content-length")
+    return InferenceServerClient.parse_response_body(response.body, header_length=int(length) if length else None)
+
+
+async def test_bytes_both_ways_binary_and_json_as_tritonclient_reads_them(app):
+    array = np.array([[b"", b"caf\xc3\xa9", b"\x00\xff raw"], [b"x" * 70_000, b"a,b", b"\n"]], dtype=object)
+    body, headers = binary_request("BYTES", array)
+    response = await call(app, "POST", "/v2/models/bytes/infer", body, headers)
+    assert response.status == 200, response.body
+    out = binary_result(response).as_numpy("OUTPUT0")
+    assert out.shape == (2, 3) and out.tolist() == array.tolist()
+    # The same bytes asked for in JSON: not UTF-8 (b"\xff"), which JSON cannot carry, is a 500 that says so.
+    body, headers = binary_request("BYTES", array, binary_output=False)
+    response = await call(app, "POST", "/v2/models/bytes/infer", body, headers)
+    assert response.status == 500 and "not UTF-8" in response.json()["error"]
+    text = np.array([["é", "b"], ["", "d"]], dtype=object)
+    body, headers = binary_request("BYTES", text, binary_output=False)
+    response = await call(app, "POST", "/v2/models/bytes/infer", body, headers)
+    assert response.status == 200, response.body
+    assert binary_result(response).as_numpy("OUTPUT0").tolist() == [["é", "b"], ["", "d"]]
+
+
+@pytest.mark.parametrize(
+    "blob, message",
+    [
+        (b"\x01\x00\x00", "3 bytes cannot hold 2 BYTES elements"),
+        (b"\x01\x00\x00\x00a\x05\x00\x00\x00ab", "element 1 claims 5 bytes; 2 are left"),
+        (b"\xff\xff\xff\xff" + b"\x00" * 4, "element 0 claims 4294967295 bytes; 4 are left"),
+        (b"\x03\x00\x00\x00abc\x00\x00", "ends within element 1 of 2"),
+        (b"\x00\x00\x00\x00" * 3, "4 bytes of binary data follow the last of 2 elements"),
+    ],
+    ids=["short", "overlong", "huge length", "cut", "trailing"],
+)
+async def test_malformed_binary_bytes_are_a_400(app, blob, message):
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "INPUT0", "datatype": "BYTES", "shape": [1, 2], "parameters": {"binary_data_size": len(blob)}}
+            ]
+        }
+    ).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    response = await call(app, "POST", "/v2/models/bytes/infer", header + blob, headers)
+    assert response.status == 400, response.body
+    assert message in response.json()["error"]
+
+
+async def test_a_raw_body_cannot_carry_bytes(app):
+    response = await call(app, "POST", "/v2/models/bytes/infer", b"abcd", {"Inference-Header-Content-Length": "0"})
+    assert response.status == 400 and "cannot carry BYTES" in response.json()["error"]
+
+
+async def test_v1_predict_takes_and_answers_strings(app):
+    body = json.dumps({"instances": [["a", "é"], ["c", ""]]}).encode()
+    response = await call(app, "POST", "/v1/models/bytes:predict", body)
+    assert response.status == 200, response.body
+    assert response.json() == {"predictions": [["a", "é"], ["c", ""]]}
+    response = await call(app, "POST", "/v1/models/bytes:predict", json.dumps({"instances": [[1, 2]]}).encode())
+    assert response.status == 400 and response.json() == {
+        "error": "input 'INPUT0': BYTES data must be strings, not int"
+    }

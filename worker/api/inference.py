@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..models import Model, ModelError
-from . import jsonio, tensors
+from . import tensors
 from .errors import HTTPError, bad_request
 
 logger = logging.getLogger("worker.api")
@@ -174,10 +174,8 @@ def _rows(model: Model, inputs: Mapping[str, np.ndarray]) -> int:
 def predict_v1(model: Model, body: bytes) -> bytes:
     """One KServe V1 ``:predict``."""
     array = tensors.v1_instances(model, body)
-    output = np.asarray(predict(model, {model.inputs[0].name: array})[model.outputs[0].name])
-    if output.dtype.kind == "f" and not np.isfinite(output).all():
-        raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry")
-    return jsonio.dumps({"predictions": output})
+    results = predict(model, {model.inputs[0].name: array})
+    return tensors.v1_predictions(model, results[model.outputs[0].name])
 
 
 def predict(model: Model, inputs: Mapping[str, Any]) -> Mapping[str, Any]:

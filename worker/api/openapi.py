@@ -34,7 +34,7 @@ REQUEST_INPUT = {
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "enum": [*DATATYPES, "BYTES"]},
+        "datatype": {"type": "string", "enum": list(DATATYPES)},
         "parameters": {"type": "object"},
         "data": {"type": "array"},
     },

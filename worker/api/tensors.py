@@ -7,6 +7,7 @@ headers out. Every refusal is an :class:`~worker.api.errors.HTTPError` with a on
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..models import Model, TensorSpec
-from . import jsonio
+from . import jsonio, strings
 from .errors import HTTPError, bad_request
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -39,71 +40,76 @@ def _shape(raw: object, where: str) -> tuple[int, ...]:
 def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: str) -> np.ndarray:
     if data is None:
         raise bad_request(f"{where}: needs 'data' or parameters.binary_data_size")
-    if isinstance(data, list) and data and not isinstance(data[0], list) and len(data) != math.prod(shape):
-        # A flat list that does not fit is refused before anything is allocated for it.
+    return _typed(_leaves(data, shape, where), spec, where).reshape(shape)
+
+
+def _leaves(data: object, shape: tuple[int, ...], where: str) -> list[Any]:
+    """The values of JSON ``data`` for a tensor of ``shape``, flat: ``data`` is either flat, or
+    nested list by list exactly as the shape says. Nothing is allocated for data that does not
+    fit: its lengths are checked first."""
+    if not isinstance(data, list):
+        raise bad_request(f"{where}: 'data' must be a list")
+    if len(shape) > 1 and data and isinstance(data[0], list):
+        rows: list[Any] = [data]
+        for dim in shape:
+            if any(type(row) is not list or len(row) != dim for row in rows):
+                nested = "equal-length lists, one level a dimension"
+                raise bad_request(f"{where}: the nested lists do not make shape {list(shape)} ({nested})")
+            rows = list(itertools.chain.from_iterable(rows))
+        return rows
+    if len(data) != math.prod(shape):
         raise bad_request(f"{where}: 'data' has {len(data)} elements but shape {list(shape)} needs {math.prod(shape)}")
-    try:
-        values = np.asarray(data)  # of the kind numpy infers: bool, int, float, str or object
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise bad_request(f"{where}: 'data' must be a (flat or nested) list of {spec.datatype} values") from None
-    if values.size != math.prod(shape):
-        raise bad_request(
-            f"{where}: 'data' has {values.size} elements but shape {list(shape)} needs {math.prod(shape)}"
-        )
-    return _typed(values, data, spec, where).reshape(shape)
+    return data
 
 
-#: Per kind of datatype (numpy's kind codes): the kinds numpy may read its JSON values as, the
-#: same as Python types, and what to call them.
-_TAKES = {
-    "b": ("b", (bool,), "true or false"),
-    "i": ("iu", (int,), "integers"),
-    "u": ("iu", (int,), "integers"),
-    "f": ("iuf", (int, float), "numbers"),
+#: Per kind of datatype (numpy's kind codes): the Python types its JSON values may have, and
+#: what to call them. type(), not isinstance(): a bool is no integer here.
+_TAKES: dict[str, tuple[set[type], str]] = {
+    "b": ({bool}, "true or false"),
+    "i": ({int}, "integers"),
+    "u": ({int}, "integers"),
+    "f": ({int, float}, "numbers"),
 }
 
 
-def _typed(values: np.ndarray, data: object, spec: TensorSpec, where: str) -> np.ndarray:
-    """``values``, numpy's reading of the JSON ``data``, as an array of ``spec``'s datatype.
+def _typed(values: list[Any], spec: TensorSpec, where: str) -> np.ndarray:
+    """JSON ``values`` as a flat array of ``spec``'s datatype.
 
     A 400 for values of the wrong JSON type (strings, null, booleans as numbers, numbers as
     booleans, fractions as integers) and for values the datatype cannot hold, which numpy would
-    parse, wrap or round to infinity. What is checked is the kind numpy infers for the whole
-    array, then its minimum and maximum (for floats, the cast's finiteness): a million values
-    cost a few milliseconds more than converting them unchecked. So a boolean among numbers,
-    which numpy reads as 0 or 1, passes: catching it would take a pass over the values as long
-    as the conversion itself.
+    wrap or round to infinity. The types are checked before numpy sees the values: left to
+    itself, numpy reads a list with one long string among many numbers as an array of strings
+    that long, and a 1 MB request would take gigabytes.
     """
-    if not values.size:
-        return values.astype(spec.dtype)
-    if values.dtype.kind not in _TAKES[spec.dtype.kind][0]:
-        values = _exactly(data, spec, where)
+    if spec.datatype == "BYTES":
+        return strings.from_json(values, where)
+    allowed, what = _TAKES[spec.dtype.kind]
+    if not set(map(type, values)) <= allowed:
+        wrong = next(value for value in values if type(value) not in allowed)
+        name = "null" if wrong is None else type(wrong).__name__
+        raise bad_request(f"{where}: {spec.datatype} data must be {what}, not {name}")
+    if not values or spec.dtype.kind == "b":
+        return np.array(values, dtype=spec.dtype)
     if spec.dtype.kind == "f":
+        try:
+            wide = np.array(values, dtype=np.float64)
+        except OverflowError:
+            raise bad_request(f"{where}: a value is out of range for {spec.datatype}") from None
         with np.errstate(over="ignore"):
-            array = values.astype(spec.dtype)
+            array = wide.astype(spec.dtype)
         finite = np.isfinite(array)
         if not finite.all():
-            raise bad_request(f"{where}: value {values.flat[np.argmin(finite)]} is not finite as {spec.datatype}")
+            raise bad_request(f"{where}: value {values[int(np.argmin(finite))]} is not finite as {spec.datatype}")
         return array
-    if spec.dtype.kind in "iu":
-        info = np.iinfo(spec.dtype)
-        low, high = values.min(), values.max()
-        if low < info.min or high > info.max:
-            raise bad_request(f"{where}: value {low if low < info.min else high} is out of range for {spec.datatype}")
-    return values.astype(spec.dtype)
-
-
-def _exactly(data: object, spec: TensorSpec, where: str) -> np.ndarray:
-    """``data`` as an array of Python objects, when numpy read it as a kind ``spec`` does not
-    take: its values one by one, to name the first of the wrong type. Only integers can pass:
-    some past int64 beside smaller ones, which numpy reads as floats."""
-    _, types, what = _TAKES[spec.dtype.kind]
-    values = np.asarray(data, dtype=object)
-    for value in values.flat:
-        if type(value) not in types:  # type(), not isinstance(): a bool is no integer here
-            name = "null" if value is None else type(value).__name__
-            raise bad_request(f"{where}: {spec.datatype} data must be {what}, not {name}")
-    return values
+    try:
+        wide = np.array(values, dtype=np.int64)
+    except OverflowError:
+        wide = np.array(values, dtype=object)  # past int64 (UINT64 takes some): Python's integers
+    info = np.iinfo(spec.dtype)
+    low, high = wide.min(), wide.max()
+    if low < info.min or high > info.max:
+        raise bad_request(f"{where}: value {low if low < info.min else high} is out of range for {spec.datatype}")
+    return wide.astype(spec.dtype)
 
 
 #: The most bytes one value takes in a JSON request (a float's repr, a comma, some spacing).
@@ -123,7 +129,7 @@ def largest_body(model: Model) -> int | None:
     values = 0
     for spec in model.inputs:
         rest = spec.shape[1:]
-        if -1 in rest:
+        if -1 in rest or spec.datatype == "BYTES":  # a string can be as long as the body
             return None
         values += model.max_batch_size * math.prod(rest)
     return values * max(JSON_BYTES_PER_VALUE, 8) + REQUEST_OVERHEAD
@@ -176,14 +182,21 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
         if size is None:
             inputs[name] = _json_array(raw.get("data"), spec, shape, where)
             continue
-        expected = math.prod(shape) * spec.dtype.itemsize
-        if not isinstance(size, int) or isinstance(size, bool) or size != expected:
+        count = math.prod(shape)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise bad_request(f"{where}: binary_data_size must be a non-negative integer, not {size!r}")
+        if spec.datatype != "BYTES" and size != count * spec.dtype.itemsize:
+            needs = count * spec.dtype.itemsize
             raise bad_request(
-                f"{where}: binary_data_size is {size!r} but shape {list(shape)} of {spec.datatype} needs {expected}"
+                f"{where}: binary_data_size is {size} but shape {list(shape)} of {spec.datatype} needs {needs}"
             )
         if offset + size > len(blobs):
             raise bad_request(f"{where}: the body holds {len(blobs) - offset} bytes of binary data, not {size}")
-        inputs[name] = np.frombuffer(blobs, dtype=spec.dtype, count=math.prod(shape), offset=offset).reshape(shape)
+        if spec.datatype == "BYTES":
+            array = strings.from_binary(memoryview(blobs)[offset : offset + size], count, where)
+        else:
+            array = np.frombuffer(blobs, dtype=spec.dtype, count=count, offset=offset)
+        inputs[name] = array.reshape(shape)
         offset += size
     if offset != len(blobs):
         raise bad_request(f"the body has {len(blobs) - offset} bytes of binary data that no input claims")
@@ -242,6 +255,8 @@ def _decode_raw(model: Model, body: bytes) -> InferRequest:
     if len(model.inputs) != 1:
         raise bad_request(f"a raw binary request needs a model with one input; {model.name!r} has {len(model.inputs)}")
     (spec,) = model.inputs
+    if spec.datatype == "BYTES":
+        raise bad_request(f"a raw binary request cannot carry BYTES input {spec.name!r}; send a JSON header")
     fixed = math.prod(d for d in spec.shape if d != -1)
     itemsize = spec.dtype.itemsize
     if spec.shape.count(-1) > 1 or fixed == 0 or len(body) % (fixed * itemsize):
@@ -275,17 +290,13 @@ def encode_infer(
     outputs = []
     blobs: list[bytes] = []
     for spec, binary in request.outputs:
-        array = np.ascontiguousarray(results[spec.name], dtype=spec.dtype)
-        entry: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": list(array.shape)}
-        if binary:
-            blob = array.tobytes()
+        shape, blob, data = _output(model, spec, results[spec.name], binary)
+        entry: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": shape}
+        if blob is not None:
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                message = f"model {model.name!r} returned NaN or infinity, which JSON cannot carry"
-                raise HTTPError(500, f"{message}; ask for binary outputs")
-            entry["data"] = array.ravel()
+            entry["data"] = data
         outputs.append(entry)
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if request.id is not None:
@@ -298,6 +309,24 @@ def encode_infer(
         (b"content-type", b"application/octet-stream"),
         (HEADER_LENGTH.encode(), str(len(header)).encode()),
     ]
+
+
+def _output(model: Model, spec: TensorSpec, value: Any, binary: bool) -> tuple[list[int], bytes | None, Any]:
+    """One output's shape, and its binary data (when ``binary``) or its values for JSON (flat);
+    a 500 for what JSON cannot carry."""
+    if spec.datatype == "BYTES":
+        array = np.asarray(value)
+        elements = strings.as_bytes(array, model.name, spec.name)
+        if binary:
+            return list(array.shape), strings.to_binary(elements), None
+        return list(array.shape), None, strings.to_json(elements, model.name, spec.name)
+    array = np.ascontiguousarray(value, dtype=spec.dtype)
+    if binary:
+        return list(array.shape), array.tobytes(), None
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        message = f"model {model.name!r} returned NaN or infinity, which JSON cannot carry"
+        raise HTTPError(500, f"{message}; ask for binary outputs")
+    return list(array.shape), None, array.ravel()
 
 
 def model_metadata(model: Model) -> dict[str, Any]:
@@ -350,12 +379,27 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
     if len(model.inputs) != 1:
         raise bad_request(f"V1 predict needs a model with one input; {model.name!r} has {len(model.inputs)}")
     (spec,) = model.inputs
-    try:
-        values = np.asarray(instances)
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise bad_request(f"'instances' must be a list of equal-length lists of {spec.datatype} values") from None
-    array = _typed(values, instances, spec, f"input {spec.name!r}")
-    if not spec.accepts(array.shape):
-        raise bad_request(f"'instances' has shape {list(array.shape)}, but {spec.name!r} needs {list(spec.shape)}")
+    # The shape the instances claim, read down their first elements; _leaves checks the rest.
+    shape: list[int] = []
+    node: Any = instances
+    while isinstance(node, list) and len(shape) < len(spec.shape):
+        shape.append(len(node))
+        node = node[0] if node else None
+    if not spec.accepts(tuple(shape)):
+        raise bad_request(f"'instances' has shape {shape}, but {spec.name!r} needs {list(spec.shape)}")
+    where = f"input {spec.name!r}"
+    array = _typed(_leaves(instances, tuple(shape), where), spec, where).reshape(shape)
     _check_batch(model, {spec.name: array})
     return array
+
+
+def v1_predictions(model: Model, output: Any) -> bytes:
+    """A V1 ``:predict`` response: the first output's values as ``predictions``."""
+    spec = model.outputs[0]
+    array = np.asarray(output)
+    if spec.datatype == "BYTES":
+        texts = strings.to_json(strings.as_bytes(array, model.name, spec.name), model.name, spec.name)
+        return jsonio.dumps({"predictions": np.array(texts, dtype=object).reshape(array.shape).tolist()})
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry")
+    return jsonio.dumps({"predictions": array})

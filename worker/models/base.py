@@ -27,11 +27,25 @@ DATATYPES: dict[str, np.dtype] = {
     "FP16": np.dtype("<f2"),
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
+    #: Strings and byte strings: an object array of ``bytes`` (models may answer ``str`` too).
+    "BYTES": np.dtype(object),
 }
 
 
 class ModelError(Exception):
     """A model could not be loaded, or refused its input (a client error)."""
+
+
+def as_text(array: np.ndarray, name: str) -> np.ndarray:
+    """A BYTES tensor (an object array of ``bytes``) as an object array of ``str``, the strings
+    libraries such as onnxruntime and scikit-learn take; a :class:`ModelError` for bytes that are
+    not UTF-8."""
+    texts = np.empty(array.shape, dtype=object)
+    try:
+        texts.ravel()[:] = [value.decode() for value in array.ravel().tolist()]
+    except UnicodeDecodeError:
+        raise ModelError(f"{name!r} is a string tensor: its elements must be UTF-8") from None
+    return texts
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Model, ModelError, TensorSpec
+from .base import Model, ModelError, TensorSpec, as_text
 
 #: ONNX tensor element types, as onnxruntime names them, and the protocol's datatypes.
 DATATYPES = {
@@ -35,6 +35,7 @@ DATATYPES = {
     "tensor(float16)": "FP16",
     "tensor(float)": "FP32",
     "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
 }
 #: The largest batch a request may carry, when the model batches (as the numpy MLP's).
 MAX_BATCH_SIZE = 1024
@@ -92,12 +93,17 @@ class OnnxModel(Model):
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         names = [spec.name for spec in self.outputs]
-        feed = {spec.name: np.asarray(inputs[spec.name], dtype=spec.dtype) for spec in self.inputs}
+        feed = {spec.name: _feed(spec, inputs[spec.name]) for spec in self.inputs}
         try:
             results = self.session.run(names, feed)
         except Exception as exc:  # onnxruntime's own types: a shape the graph cannot take, say
             raise ModelError(_first_line(exc)) from None
         return dict(zip(names, results, strict=True))
+
+
+def _feed(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """An input as onnxruntime takes it: BYTES (bytes) as the str its string tensors hold."""
+    return as_text(array, spec.name) if spec.datatype == "BYTES" else np.asarray(array, dtype=spec.dtype)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,11 +6,14 @@ file holding any other is refused at load with those types named; ``--trust-type
 one more (many tree models need ``sklearn.tree._tree.Tree``). Pickles (``.joblib``, ``.pkl``)
 run code as they load, so they are refused unless the pool is started with ``--allow-pickle``.
 
-The input is ``INPUT0``, FP64 ``[-1, n_features]`` (``n_features_in_``). ``OUTPUT0`` is
-``predict``; ``OUTPUT1`` is ``predict_proba`` where the estimator has it (a classifier), FP64
-``[-1, n_classes]``. The datatype of ``OUTPUT0`` is what ``predict`` returns (INT64 for integer
-labels, FP64 for a regressor); string labels would need the protocol's BYTES tensors, which
-this server does not carry yet: such a model is refused at load.
+The input is ``INPUT0`` ``[-1, n_features]`` (``n_features_in_``): FP64, or BYTES when the
+estimator takes strings (it holds an encoder fitted on string categories: a pipeline with a
+``OneHotEncoder``, say), every feature a string then (numbers too: ``"2.5"``, which scikit-learn's
+numeric steps read back), and the rows handed over as a DataFrame with the estimator's column
+names when it was fitted on one. ``OUTPUT0`` is ``predict``; ``OUTPUT1`` is ``predict_proba``
+where the estimator has it (a classifier), FP64 ``[-1, n_classes]``. The datatype of ``OUTPUT0``
+is what ``predict`` returns: INT64 for integer labels, BYTES for string labels, FP64 for a
+regressor.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from .base import Model, ModelError, TensorSpec
+from .base import Model, ModelError, TensorSpec, as_text
 
 INSTALL = "pip install 'inference-supervisor[sklearn]'"
 PICKLES = (".joblib", ".pkl", ".pickle")
 #: The largest batch a request may carry (as the other models').
 MAX_BATCH_SIZE = 1024
 #: predict's output kinds (numpy's kind codes) and the datatype each is served as.
-_KINDS = {"b": "BOOL", "i": "INT64", "u": "INT64", "f": "FP64"}
+_KINDS = {"b": "BOOL", "i": "INT64", "u": "INT64", "f": "FP64", "U": "BYTES", "S": "BYTES", "O": "BYTES"}
 
 
 def load_estimator(name: str, path: str, allow_pickle: bool, trusted: Sequence[str] = ()) -> Any:
@@ -86,6 +89,17 @@ class SklearnModel(Model):
             raise ModelError(f"model {name!r}: {os.path.basename(path)} holds no fitted estimator with n_features_in_")
         self.estimator = estimator
         features = estimator.n_features_in_
+        self._strings = takes_strings(estimator)
+        #: The column names of the DataFrame a string-taking estimator was fitted on: it takes one.
+        self._columns: list[str] | None = None
+        if self._strings and getattr(estimator, "feature_names_in_", None) is not None:
+            self._columns = [str(column) for column in estimator.feature_names_in_]
+            try:
+                import pandas  # noqa: F401  (scikit-learn had it when the estimator was fitted)
+            except ImportError:
+                raise ModelError(
+                    f"model {name!r} was fitted on a DataFrame, and takes one: pip install pandas"
+                ) from None
         found = getattr(estimator, "classes_", None)
         #: A single-output classifier's labels (a multi-output one has a list of arrays).
         classes = found if isinstance(found, np.ndarray) else None
@@ -93,18 +107,19 @@ class SklearnModel(Model):
             warnings.simplefilter("ignore")
             try:
                 # What predict returns, learnt from a row of zeros...
-                trial = np.asarray(estimator.predict(np.zeros((1, features))))
+                zeros = np.zeros((1, features))
+                trial = np.asarray(estimator.predict(self._rows(zeros.astype(bytes)) if self._strings else zeros))
                 kind, rest = trial.dtype.kind, trial.shape[1:]
             except Exception:
-                # ... or, for a model that takes no zeros (a log in its pipeline), from its classes.
+                # ... or, for a model that takes no zeros (a log in its pipeline, an unknown
+                # category), from its classes.
                 kind, rest = (classes.dtype.kind if classes is not None else "f"), ()
         datatype = _KINDS.get(kind)
         if datatype is None:
             raise ModelError(
-                f"model {name!r}: predict returns {kind!r} values (string labels?), which need BYTES "
-                "tensors, not served yet; train it on integer labels"
+                f"model {name!r}: predict returns values of numpy kind {kind!r}, which this server cannot carry"
             )
-        self.inputs = (TensorSpec("INPUT0", "FP64", (-1, features)),)
+        self.inputs = (TensorSpec("INPUT0", "BYTES" if self._strings else "FP64", (-1, features)),)
         outputs = [TensorSpec("OUTPUT0", datatype, (-1, *rest))]
         # predict_proba of a single-output classifier: one row of class probabilities per row. A
         # multi-output one answers a list of arrays, one per output: not served as OUTPUT1.
@@ -114,7 +129,7 @@ class SklearnModel(Model):
         self.outputs = tuple(outputs)
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        x = np.asarray(inputs["INPUT0"], dtype=np.float64)
+        x = self._rows(inputs["INPUT0"])
         try:
             results = {"OUTPUT0": np.asarray(self.estimator.predict(x))}
             if self._proba:
@@ -122,3 +137,28 @@ class SklearnModel(Model):
         except ValueError as exc:  # scikit-learn's word for input it cannot take
             raise ModelError(str(exc).splitlines()[0]) from None
         return results
+
+    def _rows(self, array: np.ndarray) -> Any:
+        """INPUT0 as the estimator takes it: floats, or strings (in a DataFrame when it was
+        fitted on one)."""
+        if not self._strings:
+            return np.asarray(array, dtype=np.float64)
+        texts = as_text(np.asarray(array, dtype=object), "INPUT0")
+        if self._columns is None:
+            return texts
+        import pandas
+
+        return pandas.DataFrame(texts, columns=self._columns)
+
+
+def takes_strings(estimator: Any) -> bool:
+    """Whether ``estimator`` holds an encoder fitted on string categories, in itself, a
+    pipeline's steps, a column transformer's or a feature union's transformers."""
+    categories = getattr(estimator, "categories_", None)
+    if isinstance(categories, list) and any(np.asarray(c).dtype.kind in "OUS" for c in categories):
+        return True
+    for attribute in ("steps", "transformers_", "transformer_list"):
+        for item in getattr(estimator, attribute, None) or []:
+            if isinstance(item, tuple) and len(item) > 1 and takes_strings(item[1]):
+                return True
+    return False
