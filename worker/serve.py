@@ -196,7 +196,7 @@ class Worker:
 
         async def announce_ready() -> None:
             await self.state.started.wait()
-            await self.link.send(Ready(os.getpid(), [model.name for model in models]))
+            await self.link.send(Ready(os.getpid(), sorted({model.name for model in models})))
 
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(drain_when_asked)

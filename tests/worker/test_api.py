@@ -459,7 +459,7 @@ def pool_counters(executions, inferences, failures):
     """A pool-wide snapshot of the demo model, as the supervisor sums it."""
     durations = {"success": {"count": executions, "ns": 1000 * executions}, "fail": {"count": failures, "ns": 7}}
     return {
-        "mlp": {
+        "mlp/1": {
             "version": "1",
             "last_inference": 1,
             "inference_count": inferences,

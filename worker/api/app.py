@@ -23,6 +23,7 @@ from .batching import Batcher
 from .errors import HTTPError, bad_request, not_found
 from .metrics import Metrics
 from .stats import ModelStats, as_triton, highest
+from .tensors import REQUEST_OVERHEAD
 
 logger = logging.getLogger("worker.api")
 access = logging.getLogger("worker.access")
@@ -75,8 +76,14 @@ class InferenceApp:
         pool_stats: PoolStats | None = None,
         batch_delays: Mapping[str, float] | None = None,
     ) -> None:
-        self.models = {model.name: model for model in models}
-        self.stats = {model.name: ModelStats(model.name, model.version) for model in models}
+        #: Every version of every model, and by name the default: its highest version.
+        self.versions = {(model.name, model.version): model for model in models}
+        self.models: dict[str, Model] = {}  # in the order they were given
+        for model in models:
+            if model.name not in self.models or _version_order(model) > _version_order(self.models[model.name]):
+                self.models[model.name] = model
+        #: Statistics of every model version, by its key (see ``_key``).
+        self.stats = {_key(model): ModelStats(model.name, model.version) for model in models}
         self.state = state
         self.max_body_size = max_body_size
         self.body_timeout = body_timeout
@@ -87,15 +94,16 @@ class InferenceApp:
         self.bodies = ByteBudget(max_body_size)
         self._pool_stats = pool_stats
         #: Dynamic batching, by model name: the models given a delay (in seconds) that can batch.
+        delays = batch_delays or {}
         self.batchers = {
-            name: Batcher(self.models[name], delay, lambda: self.state.in_flight)
-            for name, delay in (batch_delays or {}).items()
-            if delay > 0 and self.models[name].max_batch_size > 0
+            _key(model): Batcher(model, delays[model.name], lambda: self.state.in_flight)
+            for model in models
+            if delays.get(model.name, 0) > 0 and model.max_batch_size > 0
         }
         #: The highest pool-wide counters answered so far (see ``_model_stats``).
         self._pool_seen: dict[str, Any] = {}
         self._pid = str(os.getpid()).encode()
-        self.openapi = openapi.document(models)
+        self.openapi = openapi.document(list(self.models.values()))
         self.metrics = Metrics(list(self.models))
 
     def own_stats(self) -> dict[str, Any]:
@@ -162,15 +170,7 @@ class InferenceApp:
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         method, path = scope["method"], scope["path"]
-        if path in (
-            "/v2/health/live",
-            "/v2/health/ready",
-            "/",
-            "/v2",
-            "/v1/models",
-            "/v2/models/stats",
-            "/openapi.json",
-        ):
+        if path in FIXED_PATHS:
             _allow(method, "GET")
             if path == "/openapi.json":
                 return _json(self.openapi)
@@ -184,7 +184,10 @@ class InferenceApp:
                 return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
             if path == "/v1/models":
                 return _json({"models": list(self.models)})
-            return _json({"model_stats": await self._model_stats(list(self.models))})
+            return _json({"model_stats": await self._model_stats(list(self.versions.values()))})
+        if path == "/v2/repository/index":
+            _allow(method, "POST")
+            return await self._index(scope, receive)
         if match := _V2_MODEL.fullmatch(path):
             model = self._model(match["model"], match["version"])
             action = match["action"]
@@ -193,13 +196,18 @@ class InferenceApp:
                 return await self._infer(model, scope, receive)
             _allow(method, "GET")
             if action is None:
-                return _json(tensors.model_metadata(model))
+                return _json(tensors.model_metadata(model, self._versions_of(model.name)))
             if action == "/ready":
                 return self._ready(model)
             if action == "/config":
-                batcher = self.batchers.get(model.name)
-                return _json(tensors.model_config(model, batcher.delay if batcher else 0.0))
-            return _json({"model_stats": await self._model_stats([model.name])})
+                batcher = self.batchers.get(_key(model))
+                versions = self._versions_of(model.name)
+                return _json(tensors.model_config(model, batcher.delay if batcher else 0.0, len(versions)))
+            # Triton's: a model's statistics are those of all its versions, unless one is named.
+            chosen = (
+                [model] if match["version"] else [self.versions[model.name, v] for v in self._versions_of(model.name)]
+            )
+            return _json({"model_stats": await self._model_stats(chosen)})
         if match := _V1_MODEL.fullmatch(path):
             model = self._model(match["model"], None)
             if match["verb"] == ":predict":
@@ -212,25 +220,43 @@ class InferenceApp:
         raise not_found(f"no route for {method} {path}")
 
     def _model(self, name: str, version: str | None) -> Model:
+        """The model ``name``, at ``version`` (its default: the highest)."""
         model = self.models.get(name)
         if model is None:
             raise not_found(f"unknown model {name!r}")
-        if version is not None and version != model.version:
-            raise not_found(f"model {name!r} has no version {version!r}")
-        return model
+        if version is None:
+            return model
+        versioned = self.versions.get((name, version))
+        if versioned is None:
+            raise not_found(f"model {name!r} has no version {version!r}; it has {self._versions_of(name)}")
+        return versioned
+
+    def _versions_of(self, name: str) -> list[str]:
+        """The versions of model ``name``, lowest first."""
+        return [model.version for model in sorted(self.versions.values(), key=_version_order) if model.name == name]
+
+    async def _index(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The repository index (``POST /v2/repository/index``): every version served. Its body
+        may be empty, or ``{"ready": true}`` (only ready models: all of them, here)."""
+        async with self._body(scope, receive, REQUEST_OVERHEAD) as body:
+            request = jsonio.loads(body) if body.strip() else {}
+        if not isinstance(request, dict) or not isinstance(request.get("ready", False), bool):
+            raise bad_request('the index request must be empty or a JSON object such as {"ready": true}')
+        ordered = sorted(self.versions.values(), key=_version_order)
+        return _json([{"name": m.name, "version": m.version, "state": "READY", "reason": ""} for m in ordered])
 
     def _ready(self, model: Model) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Model readiness, V1 and V2 alike: 503 from the moment this worker drains."""
         return _json({"name": model.name, "ready": not self.state.draining}, 503 if self.state.draining else 200)
 
-    async def _model_stats(self, names: list[str]) -> list[dict[str, Any]]:
+    async def _model_stats(self, models: list[Model]) -> list[dict[str, Any]]:
         own = self.own_stats()
         pool = own if self._pool_stats is None else await self._pool_stats(own)
         # When the supervisor cannot answer in time the link falls back to this worker's own
         # counters, a fraction of the pool's. Clients poll these counters and subtract: none may
         # ever be less than it was in an earlier answer.
         self._pool_seen = highest(self._pool_seen, highest(own, pool))
-        return [as_triton(name, self._pool_seen[name]) for name in names]
+        return [as_triton(model.name, self._pool_seen[_key(model)]) for model in models]
 
     @asynccontextmanager
     async def _body(self, scope: Scope, receive: Receive, limit: int | None = None) -> AsyncIterator[bytes]:
@@ -296,9 +322,9 @@ class InferenceApp:
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         arrived = time.perf_counter_ns()
-        stats = self.stats[model.name]
+        stats = self.stats[_key(model)]
         header_length = _headers(scope).get(tensors.HEADER_LENGTH)
-        batcher = self.batchers.get(model.name)
+        batcher = self.batchers.get(_key(model))
         try:
             async with self._body(scope, receive, tensors.largest_body(model)) as body:
                 if batcher is not None and len(body) <= SMALL_BODY:
@@ -384,6 +410,18 @@ class Inflater:
         if not self.done and not self._pending and len(out) <= most:
             raise bad_request(f"body is not valid {self.encoding}: it ends early")
         return out
+
+
+def _key(model: Model) -> str:
+    """A model version's key in the statistics the pool sums: NAME/VERSION (no name holds a /)."""
+    return f"{model.name}/{model.version}"
+
+
+def _version_order(model: Model) -> tuple[str, bool, int, str]:
+    """Models by name, then version: numbers as numbers, after any other (so the highest
+    number is a model's last version, its default)."""
+    numeric = model.version.isascii() and model.version.isdigit()
+    return model.name, numeric, int(model.version) if numeric else 0, model.version
 
 
 def _model_of(path: str) -> str | None:

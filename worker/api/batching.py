@@ -26,10 +26,15 @@ from .inference import Answer, Job, infer_batch
 
 
 def delays(models: list[Model], default_ms: float, per_model: list[str]) -> dict[str, float]:
-    """Each batching model's delay in seconds, from ``--batch-delay`` (every model that can
-    batch) and ``--model-batch-delay NAME=MS`` (one model); models with none do not batch."""
+    """Each batching model's delay in seconds, by name, from ``--batch-delay`` (every model
+    that can batch), its repository config's ``batch_delay_ms``, and ``--model-batch-delay
+    NAME=MS`` (one model), each over the one before; models with none do not batch."""
     by_name = {model.name: model for model in models}
-    chosen = {model.name: default_ms for model in models if model.max_batch_size > 0}
+    chosen = {
+        model.name: default_ms if model.batch_delay_ms is None else model.batch_delay_ms
+        for model in models
+        if model.max_batch_size > 0
+    }
     for spec in per_model:
         name, _, ms = spec.partition("=")
         model = by_name.get(name)

@@ -190,4 +190,4 @@ def predict(model: Model, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     missing = [spec.name for spec in model.outputs if spec.name not in results]
     if missing:
         raise HTTPError(500, f"model {model.name!r} did not return outputs {missing}")
-    return results
+    return {spec.name: results[spec.name] for spec in model.outputs}  # those served, no others

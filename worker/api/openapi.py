@@ -157,6 +157,36 @@ def document(models: list[Model]) -> dict[str, Any]:
             },
         }
     }
+    index = {
+        "post": {
+            "summary": "the model repository index: every model version served",
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "version", "state"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "version": {"type": "string"},
+                                "state": {"type": "string"},
+                                "reason": {"type": "string"},
+                            },
+                        },
+                    },
+                    "the index",
+                ),
+                **_refusals(),
+            },
+        }
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -173,8 +203,18 @@ def document(models: list[Model]) -> dict[str, Any]:
             "/v2/models/{model_name}": _get("model metadata", metadata, [model]),
             "/v2/models/{model_name}/versions/{model_version}": _get("model metadata", metadata, [model, version]),
             "/v2/models/{model_name}/ready": _get("model readiness", ready, [model], not_ready=True),
+            "/v2/models/{model_name}/versions/{model_version}/ready": _get(
+                "model version readiness", ready, [model, version], not_ready=True
+            ),
             "/v2/models/{model_name}/config": _get("Triton model configuration", {"type": "object"}, [model]),
+            "/v2/models/{model_name}/versions/{model_version}/config": _get(
+                "Triton model configuration of a version", {"type": "object"}, [model, version]
+            ),
             "/v2/models/{model_name}/stats": _get("model statistics", stats, [model]),
+            "/v2/models/{model_name}/versions/{model_version}/stats": _get(
+                "model version statistics", stats, [model, version]
+            ),
+            "/v2/repository/index": index,
             "/v2/models/{model_name}/infer": infer,
             "/v2/models/{model_name}/versions/{model_version}/infer": versioned_infer,
             "/v1/models": _get("model list", {"type": "object", "required": ["models"]}, []),

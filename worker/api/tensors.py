@@ -329,10 +329,11 @@ def _output(model: Model, spec: TensorSpec, value: Any, binary: bool) -> tuple[l
     return list(array.shape), None, array.ravel()
 
 
-def model_metadata(model: Model) -> dict[str, Any]:
+def model_metadata(model: Model, versions: list[str]) -> dict[str, Any]:
+    """V2 model metadata; ``versions``: every version of the model served."""
     return {
         "name": model.name,
-        "versions": [model.version],
+        "versions": versions,
         "platform": model.platform,
         "inputs": [spec.as_json() for spec in model.inputs],
         "outputs": [spec.as_json() for spec in model.outputs],
@@ -348,15 +349,15 @@ def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
     }
 
 
-def model_config(model: Model, batch_delay: float = 0.0) -> dict[str, Any]:
+def model_config(model: Model, batch_delay: float = 0.0, versions: int = 1) -> dict[str, Any]:
     """Triton's ModelConfig, as perf_analyzer reads it; ``batch_delay`` (seconds) when the
-    model is dynamically batched."""
+    model is dynamically batched; ``versions``: how many of the model's are served (all)."""
     batched = model.max_batch_size > 0
     config: dict[str, Any] = {
         "name": model.name,
         "platform": model.platform,
         "backend": "python",
-        "version_policy": {"latest": {"num_versions": 1}},
+        "version_policy": {"latest": {"num_versions": 1}} if versions == 1 else {"all": {}},
         "max_batch_size": model.max_batch_size,
         "input": [_config_tensor(spec, batched) for spec in model.inputs],
         "output": [_config_tensor(spec, batched) for spec in model.outputs],

@@ -84,6 +84,8 @@ class Model:
     outputs: tuple[TensorSpec, ...] = ()
     #: > 0 when the first dimension of every tensor is the batch (Triton's meaning).
     max_batch_size: int = 0
+    #: The dynamic batching delay a repository's config.toml gives this model, in ms.
+    batch_delay_ms: float | None = None
 
     def load(self) -> None:
         """Called once in the worker before it reports ready."""

@@ -8,19 +8,19 @@ A spec is one of:
   estimator, :class:`~worker.models.sklearn_model.SklearnModel`;
 - ``NAME=package.module:Factory``: any importable callable taking the model name and
   returning a :class:`~worker.models.base.Model` (a class, usually);
-and a model repository is a folder with one model per subfolder, each holding one
-``model.npz``, ``model.onnx``, ``model.skops`` (``model.joblib``, ``model.pkl``), or a
-``model.txt`` whose one line is ``package.module:Factory``.
+and a model repository is a folder of models, one per subfolder (see :mod:`.repository`).
 
 No spec and no repository at all serves the built-in demo model as ``mlp``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Sequence
 
+from . import repository
 from .base import Model, ModelError
 from .mlp import MLP, demo_model
 from .onnx_model import OnnxModel
@@ -48,10 +48,6 @@ def _from_factory(name: str, target: str) -> Model:
     return model
 
 
-#: The model files a repository subfolder may hold, in the order they are looked for.
-FILES = ("model.npz", "model.onnx", "model.skops", "model.joblib", "model.pkl")
-
-
 def load_one(name: str, source: str, allow_pickle: bool = False, trusted: Sequence[str] = ()) -> Model:
     if source.endswith(".npz"):
         return MLP.from_npz(name, source)
@@ -64,23 +60,15 @@ def load_one(name: str, source: str, allow_pickle: bool = False, trusted: Sequen
     raise ModelError(f"model {name!r}: {source} is not a .npz, .onnx or .skops file, nor module:Factory")
 
 
-def _from_directory(folder: str, allow_pickle: bool, trusted: Sequence[str]) -> list[Model]:
-    if not os.path.isdir(folder):
-        raise ModelError(f"model directory {folder} does not exist")
-    models: list[Model] = []
-    for name in sorted(os.listdir(folder)):
-        sub = os.path.join(folder, name)
-        if not os.path.isdir(sub):
-            continue
-        found = [file for file in FILES if os.path.exists(os.path.join(sub, file))]
-        if found:
-            models.append(load_one(name, os.path.join(sub, found[0]), allow_pickle, trusted))
-        elif os.path.exists(os.path.join(sub, "model.txt")):
-            with open(os.path.join(sub, "model.txt"), encoding="utf-8") as f:
-                models.append(_from_factory(name, f.read().strip()))
-    if not models:
-        raise ModelError(f"model directory {folder} holds no model (a subfolder with {', '.join(FILES)} or model.txt)")
-    return models
+def _load_file(name: str, path: str, version: str, allow_pickle: bool, trusted: Sequence[str]) -> Model:
+    """A repository's model file (a ``model.txt`` names a factory) as version ``version``."""
+    if path.endswith(".txt"):
+        with open(path, encoding="utf-8") as f:
+            model = _from_factory(name, f.read().strip())
+    else:
+        model = load_one(name, path, allow_pickle, trusted)
+    model.version = version
+    return model
 
 
 def load_models(
@@ -91,13 +79,15 @@ def load_models(
     ``trusted``: types a .skops file may hold beyond those skops trusts."""
     models: list[Model] = [load_one(*parse_spec(spec), allow_pickle, trusted) for spec in specs]
     for folder in folders:
-        models.extend(_from_directory(folder, allow_pickle, trusted))
+        models.extend(
+            repository.read(folder, functools.partial(_load_file, allow_pickle=allow_pickle, trusted=trusted))
+        )
     if not models:
         models.append(demo_model())
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for model in models:
-        if model.name in seen:
-            raise ModelError(f"model {model.name!r} is named twice")
-        seen.add(model.name)
+        if (model.name, model.version) in seen:
+            raise ModelError(f"model {model.name!r} version {model.version} is named twice")
+        seen.add((model.name, model.version))
         model.load()
     return models

@@ -1,0 +1,67 @@
+"""A versioned model repository served by a real pool, as tritonclient sees it: the index, every
+version's metadata and answers, the highest by default, string tensors, and a version added by a
+rolling reload."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worker.models.mlp import demo_layers
+
+X = np.linspace(-1, 1, 2 * 8, dtype=np.float32).reshape(2, 8)
+
+
+def mlp(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layers = demo_layers((8, 4), seed)
+    np.savez(path, w0=layers[0][0], b0=layers[0][1])
+    return X @ layers[0][0] + layers[0][1]
+
+
+def test_versions_the_index_and_a_reload_that_adds_one(launch, platform, tmp_path):
+    import tritonclient.http as triton
+
+    repository = tmp_path / "repository"
+    answers = {version: mlp(repository / "scorer" / version / "model.npz", int(version)) for version in ("1", "2")}
+    (repository / "scorer" / "config.toml").write_text("max_batch_size = 4\n")
+    words = None
+    try:
+        from tests import onnx_models
+
+        (repository / "words" / "1").mkdir(parents=True)
+        words = onnx_models.vocabulary(str(repository / "words" / "1" / "model.onnx"))
+    except ImportError:  # the onnx extra is not installed: the repository holds the MLP alone
+        pass
+    pool = launch("--model-dir", platform.path(str(repository)), workers=2)
+    client = triton.InferenceServerClient(pool.wait_ready().removeprefix("http://"))
+
+    index = client.get_model_repository_index()
+    served = [(entry["name"], entry["version"], entry["state"]) for entry in index]
+    assert served[:2] == [("scorer", "1", "READY"), ("scorer", "2", "READY")]
+    assert client.get_model_metadata("scorer", "1")["versions"] == ["1", "2"]
+    assert client.get_model_config("scorer")["max_batch_size"] == 4
+
+    def infer(version=""):
+        tensor = triton.InferInput("INPUT0", [2, 8], "FP32")
+        tensor.set_data_from_numpy(X, binary_data=True)
+        result = client.infer("scorer", [tensor], model_version=version)
+        return result.get_response()["model_version"], result.as_numpy("OUTPUT0")
+
+    for version, want in (("", "2"), ("1", "1"), ("2", "2")):
+        got_version, out = infer(version)
+        assert got_version == want and np.allclose(out, answers[want], atol=1e-5)
+
+    if words is not None:
+        tensor = triton.InferInput("word", [3], "BYTES")
+        tensor.set_data_from_numpy(np.array(["dog", "café", "yak"], dtype=object), binary_data=True)
+        result = client.infer("words", [tensor])
+        assert result.as_numpy("id").tolist() == [1, 2, -1]
+        assert result.as_numpy("echo").tolist() == [b"dog", "café".encode(), b"yak"]
+
+    # A new version, served after a rolling reload: each new worker reads the repository again.
+    answers["3"] = mlp(repository / "scorer" / "3" / "model.npz", 3)
+    reload = pool.cli("reload")
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+    assert [e["version"] for e in client.get_model_repository_index() if e["name"] == "scorer"] == ["1", "2", "3"]
+    got_version, out = infer()
+    assert got_version == "3" and np.allclose(out, answers["3"], atol=1e-5)

@@ -1,0 +1,154 @@
+"""A model repository: ``--model-dir DIR``, one model per subfolder, named after it.
+
+A model's folder holds its file directly (version 1)::
+
+    DIR/iris/model.onnx
+
+or, in Triton's layout, one numbered folder per version, every one served and the highest the
+default (what ``/v2/models/iris/infer`` answers; ``/v2/models/iris/versions/1/infer`` asks for
+another)::
+
+    DIR/iris/1/model.onnx
+    DIR/iris/2/model.onnx
+
+The file is ``model.npz``, ``model.onnx``, ``model.skops`` (``model.joblib``, ``model.pkl`` with
+``--allow-pickle``), or a ``model.txt`` whose one line is ``package.module:Factory``. An
+optional ``DIR/iris/config.toml`` says what the file cannot, for every version::
+
+    max_batch_size = 64      # at most the model's own; 0: requests are never joined
+    batch_delay_ms = 2       # dynamic batching for this model (--model-batch-delay wins)
+    outputs = ["label"]      # the outputs served, of those the model has (default: all)
+
+Triton's ``config.pbtxt`` is not read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .base import Model, ModelError
+
+#: The model files a model's folder may hold, in the order they are looked for.
+FILES = ("model.npz", "model.onnx", "model.skops", "model.joblib", "model.pkl", "model.txt")
+CONFIG = "config.toml"
+
+#: Loads one model file: (name, path, version) -> Model.
+Load = Callable[[str, str, str], Model]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A model's ``config.toml``: what its file cannot say."""
+
+    max_batch_size: int | None = None
+    batch_delay_ms: float | None = None
+    outputs: tuple[str, ...] | None = None
+
+    @classmethod
+    def read(cls, path: str) -> ModelConfig:
+        """The config at ``path``; the default when there is none; a one-line
+        :class:`ModelError` naming the file for anything wrong in it."""
+        if not os.path.exists(path):
+            return cls()
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ModelError(f"{path}: {exc}") from None
+        unknown = sorted(set(raw) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ModelError(f"{path}: unknown keys {unknown}; it takes max_batch_size, batch_delay_ms, outputs")
+        size, delay, outputs = raw.get("max_batch_size"), raw.get("batch_delay_ms"), raw.get("outputs")
+        if size is not None and (not _integer(size) or size < 0):
+            raise ModelError(f"{path}: max_batch_size must be an integer >= 0, not {size!r}")
+        if delay is not None and (not _number(delay) or delay < 0):
+            raise ModelError(f"{path}: batch_delay_ms must be a number >= 0, not {delay!r}")
+        if outputs is not None and (
+            not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs)
+        ):
+            raise ModelError(f"{path}: outputs must be a non-empty list of output names, not {outputs!r}")
+        return cls(size, None if delay is None else float(delay), None if outputs is None else tuple(outputs))
+
+    def apply(self, model: Model, path: str) -> Model:
+        """``model`` as configured: its batch size lowered, its outputs chosen."""
+        if self.max_batch_size is not None:
+            if self.max_batch_size > model.max_batch_size:
+                own = f"the most model {model.name!r} takes, {model.max_batch_size}"
+                raise ModelError(f"{path}: max_batch_size {self.max_batch_size} is over {own}")
+            model.max_batch_size = self.max_batch_size
+        if self.outputs is not None:
+            by_name = {spec.name: spec for spec in model.outputs}
+            unknown = [name for name in self.outputs if name not in by_name]
+            if unknown or len(set(self.outputs)) != len(self.outputs):
+                raise ModelError(f"{path}: outputs {list(self.outputs)} are not distinct names of {sorted(by_name)}")
+            model.outputs = tuple(by_name[name] for name in self.outputs)
+        if self.batch_delay_ms is not None:
+            model.batch_delay_ms = self.batch_delay_ms
+        return model
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return (_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def model_file(folder: str) -> str | None:
+    """The model file in ``folder``, if it holds one."""
+    return next((os.path.join(folder, file) for file in FILES if os.path.isfile(os.path.join(folder, file))), None)
+
+
+def versions(folder: str) -> list[tuple[int, str]]:
+    """``folder``'s version subfolders, (number, path), lowest first."""
+    found = []
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if entry.isascii() and entry.isdigit() and os.path.isdir(path):
+            found.append((int(entry), path))
+    return sorted(found)
+
+
+def read(folder: str, load: Load) -> list[Model]:
+    """Every model (every version of each) in the repository ``folder``, loaded by ``load``."""
+    if not os.path.isdir(folder):
+        raise ModelError(f"model directory {folder} does not exist")
+    models: list[Model] = []
+    for name in sorted(os.listdir(folder)):
+        sub = os.path.join(folder, name)
+        if os.path.isdir(sub):
+            models.extend(_model(name, sub, load))
+    if not models:
+        raise ModelError(
+            f"model directory {folder} holds no model (a subfolder with {', '.join(FILES)}, "
+            "or version folders 1, 2, ... holding one)"
+        )
+    return models
+
+
+def _model(name: str, folder: str, load: Load) -> Sequence[Model]:
+    """The versions of the model in ``folder``: its file, or one per version folder."""
+    direct, numbered = model_file(folder), versions(folder)
+    if not direct and not numbered:
+        return []  # a folder of something else
+    if direct and numbered:
+        raise ModelError(
+            f"model {name!r}: {folder} holds both {os.path.basename(direct)} and version folders; keep one"
+        )
+    config_path = os.path.join(folder, CONFIG)
+    config = ModelConfig.read(config_path)
+    if direct:
+        return [config.apply(load(name, direct, "1"), config_path)]
+    models = []
+    for number, path in numbered:
+        file = model_file(path)
+        if file is None:
+            raise ModelError(f"model {name!r}: version folder {path} holds none of {', '.join(FILES)}")
+        models.append(config.apply(load(name, file, str(number)), config_path))
+    return models
