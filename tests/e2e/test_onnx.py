@@ -46,3 +46,23 @@ def test_an_onnx_file_and_an_onnx_repository_serve_onnxruntimes_results(launch, 
     ints = triton.InferInput("x", [1, 2], "INT32")
     ints.set_data_from_numpy(np.array([[7, -8]], dtype=np.int32), binary_data=False)
     assert client.infer("other", [ints]).as_numpy("y").tolist() == [[7, -8]]
+
+
+def test_a_scikit_learn_classifier_converted_with_skl2onnx(launch, platform, tmp_path):
+    import tritonclient.http as triton
+
+    pytest.importorskip("skl2onnx", reason="skl2onnx is not installed")
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.random.default_rng(6).standard_normal((60, 3)).astype(np.float32)
+    estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, np.where(x[:, 0] > 0, "up", "down"))
+    path = tmp_path / "forest.onnx"
+    path.write_bytes(to_onnx(estimator, x[:1]).SerializeToString())
+    pool = launch("--model", f"forest={platform.path(str(path))}", workers=1)
+    client = triton.InferenceServerClient(pool.wait_ready().removeprefix("http://"))
+    features = triton.InferInput("X", [8, 3], "FP32")
+    features.set_data_from_numpy(x[:8], binary_data=True)
+    result = client.infer("forest", [features])
+    assert [label.decode() for label in result.as_numpy("output_label")] == estimator.predict(x[:8]).tolist()
+    assert np.allclose(result.as_numpy("output_probability"), estimator.predict_proba(x[:8]), atol=1e-5)

@@ -184,3 +184,34 @@ async def test_string_tensors_in_and_out_of_a_real_graph(tmp_path):
     body, length = InferenceServerClient.generate_request_body([tensor])
     response = await call(app, "POST", "/v2/models/words/infer", body, {"Inference-Header-Content-Length": str(length)})
     assert response.status == 400 and "must be UTF-8" in response.json()["error"]
+
+
+@pytest.mark.parametrize("labels", ["int", "str"])
+async def test_a_classifier_converted_by_skl2onnx_zipmap_and_all(tmp_path, labels):
+    """skl2onnx's default conversion: labels, and probabilities as a sequence of maps (ZipMap),
+    served as FP32 rows in the classes' order, as scikit-learn's predict_proba answers."""
+    pytest.importorskip("skl2onnx", reason="skl2onnx is not installed")
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(4).standard_normal((30, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0)
+    estimator = LogisticRegression().fit(x, np.array(["cat", "dog", "emu"])[y] if labels == "str" else y)
+    (tmp_path / "c.onnx").write_bytes(to_onnx(estimator, x[:1]).SerializeToString())
+    model = OnnxModel("c", str(tmp_path / "c.onnx"))
+    label_type = "BYTES" if labels == "str" else "INT64"
+    assert [spec.as_json() for spec in model.outputs] == [
+        {"name": "output_label", "datatype": label_type, "shape": [-1]},
+        {"name": "output_probability", "datatype": "FP32", "shape": [-1, -1]},
+    ]
+    app = InferenceApp([model], ServingState())
+    request = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [5, 4], "data": x[:5].tolist()}]}
+    response = await call(app, "POST", "/v2/models/c/infer", json.dumps(request).encode())
+    assert response.status == 200, response.body
+    got, probabilities = response.json()["outputs"]
+    assert got["data"] == estimator.predict(x[:5]).tolist()
+    assert probabilities["shape"] == [5, 3]
+    assert np.allclose(probabilities["data"], estimator.predict_proba(x[:5]).ravel(), atol=1e-5)
+    request["inputs"][0].update(shape=[0, 4], data=[])
+    response = await call(app, "POST", "/v2/models/c/infer", json.dumps(request).encode())
+    assert response.status == 200 and response.json()["outputs"][1]["shape"] == [0, 0]

@@ -14,6 +14,7 @@ onnxruntime is an optional extra (``pip install "inference-supervisor[onnx]"``);
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,10 @@ DATATYPES = {
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
+#: A sequence of maps from class labels to probabilities, one map per row: what skl2onnx's
+#: ZipMap makes of a classifier's probabilities (its default). Served as FP32 [-1, -1], each
+#: row the map's values, in its (the classes') order.
+ZIPMAP = re.compile(r"seq\(map\((int64|string),tensor\(float\)\)\)")
 #: The largest batch a request may carry, when the model batches (as the numpy MLP's).
 MAX_BATCH_SIZE = 1024
 INSTALL = "pip install 'inference-supervisor[onnx]'"
@@ -74,18 +79,23 @@ class OnnxModel(Model):
         # The batch: one named dimension first in every input and output ("batch" in each), so
         # that requests can be joined and split by it. Anything else (a fixed or unnamed first
         # dimension, or two names) is served as it is, never joined.
-        first = {t.shape[0] if t.shape else None for t in [*graph_inputs, *graph_outputs]}
+        #: The ZipMap outputs: one map per row, whatever their (empty) shape says.
+        self._zipmaps = {t.name for t in graph_outputs if ZIPMAP.fullmatch(t.type)}
+        tensors = [t for t in [*graph_inputs, *graph_outputs] if t.name not in self._zipmaps]
+        first = {t.shape[0] if t.shape else None for t in tensors}
         batched = len(first) == 1 and isinstance(next(iter(first)), str)
         self.max_batch_size = MAX_BATCH_SIZE if batched else 0
         self.inputs = tuple(self._spec(t) for t in graph_inputs)
         self.outputs = tuple(self._spec(t) for t in graph_outputs)
 
     def _spec(self, tensor: Any) -> TensorSpec:
+        if tensor.name in self._zipmaps:
+            return TensorSpec(tensor.name, "FP32", (-1, -1))
         datatype = DATATYPES.get(tensor.type)
         if datatype is None:
             raise ModelError(
                 f"model {self.name!r}: {tensor.name!r} is a {tensor.type}, which this server cannot carry "
-                f"(it serves {', '.join(sorted(set(DATATYPES.values())))})"
+                f"(it serves {', '.join(sorted(set(DATATYPES.values())))}, and ZipMap's sequences of maps)"
             )
         # A named or unknown dimension is dynamic: -1.
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in tensor.shape)
@@ -98,7 +108,17 @@ class OnnxModel(Model):
             results = self.session.run(names, feed)
         except Exception as exc:  # onnxruntime's own types: a shape the graph cannot take, say
             raise ModelError(_first_line(exc)) from None
-        return dict(zip(names, results, strict=True))
+        return {
+            name: _unzip(result) if name in self._zipmaps else result
+            for name, result in zip(names, results, strict=True)
+        }
+
+
+def _unzip(maps: list[dict[Any, float]]) -> np.ndarray:
+    """A ZipMap's maps as rows of their values: [rows, classes]."""
+    if not maps:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.array([list(row.values()) for row in maps], dtype=np.float32)
 
 
 def _feed(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
