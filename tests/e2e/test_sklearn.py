@@ -57,3 +57,43 @@ def test_a_pickle_needs_allow_pickle(launch, platform, tmp_path):
     body = {"inputs": [{"name": "INPUT0", "datatype": "FP64", "shape": [1, 4], "data": X[0].tolist()}]}
     status, _, answer = http("POST", f"{url}/v2/models/churn/infer", json.dumps(body).encode())
     assert status == 200 and json.loads(answer)["outputs"][0]["data"] == ESTIMATOR.predict(X[:1]).tolist()
+
+
+def test_strings_in_and_out_with_kserves_client(launch, platform, tmp_path):
+    """A pipeline that one-hot encodes a string feature and answers string labels, called with
+    kserve's InferenceRESTClient, V2 (BYTES both ways) and V1."""
+    import asyncio
+
+    kserve = pytest.importorskip("kserve")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    rows = np.array([["red", 1.0], ["blue", 2.5], ["red", 0.3], ["green", 4.0], ["blue", 0.2], ["red", 3.0]], object)
+    labels = np.array(["buy", "skip", "buy", "skip", "skip", "buy"])
+    encode = ColumnTransformer(
+        [("colour", OneHotEncoder(handle_unknown="ignore"), [0]), ("size", StandardScaler(), [1])]
+    )
+    estimator = make_pipeline(encode, LogisticRegression()).fit(rows, labels)
+    skops_io.dump(estimator, tmp_path / "shop.skops")
+    pool = launch("--model", f"shop={platform.path(str(tmp_path / 'shop.skops'))}", workers=1)
+    url = pool.wait_ready()
+    texts = [[colour, str(size)] for colour, size in rows.tolist()]
+    expected = estimator.predict(rows).tolist()
+
+    async def run():
+        v2 = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", retries=0, timeout=30))
+        v1 = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v1", retries=0, timeout=30))
+        try:
+            features = kserve.InferInput("INPUT0", [6, 2], "BYTES")
+            features.set_data_from_numpy(np.array(texts, dtype=object), binary_data=False)
+            response = await v2.infer(url, kserve.InferRequest(model_name="shop", infer_inputs=[features]), "shop")
+            outputs = {output.name: output for output in response.outputs}
+            assert outputs["OUTPUT0"].datatype == "BYTES" and outputs["OUTPUT0"].data == expected
+            assert np.allclose(outputs["OUTPUT1"].as_numpy(), estimator.predict_proba(rows))
+            answer = await v1.infer(url, {"instances": texts}, model_name="shop")
+            assert answer == {"predictions": expected}
+        finally:
+            await v2.close()
+            await v1.close()
+
+    asyncio.run(run())
