@@ -162,7 +162,9 @@ def check_http_server(name: str) -> None:
         raise ValueError(f"must be one of {', '.join(HTTP_SERVERS)}, not {name!r}")
     missing = [module for module in HTTP_SERVERS[name] if importlib.util.find_spec(module) is None]
     if missing:
-        raise ValueError(f"{name} is not installed: pip install 'inference-supervisor[{name}]'")
+        raise ValueError(
+            f"{name} is not installed: pip install {' '.join(missing)} (in a checkout: pip install '.[{name}]')"
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -217,7 +219,7 @@ class WorkerSettings:
     )
     http: str = setting(
         "hypercorn",
-        "the HTTP server: hypercorn, or uvicorn (faster; pip install 'inference-supervisor[uvicorn]')",
+        "the HTTP server: hypercorn, or uvicorn (faster; the uvicorn extra: pip install '.[uvicorn]')",
         metavar="SERVER",
         check=check_http_server,
     )

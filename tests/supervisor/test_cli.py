@@ -129,7 +129,10 @@ def test_an_http_server_not_installed_names_its_extra(capsys, monkeypatch):
         cli.main(["start", "--http", "uvicorn"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "uvicorn is not installed: pip install 'inference-supervisor[uvicorn]'" in err
+    assert (
+        err.count("\n") == 1
+        and "uvicorn is not installed: pip install httptools (in a checkout: pip install '.[uvicorn]')" in err
+    )
 
 
 def test_a_list_from_the_environment_is_trimmed():

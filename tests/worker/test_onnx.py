@@ -121,8 +121,8 @@ def test_a_missing_extra_names_the_pip_command(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as caught:
         load_models([f"iris={path}"])
     assert (
-        str(caught.value)
-        == "model 'iris': serving iris.onnx needs onnxruntime: pip install 'inference-supervisor[onnx]'"
+        str(caught.value) == "model 'iris': serving iris.onnx needs onnxruntime: "
+        "pip install onnxruntime (in a checkout: pip install '.[onnx]')"
     )
 
 

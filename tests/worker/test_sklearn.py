@@ -200,7 +200,8 @@ def test_a_missing_extra_names_the_pip_command(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as caught:
         load_models([f"churn={tmp_path / 'churn.skops'}"])
     assert str(caught.value) == (
-        "model 'churn': serving churn.skops needs scikit-learn and skops: pip install 'inference-supervisor[sklearn]'"
+        "model 'churn': serving churn.skops needs scikit-learn and skops: "
+        "pip install scikit-learn skops (in a checkout: pip install '.[sklearn]')"
     )
 
 

@@ -7,7 +7,7 @@ output is the same named dynamic dimension (``batch``, say), it is the batch: th
 pool gets the threads the supervisor gave this worker (the same figure numpy's BLAS gets;
 ``--threads-per-worker``).
 
-onnxruntime is an optional extra (``pip install "inference-supervisor[onnx]"``); without it, a
+onnxruntime is an optional extra (``pip install ".[onnx]"``, or onnxruntime itself); without it, a
 ``.onnx`` model is one clear error at load.
 """
 
@@ -44,7 +44,7 @@ DATATYPES = {
 ZIPMAP = re.compile(r"seq\(map\((int64|string),tensor\(float\)\)\)")
 #: The largest batch a request may carry, when the model batches (as the numpy MLP's).
 MAX_BATCH_SIZE = 1024
-INSTALL = "pip install 'inference-supervisor[onnx]'"
+INSTALL = "pip install onnxruntime (in a checkout: pip install '.[onnx]')"
 
 
 def threads() -> int:

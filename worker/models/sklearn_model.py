@@ -27,7 +27,7 @@ import numpy as np
 
 from .base import Model, ModelError, TensorSpec, as_text
 
-INSTALL = "pip install 'inference-supervisor[sklearn]'"
+INSTALL = "pip install scikit-learn skops (in a checkout: pip install '.[sklearn]')"
 PICKLES = (".joblib", ".pkl", ".pickle")
 #: The largest batch a request may carry (as the other models').
 MAX_BATCH_SIZE = 1024
