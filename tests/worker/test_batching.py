@@ -279,3 +279,34 @@ def test_delays_come_from_the_default_and_each_model():
     assert delays([unbatched], 2, []) == {}
     with pytest.raises(ModelError, match="cannot batch"):
         delays([unbatched], 0, ["double=5"])
+
+
+class Labeller(Model):
+    """Labels each row with BYTES: b"ok\\x00" (a trailing NUL, kept), or, for a row holding 7, a
+    ragged list the model should never return."""
+
+    name = "labels"
+    inputs = (TensorSpec("INPUT0", "FP32", (-1, 4)),)
+    outputs = (TensorSpec("LABEL", "BYTES", (-1, 1)),)
+    max_batch_size = 8
+
+    def predict(self, inputs):
+        x = np.asarray(inputs["INPUT0"])
+        if (x == 7).any():
+            return {"LABEL": [[b"ok"], [b"a", b"b"]][: x.shape[0]] + [[b"ok"]] * (x.shape[0] - 2)}
+        return {"LABEL": [[b"ok\x00"] for _ in range(x.shape[0])]}
+
+
+async def test_a_broken_answer_or_shape_fails_alone_in_a_batch():
+    app = batching_app(Labeller())
+    good = request(np.zeros((1, 4), np.float32))
+    ragged = request(np.full((2, 4), 7, np.float32))
+    empty_but_huge = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [0, 2**62], "data": []}]}
+    ).encode()
+    responses = await infer_all(app, [good, ragged, empty_but_huge, good], model="labels")
+    assert [r.status for r in responses] == [200, 500, 400, 200]
+    assert responses[1].json() == {"error": "model 'labels' returned output 'LABEL' of shape [2], not [-1, 1]"}
+    assert responses[2].json() == {"error": "input 'INPUT0': shape [0, 4611686018427387904] is too large"}
+    # b"ok\x00" keeps its NUL (numpy's own strings would drop it); JSON carries it as \u0000.
+    assert responses[0].json()["outputs"][0]["data"] == ["ok\x00"]

@@ -11,7 +11,7 @@ import pytest
 from worker.api import InferenceApp, ServingState
 from worker.api.batching import delays
 from worker.models import ModelError, load_models
-from worker.models.mlp import demo_layers
+from worker.models.mlp import demo_layers, demo_model
 
 from .asgi import call
 
@@ -134,6 +134,10 @@ async def test_the_repository_index_lists_every_version(repository):
     response = await call(app, "POST", "/v2/repository/index", b"{" * 70_000)
     assert response.status == 413
     assert "/v2/repository/index" in (await call(app, "GET", "/openapi.json")).json()["paths"]
+    app.state.draining = True  # as its readiness says: not ready
+    answer = (await call(app, "POST", "/v2/repository/index")).json()
+    assert {(e["state"], e["reason"]) for e in answer} == {("UNAVAILABLE", "the worker is draining")}
+    assert (await call(app, "POST", "/v2/repository/index", b'{"ready": true}')).json() == []
 
 
 async def test_config_toml_limits_the_batch_sets_the_delay_and_chooses_outputs(tmp_path):
@@ -176,11 +180,13 @@ async def test_config_toml_serves_only_the_outputs_it_names(tmp_path):
     "config, message",
     [
         ("max_batch_size = 2\nbatch = 1\n", r"unknown keys \['batch'\]"),
-        ("max_batch_size = -1\n", "max_batch_size must be an integer >= 0, not -1"),
-        ("max_batch_size = true\n", "max_batch_size must be an integer >= 0, not True"),
+        ("max_batch_size = -1\n", r"max_batch_size must be an integer >= 1 \(batch_delay_ms = 0 joins none\), not -1"),
+        ("max_batch_size = 0\n", r"max_batch_size must be an integer >= 1 .*, not 0"),
+        ("max_batch_size = true\n", r"max_batch_size must be an integer >= 1 .*, not True"),
         ("max_batch_size = 5000\n", "max_batch_size 5000 is over the most model 'scorer' takes, 1024"),
-        ("batch_delay_ms = 'soon'\n", "batch_delay_ms must be a number >= 0, not 'soon'"),
-        ("batch_delay_ms = nan\n", "batch_delay_ms must be a number >= 0, not nan"),
+        ("batch_delay_ms = 'soon'\n", "batch_delay_ms must be a number from 0 to 1000, not 'soon'"),
+        ("batch_delay_ms = nan\n", "batch_delay_ms must be a number from 0 to 1000, not nan"),
+        ("batch_delay_ms = 1e308\n", "batch_delay_ms must be a number from 0 to 1000, not 1e[+]308"),
         ("outputs = []\n", r"outputs must be a non-empty list of output names, not \[\]"),
         ("outputs = ['OUTPUT9']\n", r"outputs \['OUTPUT9'\] are not distinct names of \['OUTPUT0'\]"),
         ("outputs = ['OUTPUT0', 'OUTPUT0']\n", r"are not distinct names"),
@@ -195,6 +201,77 @@ def test_a_wrong_config_toml_is_one_line_naming_the_file(tmp_path, config, messa
     assert str(tmp_path / "scorer" / "config.toml") in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe junk", "config.toml: not UTF-8 text"),
+        (b"\xef\xbb\xbfmax_batch_size = 2\n", None),  # a byte-order mark, as Windows editors write: fine
+    ],
+)
+def test_config_toml_as_bytes(tmp_path, content, message):
+    mlp(tmp_path / "scorer" / "1" / "model.npz", 1)
+    (tmp_path / "scorer" / "config.toml").write_bytes(content)
+    if message is None:
+        (model,) = load_models([], [str(tmp_path)])
+        assert model.max_batch_size == 2
+        return
+    with pytest.raises(ModelError, match=message):
+        load_models([], [str(tmp_path)])
+
+
+def test_a_delay_for_a_model_that_cannot_batch_is_an_error(tmp_path):
+    (tmp_path / "fixed" / "1").mkdir(parents=True)
+    (tmp_path / "fixed" / "1" / "model.txt").write_text("tests.worker.test_repository:unbatched\n")
+    (tmp_path / "fixed" / "config.toml").write_text("batch_delay_ms = 5\n")
+    with pytest.raises(ModelError, match=r"batch_delay_ms for model 'fixed', which cannot batch"):
+        load_models([], [str(tmp_path)])
+
+
+def unbatched(name):
+    model = demo_model(name)
+    model.max_batch_size = 0
+    return model
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"", r"model.txt names no factory: its one line is package.module:Factory"),
+        (b"# only a comment\n\n", r"model.txt names no factory"),
+        (b"\xff\n", r"model.txt: not UTF-8 text"),
+        (b":demo_model\n", r"model 'demo': ':demo_model' is not package.module:Factory"),
+        (b"os:getcwd\n", r"model 'demo': os:getcwd\('demo'\) raised TypeError: "),
+        (b"no.such.module:X\n", r"model 'demo': cannot import no.such.module:X: No module named 'no'"),
+    ],
+)
+def test_a_model_txt_that_names_no_factory_is_one_line(tmp_path, line, message):
+    (tmp_path / "demo" / "1").mkdir(parents=True)
+    (tmp_path / "demo" / "1" / "model.txt").write_bytes(line)
+    with pytest.raises(ModelError, match=message) as caught:
+        load_models([], [str(tmp_path)])
+    assert "\n" not in str(caught.value)
+
+
+def test_a_model_txt_with_a_byte_order_mark_and_comments(tmp_path):
+    (tmp_path / "demo" / "1").mkdir(parents=True)
+    (tmp_path / "demo" / "1" / "model.txt").write_bytes(b"\xef\xbb\xbf# the demo\r\nworker.models.mlp:demo_model\r\n")
+    (model,) = load_models([], [str(tmp_path)])
+    assert model.name == "demo"
+
+
+@pytest.mark.parametrize("name", ["stats", "a:b", "a/b"])
+def test_a_name_no_url_can_reach_is_refused(tmp_path, name):
+    with pytest.raises(ModelError, match=f"model name {name!r} cannot be served: "):
+        load_models([f"{name}=worker.models.mlp:demo_model"])
+
+
+@pytest.mark.parametrize("folder", ["0", "007", str(2**63)])
+def test_version_folders_are_numbered_as_tritons(tmp_path, folder):
+    mlp(tmp_path / "scorer" / folder / "model.npz", 1)
+    with pytest.raises(ModelError, match=r"a version folder is named 1 to 9223372036854775807, without leading zeros"):
+        load_models([], [str(tmp_path)])
+
+
 def test_layout_mistakes_are_one_line(tmp_path):
     mlp(tmp_path / "scorer" / "model.npz", 1)
     mlp(tmp_path / "scorer" / "2" / "model.npz", 2)
@@ -205,10 +282,10 @@ def test_layout_mistakes_are_one_line(tmp_path):
     with pytest.raises(ModelError, match=r"model 'scorer': version folder .*3 holds none of model.npz, model.onnx"):
         load_models([], [str(tmp_path)])
     (tmp_path / "scorer" / "3").rmdir()
-    (tmp_path / "scorer" / "02").mkdir()
-    mlp(tmp_path / "scorer" / "02" / "model.npz", 2)
-    with pytest.raises(ModelError, match=r"model 'scorer' version 2 is named twice"):
-        load_models([], [str(tmp_path)])
+    mlp(tmp_path / "scorer" / "1" / "model.npz", 1)
+    mlp(tmp_path / "elsewhere" / "scorer.npz", 2)  # a --model of the same name: version 1 as well
+    with pytest.raises(ModelError, match=r"model 'scorer' version 1 is named twice"):
+        load_models([f"scorer={tmp_path / 'elsewhere' / 'scorer.npz'}"], [str(tmp_path)])
 
 
 def test_a_model_txt_version_names_a_factory(tmp_path):

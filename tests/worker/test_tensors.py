@@ -204,7 +204,43 @@ async def test_v1_predict_takes_and_answers_strings(app):
     response = await call(app, "POST", "/v1/models/bytes:predict", body)
     assert response.status == 200, response.body
     assert response.json() == {"predictions": [["a", "é"], ["c", ""]]}
-    response = await call(app, "POST", "/v1/models/bytes:predict", json.dumps({"instances": [[1, 2]]}).encode())
-    assert response.status == 400 and response.json() == {
-        "error": "input 'INPUT0': BYTES data must be strings, not int"
+    # V1 has no datatypes: numbers in a row for a string input are the strings they were written as.
+    response = await call(
+        app, "POST", "/v1/models/bytes:predict", json.dumps({"instances": [["red", 2.5, 3]]}).encode()
+    )
+    assert response.status == 200 and response.json() == {"predictions": [["red", "2.5", "3"]]}
+    for wrong, name in ((True, "bool"), (None, "null"), ({"b64": "AA=="}, "dict")):
+        response = await call(
+            app, "POST", "/v1/models/bytes:predict", json.dumps({"instances": [["a", wrong]]}).encode()
+        )
+        assert response.status == 400
+        assert response.json() == {"error": f"input 'INPUT0': BYTES data must be strings, not {name}"}
+
+
+async def test_bytes_elements_and_batches_are_bounded_before_anything_is_decoded(app):
+    from worker.api.tensors import MAX_BYTES_ELEMENTS
+
+    count = MAX_BYTES_ELEMENTS + 1
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "datatype": "BYTES",
+                    "shape": [1, count],
+                    "parameters": {"binary_data_size": 4 * count},
+                }
+            ]
+        }
+    ).encode()
+    response = await call(
+        app,
+        "POST",
+        "/v2/models/bytes/infer",
+        header + bytes(4 * count),
+        {"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status == 400
+    assert response.json() == {
+        "error": f"input 'INPUT0': {count} BYTES elements are over the {MAX_BYTES_ELEMENTS} one input may have"
     }

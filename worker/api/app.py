@@ -236,14 +236,21 @@ class InferenceApp:
         return [model.version for model in sorted(self.versions.values(), key=_version_order) if model.name == name]
 
     async def _index(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """The repository index (``POST /v2/repository/index``): every version served. Its body
-        may be empty, or ``{"ready": true}`` (only ready models: all of them, here)."""
+        """The repository index (``POST /v2/repository/index``): every version served, READY, or
+        UNAVAILABLE once this worker drains (as its readiness says). Its body may be empty, or
+        ``{"ready": true}``: only the ready ones."""
         async with self._body(scope, receive, REQUEST_OVERHEAD) as body:
             request = jsonio.loads(body) if body.strip() else {}
         if not isinstance(request, dict) or not isinstance(request.get("ready", False), bool):
             raise bad_request('the index request must be empty or a JSON object such as {"ready": true}')
+        if self.state.draining:
+            state, reason = "UNAVAILABLE", "the worker is draining"
+        else:
+            state, reason = "READY", ""
+        if request.get("ready") and state != "READY":
+            return _json([])
         ordered = sorted(self.versions.values(), key=_version_order)
-        return _json([{"name": m.name, "version": m.version, "state": "READY", "reason": ""} for m in ordered])
+        return _json([{"name": m.name, "version": m.version, "state": state, "reason": reason} for m in ordered])
 
     def _ready(self, model: Model) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Model readiness, V1 and V2 alike: 503 from the moment this worker drains."""

@@ -87,8 +87,8 @@ def infer_batch(model: Model, jobs: list[Job]) -> None:
         job.timings.started = begun = time.perf_counter_ns()
         try:
             job.request = tensors.decode_infer(model, job.body, job.header_length)
-        except HTTPError as exc:
-            job.outcome = exc
+        except Exception as exc:
+            job.outcome = _refusal(model, exc)
             continue
         finally:
             job.timings.decode = time.perf_counter_ns() - begun
@@ -127,9 +127,9 @@ def _run(model: Model, call: list[Job]) -> None:
     sizes = [_rows(model, r.inputs) for r in requests]
     try:
         parts = _split(model, predict(model, inputs), sizes)
-    except HTTPError as exc:
+    except Exception as exc:
         if len(call) == 1:
-            call[0].outcome = exc
+            call[0].outcome = _refusal(model, exc)
             return
     else:
         took = time.perf_counter_ns() - begun
@@ -146,7 +146,8 @@ def _split(model: Model, results: Mapping[str, Any], sizes: list[int]) -> list[M
     """``results`` of a batching model split by the rows of each request; a 500 for a model
     that does not answer one row per row."""
     total = sum(sizes)
-    arrays = {name: np.asarray(value) for name, value in results.items()}
+    specs = {spec.name: spec for spec in model.outputs}
+    arrays = {name: tensors.output_array(model, specs[name], value) for name, value in results.items()}
     for name, array in arrays.items():
         if not array.ndim or array.shape[0] != total:
             raise HTTPError(500, f"model {model.name!r} returned output {name!r} without one row per input row")
@@ -160,11 +161,20 @@ def _encode(model: Model, job: Job) -> None:
     begun = time.perf_counter_ns()
     try:
         payload, headers = tensors.encode_infer(model, job.request, job.results)
-    except HTTPError as exc:
-        job.outcome = exc
+    except Exception as exc:
+        job.outcome = _refusal(model, exc)
         return
     job.timings.encode = time.perf_counter_ns() - begun
     job.outcome = Answer(payload, headers, job.rows, job.timings, job.executions)
+
+
+def _refusal(model: Model, exc: Exception) -> HTTPError:
+    """What one request of a batch answers for ``exc``: it, or a 500 for a bug of ours (logged),
+    for this request alone, never the others of its batch."""
+    if isinstance(exc, HTTPError):
+        return exc
+    logger.error("inference for model %r failed", model.name, exc_info=exc)
+    return HTTPError(500, f"internal error: {type(exc).__name__}")
 
 
 def _rows(model: Model, inputs: Mapping[str, np.ndarray]) -> int:

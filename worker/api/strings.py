@@ -63,7 +63,9 @@ def as_bytes(array: np.ndarray, model: str, output: str) -> list[bytes]:
             out.append(value.encode("utf-8", "surrogatepass"))
         else:
             kind = type(value).__name__
-            raise HTTPError(500, f"model {model!r} returned a {kind} in BYTES output {output!r}, not bytes or str")
+            raise HTTPError(
+                500, f"model {model!r} returned a value of type {kind} in BYTES output {output!r}, not bytes or str"
+            )
     return out
 
 

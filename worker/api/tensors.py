@@ -31,10 +31,30 @@ class InferRequest:
     outputs: list[tuple[TensorSpec, bool]]
 
 
+#: The most elements a tensor's shape may describe, zero dimensions aside: numpy cannot even
+#: describe an empty array of shape [0, 2**62] (and nothing real comes near this).
+MAX_NOMINAL_ELEMENTS = 2**40
+
+
 def _shape(raw: object, where: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise bad_request(f"{where}: 'shape' must be a list of non-negative integers")
+    if math.prod(max(d, 1) for d in raw) > MAX_NOMINAL_ELEMENTS:
+        raise bad_request(f"{where}: shape {raw} is too large")
     return tuple(raw)
+
+
+def output_array(model: Model, spec: TensorSpec, value: Any) -> np.ndarray:
+    """A model's output as an array: BYTES as objects (numpy's own strings would drop trailing
+    NUL bytes); a 500 for what is no array (ragged lists) or not of the shape the model declares."""
+    try:
+        array = np.asarray(value, dtype=object) if spec.datatype == "BYTES" else np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise HTTPError(500, f"model {model.name!r} returned output {spec.name!r} that is no array: {exc}") from None
+    if not spec.accepts(array.shape):
+        shape, declared = list(array.shape), list(spec.shape)
+        raise HTTPError(500, f"model {model.name!r} returned output {spec.name!r} of shape {shape}, not {declared}")
+    return array
 
 
 def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: str) -> np.ndarray:
@@ -175,6 +195,7 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
         shape = _shape(raw.get("shape"), where)
         if not spec.accepts(shape):
             raise bad_request(f"{where}: shape {list(shape)} does not match {list(spec.shape)}")
+        _check_size(model, spec, shape, where)
         parameters = raw.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise bad_request(f"{where}: 'parameters' must be an object")
@@ -268,6 +289,22 @@ def _decode_raw(model: Model, body: bytes) -> InferRequest:
     return InferRequest(None, inputs, [(out, True) for out in model.outputs])
 
 
+#: The most BYTES elements one input of a request may have: each becomes a Python object of
+#: about 40 bytes more than its length (and a model such as onnxruntime's copies them as str),
+#: so that a body of 4-byte empty elements cannot make a worker take 20 times its size.
+MAX_BYTES_ELEMENTS = 2**20
+
+
+def _check_size(model: Model, spec: TensorSpec, shape: tuple[int, ...], where: str) -> None:
+    """Before any data is decoded: a batch over ``max_batch_size`` and more BYTES elements than
+    MAX_BYTES_ELEMENTS are refused while they cost nothing."""
+    if model.max_batch_size > 0 and shape and shape[0] > model.max_batch_size:
+        raise bad_request(f"{where}: batch of {shape[0]} is over max_batch_size {model.max_batch_size}")
+    if spec.datatype == "BYTES" and math.prod(shape) > MAX_BYTES_ELEMENTS:
+        count = math.prod(shape)
+        raise bad_request(f"{where}: {count} BYTES elements are over the {MAX_BYTES_ELEMENTS} one input may have")
+
+
 def _check_batch(model: Model, inputs: Mapping[str, np.ndarray]) -> None:
     """For a model that batches, the first dimension of every input is the batch: the same for
     all of them (as Triton requires; requests are joined and split by it), and at most
@@ -315,12 +352,18 @@ def _output(model: Model, spec: TensorSpec, value: Any, binary: bool) -> tuple[l
     """One output's shape, and its binary data (when ``binary``) or its values for JSON (flat);
     a 500 for what JSON cannot carry."""
     if spec.datatype == "BYTES":
-        array = np.asarray(value)
+        array = output_array(model, spec, value)
         elements = strings.as_bytes(array, model.name, spec.name)
         if binary:
             return list(array.shape), strings.to_binary(elements), None
         return list(array.shape), None, strings.to_json(elements, model.name, spec.name)
-    array = np.ascontiguousarray(value, dtype=spec.dtype)
+    array = output_array(model, spec, value)
+    try:
+        array = np.ascontiguousarray(array, dtype=spec.dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise HTTPError(
+            500, f"model {model.name!r} returned output {spec.name!r} that is no {spec.datatype} array: {exc}"
+        ) from None
     if binary:
         return list(array.shape), array.tobytes(), None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -389,7 +432,13 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
     if not spec.accepts(tuple(shape)):
         raise bad_request(f"'instances' has shape {shape}, but {spec.name!r} needs {list(spec.shape)}")
     where = f"input {spec.name!r}"
-    array = _typed(_leaves(instances, tuple(shape), where), spec, where).reshape(shape)
+    _check_size(model, spec, tuple(shape), where)
+    values = _leaves(instances, tuple(shape), where)
+    if spec.datatype == "BYTES":
+        # V1 has no datatypes: KServe's clients send a row such as ["red", 2.5] as it is. Its
+        # numbers are strings to a string input, as they would have been written.
+        values = [repr(v) if type(v) in (int, float) else v for v in values]
+    array = _typed(values, spec, where).reshape(shape)
     _check_batch(model, {spec.name: array})
     return array
 
@@ -397,7 +446,7 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
 def v1_predictions(model: Model, output: Any) -> bytes:
     """A V1 ``:predict`` response: the first output's values as ``predictions``."""
     spec = model.outputs[0]
-    array = np.asarray(output)
+    array = output_array(model, spec, output)
     if spec.datatype == "BYTES":
         texts = strings.to_json(strings.as_bytes(array, model.name, spec.name), model.name, spec.name)
         return jsonio.dumps({"predictions": np.array(texts, dtype=object).reshape(array.shape).tolist()})

@@ -37,15 +37,38 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def _from_factory(name: str, target: str) -> Model:
     module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"model {name!r}: {target!r} is not package.module:Factory")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ModelError(f"model {name!r}: cannot import {target}: {exc}") from exc
-    model = factory(name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ModelError(f"model {name!r}: cannot import {target}: {_first_line(exc)}") from exc
+    try:
+        model = factory(name)
+    except Exception as exc:  # the factory's own failure, whatever it is
+        raise ModelError(f"model {name!r}: {target}({name!r}) raised {type(exc).__name__}: {_first_line(exc)}") from exc
     if not isinstance(model, Model):
         raise ModelError(f"model {name!r}: {target} returned {type(model).__name__}, not a Model")
     model.name = name
     return model
+
+
+def check_name(name: str) -> None:
+    """A one-line :class:`ModelError` for a model name no URL can reach."""
+    why = None
+    if name == "stats":
+        why = "GET /v2/models/stats is every model's statistics"
+    elif ":" in name:
+        why = "':' starts a V1 verb (/v1/models/NAME:predict)"
+    elif "/" in name or name in (".", ".."):
+        why = "it is not one segment of a URL path"
+    if why:
+        raise ModelError(f"model name {name!r} cannot be served: {why}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_one(name: str, source: str, allow_pickle: bool = False, trusted: Sequence[str] = ()) -> Model:
@@ -63,8 +86,11 @@ def load_one(name: str, source: str, allow_pickle: bool = False, trusted: Sequen
 def _load_file(name: str, path: str, version: str, allow_pickle: bool, trusted: Sequence[str]) -> Model:
     """A repository's model file (a ``model.txt`` names a factory) as version ``version``."""
     if path.endswith(".txt"):
-        with open(path, encoding="utf-8") as f:
-            model = _from_factory(name, f.read().strip())
+        lines = [line.strip() for line in repository.read_text(path).splitlines()]
+        targets = [line for line in lines if line and not line.startswith("#")]
+        if not targets:
+            raise ModelError(f"{path} names no factory: its one line is package.module:Factory")
+        model = _from_factory(name, targets[0])
     else:
         model = load_one(name, path, allow_pickle, trusted)
     model.version = version
@@ -86,6 +112,7 @@ def load_models(
         models.append(demo_model())
     seen: set[tuple[str, str]] = set()
     for model in models:
+        check_name(model.name)
         if (model.name, model.version) in seen:
             raise ModelError(f"model {model.name!r} version {model.version} is named twice")
         seen.add((model.name, model.version))

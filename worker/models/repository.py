@@ -15,8 +15,8 @@ The file is ``model.npz``, ``model.onnx``, ``model.skops`` (``model.joblib``, ``
 ``--allow-pickle``), or a ``model.txt`` whose one line is ``package.module:Factory``. An
 optional ``DIR/iris/config.toml`` says what the file cannot, for every version::
 
-    max_batch_size = 64      # at most the model's own; 0: requests are never joined
-    batch_delay_ms = 2       # dynamic batching for this model (--model-batch-delay wins)
+    max_batch_size = 64      # from 1 to the model's own
+    batch_delay_ms = 2       # dynamic batching for this model, 0 to 1000 (--model-batch-delay wins)
     outputs = ["label"]      # the outputs served, of those the model has (default: all)
 
 Triton's ``config.pbtxt`` is not read.
@@ -31,11 +31,15 @@ import tomllib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ipc.settings import MAX_BATCH_DELAY_MS
+
 from .base import Model, ModelError
 
 #: The model files a model's folder may hold, in the order they are looked for.
 FILES = ("model.npz", "model.onnx", "model.skops", "model.joblib", "model.pkl", "model.txt")
 CONFIG = "config.toml"
+#: The highest version: Triton's are int64.
+MAX_VERSION = 2**63 - 1
 
 #: Loads one model file: (name, path, version) -> Model.
 Load = Callable[[str, str, str], Model]
@@ -56,18 +60,19 @@ class ModelConfig:
         if not os.path.exists(path):
             return cls()
         try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raw = tomllib.loads(read_text(path))
+        except tomllib.TOMLDecodeError as exc:
             raise ModelError(f"{path}: {exc}") from None
         unknown = sorted(set(raw) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
             raise ModelError(f"{path}: unknown keys {unknown}; it takes max_batch_size, batch_delay_ms, outputs")
         size, delay, outputs = raw.get("max_batch_size"), raw.get("batch_delay_ms"), raw.get("outputs")
-        if size is not None and (not _integer(size) or size < 0):
-            raise ModelError(f"{path}: max_batch_size must be an integer >= 0, not {size!r}")
-        if delay is not None and (not _number(delay) or delay < 0):
-            raise ModelError(f"{path}: batch_delay_ms must be a number >= 0, not {delay!r}")
+        if size is not None and (not _integer(size) or size < 1):
+            raise ModelError(
+                f"{path}: max_batch_size must be an integer >= 1 (batch_delay_ms = 0 joins none), not {size!r}"
+            )
+        if delay is not None and (not _number(delay) or not 0 <= delay <= MAX_BATCH_DELAY_MS):
+            raise ModelError(f"{path}: batch_delay_ms must be a number from 0 to {MAX_BATCH_DELAY_MS:g}, not {delay!r}")
         if outputs is not None and (
             not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs)
         ):
@@ -88,6 +93,10 @@ class ModelConfig:
                 raise ModelError(f"{path}: outputs {list(self.outputs)} are not distinct names of {sorted(by_name)}")
             model.outputs = tuple(by_name[name] for name in self.outputs)
         if self.batch_delay_ms is not None:
+            if self.batch_delay_ms > 0 and model.max_batch_size <= 0:
+                raise ModelError(
+                    f"{path}: batch_delay_ms for model {model.name!r}, which cannot batch (max_batch_size 0)"
+                )
             model.batch_delay_ms = self.batch_delay_ms
         return model
 
@@ -105,12 +114,27 @@ def model_file(folder: str) -> str | None:
     return next((os.path.join(folder, file) for file in FILES if os.path.isfile(os.path.join(folder, file))), None)
 
 
+def read_text(path: str) -> str:
+    """A small text file the user wrote (a byte-order mark, as Windows editors write, dropped); a
+    one-line :class:`ModelError` naming it when it cannot be read or is not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8-sig")
+    except OSError as exc:
+        raise ModelError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not UTF-8 text") from None
+
+
 def versions(folder: str) -> list[tuple[int, str]]:
-    """``folder``'s version subfolders, (number, path), lowest first."""
+    """``folder``'s version subfolders, (number, path), lowest first: Triton's versions, 1, 2,
+    ... written without leading zeros (any other folder of digits is a one-line error)."""
     found = []
     for entry in os.listdir(folder):
         path = os.path.join(folder, entry)
         if entry.isascii() and entry.isdigit() and os.path.isdir(path):
+            if entry.startswith("0") or int(entry) > MAX_VERSION:
+                raise ModelError(f"{path}: a version folder is named 1 to {MAX_VERSION}, without leading zeros")
             found.append((int(entry), path))
     return sorted(found)
 
