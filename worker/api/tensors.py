@@ -289,10 +289,11 @@ def _decode_raw(model: Model, body: bytes) -> InferRequest:
     return InferRequest(None, inputs, [(out, True) for out in model.outputs])
 
 
-#: The most BYTES elements one input of a request may have: each becomes a Python object of
-#: about 40 bytes more than its length (and a model such as onnxruntime's copies them as str),
-#: so that a body of 4-byte empty elements cannot make a worker take 20 times its size.
-MAX_BYTES_ELEMENTS = 2**20
+#: The most BYTES elements one input of a request may have (a batch of 64 sequences of 1024
+#: tokens, say): each becomes a Python object of about 40 bytes more than its length, and a
+#: model such as onnxruntime's copies them as str, so that a body of 4- or 5-byte elements would
+#: otherwise make a worker take 20 times its size (a 63 MB body took 1.6 GB).
+MAX_BYTES_ELEMENTS = 2**16
 
 
 def _check_size(model: Model, spec: TensorSpec, shape: tuple[int, ...], where: str) -> None:
