@@ -302,8 +302,10 @@ class Pool:
             slot.current, slot.incoming = slot.incoming, None
         elif delay is None:
             rules = slot.restarts.rules
+            # Why the last one failed, when it said: its models no longer load, say.
+            why = f" (the last: {process.reason})" if process.reason else ""
             self._give_up(
-                f"worker {slot.index} failed {rules.max_restarts + 1} times within {rules.window:g}s: "
+                f"worker {slot.index} failed {rules.max_restarts + 1} times within {rules.window:g}s{why}: "
                 "a crash loop; the pool is down"
             )
         elif delay == 0:

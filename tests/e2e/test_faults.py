@@ -85,7 +85,11 @@ def test_a_crash_loop_ends_the_supervisor_with_its_own_exit_code(launch, platfor
     (gate / "break").touch()  # from now on every new worker fails to load
     platform.kill(slot_row(pool, 0)["pid"])
     assert pool.wait_exit(90) == 4, pool.output
-    assert re.search(r"worker 0 failed 3 times within 60s: a crash loop; the pool is down", pool.output), pool.output
+    assert re.search(
+        r"worker 0 failed 3 times within 60s \(the last: RuntimeError: weights vanished\): "
+        "a crash loop; the pool is down",
+        pool.output,
+    ), pool.output
     # The kill, then two replacements that could not load: 2 restarts allowed, the third loss ends it.
     assert pool.output.count("failed to start: RuntimeError: weights vanished") == 2
     assert "Traceback" not in pool.output

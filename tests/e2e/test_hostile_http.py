@@ -135,6 +135,35 @@ def test_keep_alive_0_closes_every_connection_after_its_response(launch):
         assert idle.recv(65536) == b""
 
 
+def test_a_refusal_before_the_body_is_read_keeps_the_connection(launch):
+    """A 404 for a model or version that is not served (a version a reload removed, say) comes
+    before its body is read: the body is drained, and the kept-alive connection carries the
+    client's next request. One too large to drain is answered with Connection: close."""
+    pool = launch(workers=1)
+    url = urllib.parse.urlsplit(pool.wait_ready())
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
+    ).encode()
+
+    def post(path: str, payload: bytes = body) -> bytes:
+        return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload
+
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        for path, status in [("/v2/models/nope/infer", 404), ("/v2/models/mlp/versions/9/infer", 404)] * 3 + [
+            ("/v2/models/mlp/infer", 200),
+            ("/v2/health/live", 405),
+            ("/v2/models/mlp/infer", 200),
+        ]:
+            conn.sendall(post(path))
+            head, _ = read_response(conn)
+            assert head.startswith(f"HTTP/1.1 {status}".encode()), (path, head)
+            assert not re.search(rb"(?im)^connection: *close\r?$", head), head
+        # Over 1 MiB: not read, and said so.
+        conn.sendall(post("/v2/models/nope/infer", b"x" * (2 * 1024 * 1024)))
+        head, _ = read_response(conn)
+        assert head.startswith(b"HTTP/1.1 404") and re.search(rb"(?im)^connection: *close\r?$", head), head
+
+
 def big_json_infer(megabytes: int) -> bytes:
     """A V2 JSON infer of about ``megabytes``, its values distinct random floats as real inputs
     are (a value repeated parses several times faster)."""

@@ -58,7 +58,9 @@ async def test_a_crash_loop_gives_up_with_its_own_exit_code_after_backing_off(co
     async with running(control_address, script, max_restarts=2) as pool:
         assert await pool.finished() == EXIT_DOWN
         assert pool.pool.state is PoolState.DOWN
-        assert pool.pool.failure == "worker 0 failed 3 times within 60s: a crash loop; the pool is down"
+        assert pool.pool.failure == (
+            "worker 0 failed 3 times within 60s (the last: weights vanished): a crash loop; the pool is down"
+        )
         assert [w.generation for w in pool.spawner.spawned if w.slot == 0] == [1, 2, 3]
 
 

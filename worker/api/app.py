@@ -129,9 +129,10 @@ class InferenceApp:
         self.state.in_flight += 1
         arrived = time.perf_counter_ns()
         started = False
+        request_body = RequestBody(scope, receive)
         try:
             try:
-                status, body, headers = await self._route(scope, receive)
+                status, body, headers = await self._route(scope, request_body.receive)
             except HTTPError as exc:
                 status, body, headers = exc.status, _error_body(exc.message), [*JSON, *exc.headers]
             except Exception as exc:
@@ -139,7 +140,11 @@ class InferenceApp:
                 logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
                 status, body, headers = 500, _error_body(f"internal error: {type(exc).__name__}"), JSON
             headers = [*headers, (b"content-length", str(len(body)).encode()), (b"x-worker-pid", self._pid)]
-            if self.state.draining:
+            if not request_body.done and not await request_body.drain(SMALL_BODY, min(self.body_timeout, 2.0)):
+                # Refused before its body was read, and the body is too large or too slow to
+                # read now: the connection cannot carry another request. Say so, not just close it.
+                headers.append((b"connection", b"close"))
+            elif self.state.draining:
                 # The client reconnects for its next request, to a worker that still accepts.
                 headers.append((b"connection", b"close"))
             started = True
@@ -364,6 +369,38 @@ class InferenceApp:
         """The worker drains: run every waiting batch now, and later ones without waiting."""
         for batcher in self.batchers.values():
             batcher.flush()
+
+
+class RequestBody:
+    """A request's ``receive``, noting whether its body has been read to the end.
+
+    A refusal (an unknown model, a wrong method) comes before the body is read; the connection
+    can carry the client's next request only once the rest is read, so a small one is drained:
+    a kept-alive client that asked for a version removed by a reload goes on, not reset."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        headers = _headers(scope)
+        length = headers.get("content-length")
+        self.length = int(length) if length is not None and length.isdigit() else None
+        self.done = self.length == 0 or (length is None and "transfer-encoding" not in headers)
+        self._receive = receive
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+    async def drain(self, limit: int, timeout: float) -> bool:
+        """Read and drop the rest of the body, if it is at most ``limit`` bytes and arrives
+        within ``timeout``; whether it is all read."""
+        if self.length is not None and self.length > limit:
+            return False
+        read = 0
+        with anyio.move_on_after(timeout):
+            while not self.done and read <= limit:
+                read += len((await self.receive()).get("body", b""))
+        return self.done
 
 
 class ByteBudget:
