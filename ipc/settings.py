@@ -129,12 +129,31 @@ def check(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
     return value
 
 
+#: The model files a worker loads by their suffix (any other source is module:Factory).
+MODEL_FILES = (".npz", ".onnx", ".skops", ".joblib", ".pkl", ".pickle")
+
+
+def unservable_name(name: str) -> str | None:
+    """Why no URL can reach a model named ``name``, if none can."""
+    if name == "stats":
+        return "GET /v2/models/stats is every model's statistics"
+    if ":" in name:
+        return "':' starts a V1 verb (/v1/models/NAME:predict)"
+    if "/" in name or name in (".", ".."):
+        return "it is not one segment of a URL path"
+    return None
+
+
 def check_model_specs(specs: list[str]) -> None:
-    """Each spec is ``NAME=SOURCE``; what the source holds is for the worker to find out."""
+    """Each spec is ``NAME=SOURCE`` with a name a URL can reach; what the source holds is for
+    the worker to find out."""
     for spec in specs:
         name, sep, source = spec.partition("=")
         if not sep or not name or not source:
             raise ValueError(f"{spec!r} is not NAME=PATH (.npz, .onnx, .skops) or NAME=module:Factory")
+        why = unservable_name(name)
+        if why:
+            raise ValueError(f"model name {name!r} cannot be served: {why}")
 
 
 #: The longest dynamic batching may wait for more requests, in milliseconds.

@@ -23,6 +23,7 @@ import ipc
 from ipc import logs
 from ipc.address import default_address
 from ipc.messages import OperationReply, ReloadRequest, ScaleRequest, WorkerStatus
+from ipc.settings import MODEL_FILES
 
 from . import client, settings
 from .run import EXIT_ERROR, EXIT_OK, EXIT_UNCLEAN, EXIT_USAGE, Supervisor
@@ -248,7 +249,7 @@ def _preflight(resolved: settings.Settings) -> str | None:
     """What can be seen to be wrong before any process starts, as one line."""
     for spec in resolved.worker.models:
         name, _, source = spec.partition("=")
-        if source.endswith(".npz") and not os.path.isfile(source):
+        if source.endswith(MODEL_FILES) and not os.path.isfile(source):
             return f"--model {name}: no such file {source}"
     for folder in resolved.worker.model_dirs:
         if not os.path.isdir(folder):

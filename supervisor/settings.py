@@ -21,7 +21,7 @@ from typing import Any
 from ipc import settings as contract
 from ipc.address import check_name
 from ipc.logs import check_format, check_level
-from ipc.settings import Declaration, WorkerSettings, setting
+from ipc.settings import MODEL_FILES, Declaration, WorkerSettings, setting
 
 from . import config
 from .sockets import parse_bind
@@ -270,8 +270,8 @@ def _from_file(option: Option, value: Any, path: str) -> Any:
 
 
 def _absolute_model(spec: str, base: str) -> str:
-    """Workers may run elsewhere: a weights file's path is made absolute; factories stay."""
+    """Workers may run elsewhere: a model file's path is made absolute; factories stay."""
     name, _, source = spec.partition("=")
-    if source.endswith(".npz"):
+    if source.endswith(MODEL_FILES):
         return f"{name}={os.path.normpath(os.path.join(base, source))}"
     return spec

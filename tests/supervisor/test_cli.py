@@ -67,10 +67,15 @@ def test_flag_beats_environment_beats_file_beats_default(tmp_path):
 
 def test_paths_are_the_files_or_the_current_folders(tmp_path):
     config = tmp_path / "pool.toml"
-    config.write_text('models = ["a=w.npz", "b=pkg.mod:B"]\nmodel_dirs = ["repo"]\n')
+    config.write_text('models = ["a=w.npz", "b=pkg.mod:B", "o=m.onnx", "s=m.skops"]\nmodel_dirs = ["repo"]\n')
     got = settings(["--config", str(config)])
-    # Paths in the file are the file's; factories stay as they are.
-    assert got.worker.models == [f"a={tmp_path / 'w.npz'}", "b=pkg.mod:B"]
+    # Paths in the file are the file's, whatever the model file; factories stay as they are.
+    assert got.worker.models == [
+        f"a={tmp_path / 'w.npz'}",
+        "b=pkg.mod:B",
+        f"o={tmp_path / 'm.onnx'}",
+        f"s={tmp_path / 'm.skops'}",
+    ]
     assert got.worker.model_dirs == [str(tmp_path / "repo")]
     got = settings(["--model", "c=x/c.npz", "--model", "d=m:D"])
     assert got.worker.models == [f"c={os.path.join(os.getcwd(), 'x', 'c.npz')}", "d=m:D"]
@@ -209,3 +214,12 @@ def test_log_settings_and_switches():
         settings([], {"INFERENCE_SUPERVISOR_ACCESS_LOG": "maybe"})
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["start", "--log-format", "xml"])
+
+
+@pytest.mark.parametrize("name", ["stats", "a:b"])
+def test_a_model_name_no_url_reaches_is_bad_usage(capsys, name):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["start", "--model", f"{name}=m.onnx"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"model name {name!r} cannot be served" in err

@@ -54,6 +54,8 @@ async def test_results_are_onnxruntimes_own_through_the_api(tmp_path):
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     assert outputs["scores"]["shape"] == [5, 3] and np.allclose(outputs["scores"]["data"], scores.ravel(), atol=1e-6)
     assert outputs["label"] == {"name": "label", "datatype": "INT64", "shape": [5], "data": label.tolist()}
+    config = (await call(app, "GET", "/v2/models/iris/config")).json()
+    assert (config["platform"], config["backend"]) == ("onnxruntime_onnx", "onnxruntime")
     v1 = await call(app, "POST", "/v1/models/iris:predict", json.dumps({"instances": x.tolist()}).encode())
     assert v1.status == 200 and np.allclose(v1.json()["predictions"], scores, atol=1e-6)
     config = (await call(app, "GET", "/v2/models/iris/config")).json()
@@ -199,12 +201,15 @@ async def test_a_classifier_converted_by_skl2onnx_zipmap_and_all(tmp_path, label
     estimator = LogisticRegression().fit(x, np.array(["cat", "dog", "emu"])[y] if labels == "str" else y)
     (tmp_path / "c.onnx").write_bytes(to_onnx(estimator, x[:1]).SerializeToString())
     model = OnnxModel("c", str(tmp_path / "c.onnx"))
+    # skl2onnx names no dimension: every first one dynamic is the batch, so its rows are bounded
+    # (the ZipMap makes a Python dict of each) and requests may be joined.
+    assert model.max_batch_size == MAX_BATCH_SIZE
     label_type = "BYTES" if labels == "str" else "INT64"
     assert [spec.as_json() for spec in model.outputs] == [
         {"name": "output_label", "datatype": label_type, "shape": [-1]},
         {"name": "output_probability", "datatype": "FP32", "shape": [-1, -1]},
     ]
-    app = InferenceApp([model], ServingState())
+    app = InferenceApp([model], ServingState(), batch_delays={"c": 0.002})
     request = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [5, 4], "data": x[:5].tolist()}]}
     response = await call(app, "POST", "/v2/models/c/infer", json.dumps(request).encode())
     assert response.status == 200, response.body

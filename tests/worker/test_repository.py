@@ -283,9 +283,13 @@ def test_layout_mistakes_are_one_line(tmp_path):
         load_models([], [str(tmp_path)])
     (tmp_path / "scorer" / "3").rmdir()
     mlp(tmp_path / "scorer" / "1" / "model.npz", 1)
-    mlp(tmp_path / "elsewhere" / "scorer.npz", 2)  # a --model of the same name: version 1 as well
+    mlp(tmp_path / "scorer.npz", 2)  # a --model of the same name: version 1 as well
     with pytest.raises(ModelError, match=r"model 'scorer' version 1 is named twice"):
-        load_models([f"scorer={tmp_path / 'elsewhere' / 'scorer.npz'}"], [str(tmp_path)])
+        load_models([f"scorer={tmp_path / 'scorer.npz'}"], [str(tmp_path)])
+    # A model file not named model.*: a mistake, not a folder of something else.
+    mlp(tmp_path / "typo" / "iris.npz", 3)
+    with pytest.raises(ModelError, match=r"model 'typo': .*typo holds iris.npz but no model.npz or model.onnx or"):
+        load_models([], [str(tmp_path)])
 
 
 def test_a_model_txt_version_names_a_factory(tmp_path):

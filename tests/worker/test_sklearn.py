@@ -220,3 +220,21 @@ async def test_bad_input_is_a_400_not_a_crash(tmp_path):
     body["inputs"][0]["datatype"] = "FP32"
     refused = await call(app, "POST", "/v2/models/churn/infer", json.dumps(body).encode())
     assert refused.status == 400 and "datatype must be FP64" in refused.json()["error"]
+
+
+async def test_numeric_columns_picked_by_name_get_a_dataframe(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+
+    frame = pandas.DataFrame(X[:, :2], columns=["age", "income"])
+    estimator = make_pipeline(
+        ColumnTransformer([("num", StandardScaler(), ["age", "income"])]), LogisticRegression()
+    ).fit(frame, LABELS)
+    skops_io.dump(estimator, tmp_path / "named.skops")
+    (model,) = load_models([f"named={tmp_path / 'named.skops'}"])
+    assert model.inputs[0].as_json() == {"name": "INPUT0", "datatype": "FP64", "shape": [-1, 2]}
+    app = InferenceApp([model], ServingState())
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP64", "shape": [5, 2], "data": X[:5, :2].tolist()}]}
+    response = await call(app, "POST", "/v2/models/named/infer", json.dumps(body).encode())
+    assert response.status == 200, response.body
+    assert response.json()["outputs"][0]["data"] == estimator.predict(frame[:5]).tolist()

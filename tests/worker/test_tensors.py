@@ -244,3 +244,22 @@ async def test_bytes_elements_and_batches_are_bounded_before_anything_is_decoded
     assert response.json() == {
         "error": f"input 'INPUT0': {count} BYTES elements are over the {MAX_BYTES_ELEMENTS} one input may have"
     }
+
+
+class Total(Model):
+    """A scalar out: the sum of its input."""
+
+    name = "total"
+    inputs = (TensorSpec("INPUT0", "FP32", (-1,)),)
+    outputs = (TensorSpec("SUM", "FP32", ()),)
+
+    def predict(self, inputs):
+        return {"SUM": np.float32(inputs["INPUT0"].sum())}
+
+
+async def test_a_scalar_output_has_the_shape_it_declares():
+    app = InferenceApp([Total()], ServingState())
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [3], "data": [1, 2, 3.5]}]})
+    response = await call(app, "POST", "/v2/models/total/infer", body.encode())
+    assert response.status == 200, response.body
+    assert response.json()["outputs"] == [{"name": "SUM", "datatype": "FP32", "shape": [], "data": [6.5]}]

@@ -51,7 +51,8 @@ def output_array(model: Model, spec: TensorSpec, value: Any) -> np.ndarray:
         array = np.asarray(value, dtype=object) if spec.datatype == "BYTES" else np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise HTTPError(500, f"model {model.name!r} returned output {spec.name!r} that is no array: {exc}") from None
-    if not spec.accepts(array.shape):
+    # A shape of [] is a scalar or, as onnxruntime reports it too, a tensor of unknown rank.
+    if spec.shape and not spec.accepts(array.shape):
         shape, declared = list(array.shape), list(spec.shape)
         raise HTTPError(500, f"model {model.name!r} returned output {spec.name!r} of shape {shape}, not {declared}")
     return array
@@ -360,7 +361,7 @@ def _output(model: Model, spec: TensorSpec, value: Any, binary: bool) -> tuple[l
         return list(array.shape), None, strings.to_json(elements, model.name, spec.name)
     array = output_array(model, spec, value)
     try:
-        array = np.ascontiguousarray(array, dtype=spec.dtype)
+        array = np.require(array, dtype=spec.dtype, requirements="C")  # a scalar stays one
     except (ValueError, TypeError, OverflowError) as exc:
         raise HTTPError(
             500, f"model {model.name!r} returned output {spec.name!r} that is no {spec.datatype} array: {exc}"
@@ -393,6 +394,10 @@ def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
     }
 
 
+#: Triton's backend for a platform: what its model configuration would say.
+BACKENDS = {"onnxruntime_onnx": "onnxruntime"}
+
+
 def model_config(model: Model, batch_delay: float = 0.0, versions: int = 1) -> dict[str, Any]:
     """Triton's ModelConfig, as perf_analyzer reads it; ``batch_delay`` (seconds) when the
     model is dynamically batched; ``versions``: how many of the model's are served (all)."""
@@ -400,7 +405,7 @@ def model_config(model: Model, batch_delay: float = 0.0, versions: int = 1) -> d
     config: dict[str, Any] = {
         "name": model.name,
         "platform": model.platform,
-        "backend": "python",
+        "backend": BACKENDS.get(model.platform, "python"),
         "version_policy": {"latest": {"num_versions": 1}} if versions == 1 else {"all": {}},
         "max_batch_size": model.max_batch_size,
         "input": [_config_tensor(spec, batched) for spec in model.inputs],

@@ -20,6 +20,8 @@ import importlib
 import os
 from collections.abc import Sequence
 
+from ipc.settings import unservable_name
+
 from . import repository
 from .base import Model, ModelError
 from .mlp import MLP, demo_model
@@ -55,13 +57,7 @@ def _from_factory(name: str, target: str) -> Model:
 
 def check_name(name: str) -> None:
     """A one-line :class:`ModelError` for a model name no URL can reach."""
-    why = None
-    if name == "stats":
-        why = "GET /v2/models/stats is every model's statistics"
-    elif ":" in name:
-        why = "':' starts a V1 verb (/v1/models/NAME:predict)"
-    elif "/" in name or name in (".", ".."):
-        why = "it is not one segment of a URL path"
+    why = unservable_name(name)
     if why:
         raise ModelError(f"model name {name!r} cannot be served: {why}")
 

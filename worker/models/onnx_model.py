@@ -61,12 +61,12 @@ class OnnxModel(Model):
         self.name = name
         self.version = version
         self.path = path
+        if not os.path.isfile(path):
+            raise ModelError(f"model {name!r}: no such file {path}")
         try:
             import onnxruntime
         except ImportError:
             raise ModelError(f"model {name!r}: serving {os.path.basename(path)} needs onnxruntime: {INSTALL}") from None
-        if not os.path.isfile(path):
-            raise ModelError(f"model {name!r}: no such file {path}")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads()
         options.inter_op_num_threads = 1
@@ -76,14 +76,16 @@ class OnnxModel(Model):
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
             raise ModelError(f"model {name!r}: onnxruntime cannot load {path}: {_first_line(exc)}") from None
         graph_inputs, graph_outputs = self.session.get_inputs(), self.session.get_outputs()
-        # The batch: one named dimension first in every input and output ("batch" in each), so
-        # that requests can be joined and split by it. Anything else (a fixed or unnamed first
-        # dimension, or two names) is served as it is, never joined.
         #: The ZipMap outputs: one map per row, whatever their (empty) shape says.
         self._zipmaps = {t.name for t in graph_outputs if ZIPMAP.fullmatch(t.type)}
         tensors = [t for t in [*graph_inputs, *graph_outputs] if t.name not in self._zipmaps]
-        first = {t.shape[0] if t.shape else None for t in tensors}
-        batched = len(first) == 1 and isinstance(next(iter(first)), str)
+        # The batch: a dynamic first dimension in every input and output, named alike where it
+        # is named ("batch" in each, or "N"; skl2onnx names none), so that requests can be
+        # joined and split by it (and a model answering other than one row per row is a 500).
+        # Anything else (a fixed first dimension, a scalar, two names) is served as it is.
+        firsts = [t.shape[0] if t.shape else 0 for t in tensors]
+        dynamic = all(not isinstance(d, int) or d < 0 for d in firsts)
+        batched = dynamic and len({d for d in firsts if isinstance(d, str)}) <= 1
         self.max_batch_size = MAX_BATCH_SIZE if batched else 0
         self.inputs = tuple(self._spec(t) for t in graph_inputs)
         self.outputs = tuple(self._spec(t) for t in graph_outputs)

@@ -31,7 +31,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ipc.settings import MAX_BATCH_DELAY_MS
+from ipc.settings import MAX_BATCH_DELAY_MS, MODEL_FILES
 
 from .base import Model, ModelError
 
@@ -160,6 +160,12 @@ def _model(name: str, folder: str, load: Load) -> Sequence[Model]:
     """The versions of the model in ``folder``: its file, or one per version folder."""
     direct, numbered = model_file(folder), versions(folder)
     if not direct and not numbered:
+        misnamed = sorted(entry for entry in os.listdir(folder) if entry.endswith(MODEL_FILES))
+        if misnamed:
+            raise ModelError(
+                f"model {name!r}: {folder} holds {', '.join(misnamed)} but no {' or '.join(FILES)} "
+                "(nor version folders 1, 2, ...)"
+            )
         return []  # a folder of something else
     if direct and numbered:
         raise ModelError(

@@ -9,8 +9,8 @@ run code as they load, so they are refused unless the pool is started with ``--a
 The input is ``INPUT0`` ``[-1, n_features]`` (``n_features_in_``): FP64, or BYTES when the
 estimator takes strings (it holds an encoder fitted on string categories: a pipeline with a
 ``OneHotEncoder``, say), every feature a string then (numbers too: ``"2.5"``, which scikit-learn's
-numeric steps read back), and the rows handed over as a DataFrame with the estimator's column
-names when it was fitted on one. ``OUTPUT0`` is ``predict``; ``OUTPUT1`` is ``predict_proba``
+numeric steps read back). The rows are handed over as a DataFrame with the estimator's column
+names when it was fitted on one (and pandas is installed). ``OUTPUT0`` is ``predict``; ``OUTPUT1`` is ``predict_proba``
 where the estimator has it (a classifier), FP64 ``[-1, n_classes]``. The datatype of ``OUTPUT0``
 is what ``predict`` returns: INT64 for integer labels, BYTES for string labels, FP64 for a
 regressor.
@@ -90,16 +90,20 @@ class SklearnModel(Model):
         self.estimator = estimator
         features = estimator.n_features_in_
         self._strings = takes_strings(estimator)
-        #: The column names of the DataFrame a string-taking estimator was fitted on: it takes one.
+        #: The column names of the DataFrame the estimator was fitted on: it is given one (a
+        #: column transformer may pick its columns by name), when pandas is installed; without
+        #: it, one taking strings cannot be served, one taking numbers gets an array.
         self._columns: list[str] | None = None
-        if self._strings and getattr(estimator, "feature_names_in_", None) is not None:
-            self._columns = [str(column) for column in estimator.feature_names_in_]
+        if getattr(estimator, "feature_names_in_", None) is not None:
             try:
                 import pandas  # noqa: F401  (scikit-learn had it when the estimator was fitted)
             except ImportError:
-                raise ModelError(
-                    f"model {name!r} was fitted on a DataFrame, and takes one: pip install pandas"
-                ) from None
+                if self._strings:
+                    raise ModelError(
+                        f"model {name!r} was fitted on a DataFrame, and takes one: pip install pandas"
+                    ) from None
+            else:
+                self._columns = [str(column) for column in estimator.feature_names_in_]
         found = getattr(estimator, "classes_", None)
         #: A single-output classifier's labels (a multi-output one has a list of arrays).
         classes = found if isinstance(found, np.ndarray) else None
@@ -139,16 +143,17 @@ class SklearnModel(Model):
         return results
 
     def _rows(self, array: np.ndarray) -> Any:
-        """INPUT0 as the estimator takes it: floats, or strings (in a DataFrame when it was
-        fitted on one)."""
-        if not self._strings:
-            return np.asarray(array, dtype=np.float64)
-        texts = as_text(np.asarray(array, dtype=object), "INPUT0")
+        """INPUT0 as the estimator takes it: floats or strings, in a DataFrame when it was fitted
+        on one."""
+        if self._strings:
+            rows = as_text(np.asarray(array, dtype=object), "INPUT0")
+        else:
+            rows = np.asarray(array, dtype=np.float64)
         if self._columns is None:
-            return texts
+            return rows
         import pandas
 
-        return pandas.DataFrame(texts, columns=self._columns)
+        return pandas.DataFrame(rows, columns=self._columns)
 
 
 def takes_strings(estimator: Any) -> bool:
