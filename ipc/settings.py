@@ -247,3 +247,6 @@ class WorkerSettings:
     #: The folder the pool was started from: model factories are imported from it, after the
     #: pool's own packages so that it can never shadow them.
     import_path: str = setting("", "where model factories are imported from", internal=True)
+    #: The repositories' model versions (NAME/VERSION) as the pool read them when it started or
+    #: last reloaded: a worker started since serves those (``ipc.repository``). Empty: all.
+    model_versions: list[str] = setting([], "the repositories' model versions the pool serves", internal=True)

@@ -38,6 +38,8 @@ async def reload(pool: Pool, progress: Progress) -> Outcome:
     if refused:
         return refused
     retired: list[WorkerProcess] = []
+    pinned_before = pool.pin_models()  # the new workers serve the repositories as they are now
+    done = False
     try:
         for slot in list(pool.slots):
             old = slot.current
@@ -64,8 +66,11 @@ async def reload(pool: Pool, progress: Progress) -> Outcome:
         await pool.wait_until(lambda: all(not p.running for p in retired) or pool.state is not PoolState.RELOADING)
         if pool.state is not PoolState.RELOADING:
             return _interrupted(pool, "while the old workers drained")
+        done = True
         return Outcome(OperationReply.DONE, f"reloaded {len(pool.slots)} workers")
     finally:
+        if not done:
+            pool.pin_models(pinned_before)  # the old workers serve on: so do their replacements
         _end(pool)
 
 

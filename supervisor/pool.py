@@ -35,6 +35,7 @@ import anyio.abc
 import anyio.lowlevel
 
 import ipc
+from ipc import repository
 from ipc.messages import (
     Configure,
     Error,
@@ -103,6 +104,7 @@ class Pool:
             heartbeat_interval=min(1.0, pool.heartbeat_timeout / 4),
             import_path=settings.worker.import_path or os.getcwd(),
         )
+        self.pin_models()
         self._rules = RestartRules(
             pool.max_restarts, pool.restart_window, timeouts.backoff_base, timeouts.backoff_max, timeouts.healthy_after
         )
@@ -393,6 +395,20 @@ class Pool:
             self._fire_pool(PoolEvent.DONE)
             if not all(slot.serving for slot in self.slots):
                 self._fire_pool(PoolEvent.LOST)
+
+    def pin_models(self, versions: list[str] | None = None) -> list[str]:
+        """The repositories' model versions the workers started from now on serve: ``versions``,
+        or as the folders hold them now. Returns the ones pinned before (a failed reload puts
+        them back). A worker started by ``scale`` or to replace a lost one thus serves what its
+        peers serve, not a version added to the folder since: a reload serves that."""
+        before = self.worker_settings.model_versions
+        if versions is None:
+            try:
+                versions = repository.listing(self.worker_settings.model_dirs)
+            except (repository.LayoutError, OSError):
+                versions = []  # none pinned: the workers say what is wrong, each loading it
+        self.worker_settings = dataclasses.replace(self.worker_settings, model_versions=versions)
+        return before
 
     async def replace(self, slot: Slot) -> str | None:
         """Start a new process in ``slot``; once it is ready, drain the old one.

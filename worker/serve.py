@@ -149,6 +149,7 @@ class Worker:
                         self.settings.model_dirs,
                         self.settings.allow_pickle,
                         self.settings.trust_types,
+                        self.settings.model_versions,
                         abandon_on_cancel=True,
                     )
                     self.batch_delays = delays(loaded, self.settings.batch_delay, self.settings.model_batch_delays)

@@ -1,12 +1,16 @@
 """A versioned model repository served by a real pool, as tritonclient sees it: the index, every
-version's metadata and answers, the highest by default, string tensors, and a version added by a
-rolling reload."""
+version's metadata and answers, the highest by default, string tensors; a version added to the
+folder is not served by a worker that scale adds, and is by every worker after a reload."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
 from worker.models.mlp import demo_layers
+
+from .harness import http
 
 X = np.linspace(-1, 1, 2 * 8, dtype=np.float32).reshape(2, 8)
 
@@ -33,7 +37,8 @@ def test_versions_the_index_and_a_reload_that_adds_one(launch, platform, tmp_pat
     except ImportError:  # the onnx extra is not installed: the repository holds the MLP alone
         pass
     pool = launch("--model-dir", platform.path(str(repository)), workers=2)
-    client = triton.InferenceServerClient(pool.wait_ready().removeprefix("http://"))
+    url = pool.wait_ready()
+    client = triton.InferenceServerClient(url.removeprefix("http://"))
 
     index = client.get_model_repository_index()
     served = [(entry["name"], entry["version"], entry["state"]) for entry in index]
@@ -58,10 +63,23 @@ def test_versions_the_index_and_a_reload_that_adds_one(launch, platform, tmp_pat
         assert result.as_numpy("id").tolist() == [1, 2, -1]
         assert result.as_numpy("echo").tolist() == [b"dog", "café".encode(), b"yak"]
 
-    # A new version, served after a rolling reload: each new worker reads the repository again.
+    # A new version in the folder. A worker added by scale serves what its peers serve (the
+    # versions the pool read when it started), never version 3 alone...
     answers["3"] = mlp(repository / "scorer" / "3" / "model.npz", 3)
+    scale = pool.cli("scale", "3")
+    assert scale.returncode == 0, scale.stdout + scale.stderr
+    added = next(row["pid"] for row in pool.status()["workers"] if row["slot"] == 2)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while str(added) not in seen and time.monotonic() < deadline:  # until the new worker has answered
+        status, headers, _ = http("GET", f"{url}/v2/models/scorer/versions/3")
+        assert status == 404, "a worker serves a version its peers do not"
+        seen.add(headers["x-worker-pid"])
+    assert str(added) in seen, f"the new worker {added} never answered: {seen}"
+    # ... and a rolling reload serves it everywhere: each new worker reads the repository again.
     reload = pool.cli("reload")
     assert reload.returncode == 0, reload.stdout + reload.stderr
     assert [e["version"] for e in client.get_model_repository_index() if e["name"] == "scorer"] == ["1", "2", "3"]
-    got_version, out = infer()
-    assert got_version == "3" and np.allclose(out, answers["3"], atol=1e-5)
+    for _ in range(6):  # whichever worker answers
+        got_version, out = infer()
+        assert got_version == "3" and np.allclose(out, answers["3"], atol=1e-5)

@@ -297,3 +297,17 @@ def test_a_model_txt_version_names_a_factory(tmp_path):
     (tmp_path / "demo" / "4" / "model.txt").write_text("worker.models.mlp:demo_model\n")
     (model,) = load_models([], [str(tmp_path)])
     assert (model.name, model.version) == ("demo", "4")
+
+
+def test_a_pinned_repository_loads_what_was_pinned_or_says_what_is_gone(repository):
+    pinned = ["plain/1", "scorer/1", "scorer/2"]  # as the pool read it before version 10 came
+    models = load_models([], [str(repository)], pinned=pinned)
+    assert sorted(f"{m.name}/{m.version}" for m in models) == pinned
+    mlp(repository / "newcomer" / "model.npz", 5)  # added since: served after a reload, not before
+    assert sorted(f"{m.name}/{m.version}" for m in load_models([], [str(repository)], pinned=pinned)) == pinned
+    (repository / "scorer" / "2" / "model.npz").unlink()
+    (repository / "scorer" / "2").rmdir()
+    with pytest.raises(
+        ModelError, match=r"model versions scorer/2 are gone from the repository since the pool read it"
+    ):
+        load_models([], [str(repository)], pinned=pinned)

@@ -94,16 +94,26 @@ def _load_file(name: str, path: str, version: str, allow_pickle: bool, trusted: 
 
 
 def load_models(
-    specs: Sequence[str], folders: Sequence[str] = (), allow_pickle: bool = False, trusted: Sequence[str] = ()
+    specs: Sequence[str],
+    folders: Sequence[str] = (),
+    allow_pickle: bool = False,
+    trusted: Sequence[str] = (),
+    pinned: Sequence[str] = (),
 ) -> list[Model]:
     """Build and ``load()`` every model the specs and repositories name, in order; the demo
     when there are none. Pickled models only with ``allow_pickle``: loading one runs code;
-    ``trusted``: types a .skops file may hold beyond those skops trusts."""
+    ``trusted``: types a .skops file may hold beyond those skops trusts; ``pinned``: the
+    repositories' ``NAME/VERSION`` the pool serves, when it pinned them."""
     models: list[Model] = [load_one(*parse_spec(spec), allow_pickle, trusted) for spec in specs]
-    for folder in folders:
-        models.extend(
-            repository.read(folder, functools.partial(_load_file, allow_pickle=allow_pickle, trusted=trusted))
+    load = functools.partial(_load_file, allow_pickle=allow_pickle, trusted=trusted)
+    from_folders = [model for folder in folders for model in repository.read(folder, load, pinned)]
+    gone = repository.missing(from_folders, pinned)
+    if gone:
+        raise ModelError(
+            f"model versions {', '.join(gone)} are gone from the repository since the pool read it "
+            "(supervisor reload serves what it holds now)"
         )
+    models.extend(from_folders)
     if not models:
         models.append(demo_model())
     seen: set[tuple[str, str]] = set()

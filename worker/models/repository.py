@@ -19,7 +19,8 @@ optional ``DIR/iris/config.toml`` says what the file cannot, for every version::
     batch_delay_ms = 2       # dynamic batching for this model, 0 to 1000 (--model-batch-delay wins)
     outputs = ["label"]      # the outputs served, of those the model has (default: all)
 
-Triton's ``config.pbtxt`` is not read.
+Triton's ``config.pbtxt`` is not read. Which folders are which is :mod:`ipc.repository`'s: the
+supervisor reads the same layout to pin the versions its workers serve.
 """
 
 from __future__ import annotations
@@ -28,18 +29,15 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from ipc.settings import MAX_BATCH_DELAY_MS, MODEL_FILES
+from ipc import repository as layout
+from ipc.settings import MAX_BATCH_DELAY_MS
 
 from .base import Model, ModelError
 
-#: The model files a model's folder may hold, in the order they are looked for.
-FILES = ("model.npz", "model.onnx", "model.skops", "model.joblib", "model.pkl", "model.txt")
 CONFIG = "config.toml"
-#: The highest version: Triton's are int64.
-MAX_VERSION = 2**63 - 1
 
 #: Loads one model file: (name, path, version) -> Model.
 Load = Callable[[str, str, str], Model]
@@ -109,11 +107,6 @@ def _number(value: Any) -> bool:
     return (_integer(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def model_file(folder: str) -> str | None:
-    """The model file in ``folder``, if it holds one."""
-    return next((os.path.join(folder, file) for file in FILES if os.path.isfile(os.path.join(folder, file))), None)
-
-
 def read_text(path: str) -> str:
     """A small text file the user wrote (a byte-order mark, as Windows editors write, dropped); a
     one-line :class:`ModelError` naming it when it cannot be read or is not UTF-8."""
@@ -126,59 +119,26 @@ def read_text(path: str) -> str:
         raise ModelError(f"{path}: not UTF-8 text") from None
 
 
-def versions(folder: str) -> list[tuple[int, str]]:
-    """``folder``'s version subfolders, (number, path), lowest first: Triton's versions, 1, 2,
-    ... written without leading zeros (any other folder of digits is a one-line error)."""
-    found = []
-    for entry in os.listdir(folder):
-        path = os.path.join(folder, entry)
-        if entry.isascii() and entry.isdigit() and os.path.isdir(path):
-            if entry.startswith("0") or int(entry) > MAX_VERSION:
-                raise ModelError(f"{path}: a version folder is named 1 to {MAX_VERSION}, without leading zeros")
-            found.append((int(entry), path))
-    return sorted(found)
-
-
-def read(folder: str, load: Load) -> list[Model]:
-    """Every model (every version of each) in the repository ``folder``, loaded by ``load``."""
-    if not os.path.isdir(folder):
-        raise ModelError(f"model directory {folder} does not exist")
+def read(folder: str, load: Load, pinned: Collection[str] = ()) -> list[Model]:
+    """Every model (every version of each) in the repository ``folder``, loaded by ``load``;
+    only the ``NAME/VERSION`` in ``pinned`` when the pool pinned them (each must still be
+    there: a later worker serves what its peers serve, or nothing)."""
+    try:
+        found = layout.models(folder)
+    except layout.LayoutError as exc:
+        raise ModelError(str(exc)) from None
     models: list[Model] = []
-    for name in sorted(os.listdir(folder)):
-        sub = os.path.join(folder, name)
-        if os.path.isdir(sub):
-            models.extend(_model(name, sub, load))
-    if not models:
-        raise ModelError(
-            f"model directory {folder} holds no model (a subfolder with {', '.join(FILES)}, "
-            "or version folders 1, 2, ... holding one)"
-        )
+    for name, sub, files in found:
+        if pinned:
+            files = [(version, file) for version, file in files if f"{name}/{version}" in pinned]
+        if not files:
+            continue  # a model added since the pool read the repository: a reload serves it
+        config_path = os.path.join(sub, CONFIG)
+        config = ModelConfig.read(config_path)
+        models.extend(config.apply(load(name, file, version), config_path) for version, file in files)
     return models
 
 
-def _model(name: str, folder: str, load: Load) -> Sequence[Model]:
-    """The versions of the model in ``folder``: its file, or one per version folder."""
-    direct, numbered = model_file(folder), versions(folder)
-    if not direct and not numbered:
-        misnamed = sorted(entry for entry in os.listdir(folder) if entry.endswith(MODEL_FILES))
-        if misnamed:
-            raise ModelError(
-                f"model {name!r}: {folder} holds {', '.join(misnamed)} but no {' or '.join(FILES)} "
-                "(nor version folders 1, 2, ...)"
-            )
-        return []  # a folder of something else
-    if direct and numbered:
-        raise ModelError(
-            f"model {name!r}: {folder} holds both {os.path.basename(direct)} and version folders; keep one"
-        )
-    config_path = os.path.join(folder, CONFIG)
-    config = ModelConfig.read(config_path)
-    if direct:
-        return [config.apply(load(name, direct, "1"), config_path)]
-    models = []
-    for number, path in numbered:
-        file = model_file(path)
-        if file is None:
-            raise ModelError(f"model {name!r}: version folder {path} holds none of {', '.join(FILES)}")
-        models.append(config.apply(load(name, file, str(number)), config_path))
-    return models
+def missing(models: Sequence[Model], pinned: Collection[str]) -> list[str]:
+    """The pinned ``NAME/VERSION`` that none of ``models`` is."""
+    return sorted(set(pinned) - {f"{model.name}/{model.version}" for model in models})
