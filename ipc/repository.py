@@ -66,6 +66,16 @@ def model_files(name: str, folder: str) -> list[tuple[str, str]]:
     return found
 
 
+def pinned_file(folder: str, name: str, version: str) -> str | None:
+    """The model file of version ``version`` of model ``name`` in the repository ``folder``, if
+    it is still there: only its own folder is looked at, whatever else the repository holds now."""
+    model_folder = os.path.join(folder, name)
+    version_folder = os.path.join(model_folder, version)
+    if os.path.isdir(version_folder):
+        return model_file(version_folder)
+    return model_file(model_folder) if version == "1" else None
+
+
 def models(folder: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """Every model of the repository ``folder``: (name, its folder, its versions' files)."""
     if not os.path.isdir(folder):
@@ -74,6 +84,10 @@ def models(folder: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
     for name in sorted(os.listdir(folder)):
         sub = os.path.join(folder, name)
         if os.path.isdir(sub):
+            try:
+                name.encode("utf-8")  # a name os.listdir could not decode holds lone surrogates
+            except UnicodeEncodeError:
+                raise LayoutError(f"model folder {sub!r}: its name is not UTF-8") from None
             files = model_files(name, sub)
             if files:
                 found.append((name, sub, files))
@@ -85,6 +99,12 @@ def models(folder: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
     return found
 
 
-def listing(folders: list[str]) -> list[str]:
-    """Every model version the repositories hold, as ``NAME/VERSION``: what a pool pins."""
-    return [f"{name}/{version}" for folder in folders for name, _, files in models(folder) for version, _ in files]
+#: The most characters a pin may take: it travels in one control message (1 MiB at most).
+MAX_PIN = 256 * 1024
+
+
+def listing(folders: list[str]) -> list[str] | None:
+    """Every model version the repositories hold, as ``NAME/VERSION``: what a pool pins; ``None``
+    when there are too many to send in a control message (tens of thousands)."""
+    found = [f"{name}/{version}" for folder in folders for name, _, files in models(folder) for version, _ in files]
+    return found if sum(len(entry) + 4 for entry in found) <= MAX_PIN else None

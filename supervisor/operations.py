@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from ipc.messages import OperationReply
+from ipc.repository import LayoutError
 
 from .lifecycle import PoolEvent, PoolState, State
 from .pool import Pool
@@ -38,7 +39,11 @@ async def reload(pool: Pool, progress: Progress) -> Outcome:
     if refused:
         return refused
     retired: list[WorkerProcess] = []
-    pinned_before = pool.pin_models()  # the new workers serve the repositories as they are now
+    try:
+        pinned_before = pool.pin_models()  # the new workers serve the repositories as they are now
+    except (LayoutError, OSError) as exc:
+        _end(pool)
+        return Outcome(OperationReply.FAILED, f"the model repository cannot be read ({exc}); the workers serve on")
     done = False
     try:
         for slot in list(pool.slots):
@@ -48,10 +53,15 @@ async def reload(pool: Pool, progress: Progress) -> Outcome:
             if pool.state is not PoolState.RELOADING:
                 return _interrupted(pool, f"after {slot.index} of {len(pool.slots)} workers")
             if failure is not None:
+                served = (
+                    "the old workers still serve"
+                    if not retired
+                    else (f"workers {', '.join(str(p.slot) for p in retired)} serve the new models, the others the old")
+                )
                 return Outcome(
                     OperationReply.FAILED,
                     f"worker {slot.index}: the new worker did not become ready ({failure}); "
-                    f"the reload stopped there, and the old workers still serve",
+                    f"the reload stopped there, and {served}",
                 )
             new = slot.current
             assert new is not None

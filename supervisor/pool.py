@@ -104,7 +104,10 @@ class Pool:
             heartbeat_interval=min(1.0, pool.heartbeat_timeout / 4),
             import_path=settings.worker.import_path or os.getcwd(),
         )
-        self.pin_models()
+        try:
+            self.pin_models()
+        except (repository.LayoutError, OSError):
+            pass  # none pinned: each worker says what is wrong with the repository as it loads it
         self._rules = RestartRules(
             pool.max_restarts, pool.restart_window, timeouts.backoff_base, timeouts.backoff_max, timeouts.healthy_after
         )
@@ -398,15 +401,18 @@ class Pool:
 
     def pin_models(self, versions: list[str] | None = None) -> list[str]:
         """The repositories' model versions the workers started from now on serve: ``versions``,
-        or as the folders hold them now. Returns the ones pinned before (a failed reload puts
-        them back). A worker started by ``scale`` or to replace a lost one thus serves what its
-        peers serve, not a version added to the folder since: a reload serves that."""
+        or as the folders hold them now (a :class:`~ipc.repository.LayoutError` or ``OSError``
+        when they cannot be read). Returns the ones pinned before, for a failed reload to put
+        back. A worker started by ``scale`` or to replace a lost one thus serves what its peers
+        serve, not a version added to the folder since: a reload serves that."""
         before = self.worker_settings.model_versions
         if versions is None:
-            try:
-                versions = repository.listing(self.worker_settings.model_dirs)
-            except (repository.LayoutError, OSError):
-                versions = []  # none pinned: the workers say what is wrong, each loading it
+            listed = repository.listing(self.worker_settings.model_dirs) if self.worker_settings.model_dirs else []
+            if listed is None:
+                logger.warning(
+                    "the model repositories hold too many versions to pin: each worker reads them as it starts"
+                )
+            versions = listed or []
         self.worker_settings = dataclasses.replace(self.worker_settings, model_versions=versions)
         return before
 

@@ -4,13 +4,15 @@ folder is not served by a worker that scale adds, and is by every worker after a
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 
 import numpy as np
 
 from worker.models.mlp import demo_layers
 
-from .harness import http
+from .harness import http, wait_until
 
 X = np.linspace(-1, 1, 2 * 8, dtype=np.float32).reshape(2, 8)
 
@@ -83,3 +85,31 @@ def test_versions_the_index_and_a_reload_that_adds_one(launch, platform, tmp_pat
     for _ in range(6):  # whichever worker answers
         got_version, out = infer()
         assert got_version == "3" and np.allclose(out, answers["3"], atol=1e-5)
+
+
+def test_a_version_removed_from_the_folder_does_not_stop_replacements(launch, platform, tmp_path):
+    """Retiring an old version before the next reload is routine: a worker replacing a lost one
+    serves what is left of the pinned versions, and the pool stays up."""
+    repository = tmp_path / "repository"
+    answers = {version: mlp(repository / "scorer" / version / "model.npz", int(version)) for version in ("1", "2")}
+    pool = launch("--model-dir", platform.path(str(repository)), workers=2)
+    url = pool.wait_ready()
+    shutil.rmtree(repository / "scorer" / "1")
+    first = next(row for row in pool.status()["workers"] if row["slot"] == 0)
+    platform.kill(first["pid"])
+
+    def replaced():
+        row = next((r for r in pool.status()["workers"] if r["slot"] == 0), None)
+        return row is not None and row["generation"] > first["generation"] and row["state"] == "ready"
+
+    wait_until(replaced, what="slot 0 replaced")
+    replacement = str(next(row["pid"] for row in pool.status()["workers"] if row["slot"] == 0))
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 8], "data": X.tolist()}]})
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while replacement not in seen and time.monotonic() < deadline:  # until the replacement has answered
+        status, headers, answer = http("POST", f"{url}/v2/models/scorer/infer", body.encode())
+        assert status == 200 and np.allclose(json.loads(answer)["outputs"][0]["data"], answers["2"].ravel(), atol=1e-5)
+        seen.add(headers["x-worker-pid"])
+    assert replacement in seen
+    assert pool.process.poll() is None, pool.output

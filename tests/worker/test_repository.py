@@ -299,15 +299,28 @@ def test_a_model_txt_version_names_a_factory(tmp_path):
     assert (model.name, model.version) == ("demo", "4")
 
 
-def test_a_pinned_repository_loads_what_was_pinned_or_says_what_is_gone(repository):
+def test_a_pinned_repository_loads_what_was_pinned_and_what_is_left_of_it(repository, caplog):
     pinned = ["plain/1", "scorer/1", "scorer/2"]  # as the pool read it before version 10 came
     models = load_models([], [str(repository)], pinned=pinned)
     assert sorted(f"{m.name}/{m.version}" for m in models) == pinned
-    mlp(repository / "newcomer" / "model.npz", 5)  # added since: served after a reload, not before
+    # Added since, even half-copied: not looked at; a reload serves them.
+    mlp(repository / "newcomer" / "model.npz", 5)
+    (repository / "halfway" / "1").mkdir(parents=True)
+    (repository / "scorer" / "11").mkdir()
     assert sorted(f"{m.name}/{m.version}" for m in load_models([], [str(repository)], pinned=pinned)) == pinned
+    # Removed since: the others are served, and the log says which are gone.
     (repository / "scorer" / "2" / "model.npz").unlink()
-    (repository / "scorer" / "2").rmdir()
-    with pytest.raises(
-        ModelError, match=r"model versions scorer/2 are gone from the repository since the pool read it"
-    ):
-        load_models([], [str(repository)], pinned=pinned)
+    with caplog.at_level("WARNING", logger="worker.models"):
+        models = load_models([], [str(repository)], pinned=pinned)
+    assert sorted(f"{m.name}/{m.version}" for m in models) == ["plain/1", "scorer/1"]
+    assert "model versions scorer/2 are gone from the repository: not served" in caplog.text
+    # None left: an error, never the demo model in their place.
+    with pytest.raises(ModelError, match=r"none of the model versions the pool serves \(gone/1\) is in"):
+        load_models([], [str(repository)], pinned=["gone/1"])
+
+
+def test_the_same_pinned_version_in_two_repositories_is_loaded_once(tmp_path):
+    mlp(tmp_path / "a" / "iris" / "2" / "model.npz", 1)
+    mlp(tmp_path / "b" / "iris" / "2" / "model.npz", 2)  # copied in after the pool read them
+    (model,) = load_models([], [str(tmp_path / "a"), str(tmp_path / "b")], pinned=["iris/2"])
+    assert np.allclose(model.predict({"INPUT0": X})["OUTPUT0"], expected(1), atol=1e-5)  # the first one's

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 from collections.abc import Sequence
 
@@ -27,6 +28,8 @@ from .base import Model, ModelError
 from .mlp import MLP, demo_model
 from .onnx_model import OnnxModel
 from .sklearn_model import PICKLES, SklearnModel
+
+logger = logging.getLogger("worker.models")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -106,13 +109,20 @@ def load_models(
     repositories' ``NAME/VERSION`` the pool serves, when it pinned them."""
     models: list[Model] = [load_one(*parse_spec(spec), allow_pickle, trusted) for spec in specs]
     load = functools.partial(_load_file, allow_pickle=allow_pickle, trusted=trusted)
-    from_folders = [model for folder in folders for model in repository.read(folder, load, pinned)]
-    gone = repository.missing(from_folders, pinned)
-    if gone:
-        raise ModelError(
-            f"model versions {', '.join(gone)} are gone from the repository since the pool read it "
-            "(supervisor reload serves what it holds now)"
-        )
+    if pinned:
+        remaining = set(pinned)
+        from_folders = [model for folder in folders for model in repository.read_pinned(folder, load, remaining)]
+        if not from_folders:
+            raise ModelError(
+                f"none of the model versions the pool serves ({', '.join(sorted(pinned))}) is in "
+                f"{', '.join(folders)} any more: supervisor reload serves what the folders hold now"
+            )
+        if remaining:
+            # Removed since the pool read the repository: the others are served; a reload
+            # makes every worker serve what the folders hold now.
+            logger.warning("model versions %s are gone from the repository: not served", ", ".join(sorted(remaining)))
+    else:
+        from_folders = [model for folder in folders for model in repository.read(folder, load)]
     models.extend(from_folders)
     if not models:
         models.append(demo_model())

@@ -29,7 +29,7 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ipc import repository as layout
@@ -119,26 +119,35 @@ def read_text(path: str) -> str:
         raise ModelError(f"{path}: not UTF-8 text") from None
 
 
-def read(folder: str, load: Load, pinned: Collection[str] = ()) -> list[Model]:
-    """Every model (every version of each) in the repository ``folder``, loaded by ``load``;
-    only the ``NAME/VERSION`` in ``pinned`` when the pool pinned them (each must still be
-    there: a later worker serves what its peers serve, or nothing)."""
+def read(folder: str, load: Load) -> list[Model]:
+    """Every model (every version of each) in the repository ``folder``, loaded by ``load``."""
     try:
         found = layout.models(folder)
     except layout.LayoutError as exc:
         raise ModelError(str(exc)) from None
     models: list[Model] = []
     for name, sub, files in found:
-        if pinned:
-            files = [(version, file) for version, file in files if f"{name}/{version}" in pinned]
-        if not files:
-            continue  # a model added since the pool read the repository: a reload serves it
         config_path = os.path.join(sub, CONFIG)
         config = ModelConfig.read(config_path)
         models.extend(config.apply(load(name, file, version), config_path) for version, file in files)
     return models
 
 
-def missing(models: Sequence[Model], pinned: Collection[str]) -> list[str]:
-    """The pinned ``NAME/VERSION`` that none of ``models`` is."""
-    return sorted(set(pinned) - {f"{model.name}/{model.version}" for model in models})
+def read_pinned(folder: str, load: Load, remaining: set[str]) -> list[Model]:
+    """The versions of ``remaining`` (``NAME/VERSION``, as the pool pinned them) that the
+    repository ``folder`` still holds, each taken out of ``remaining``. Only their own folders
+    are read: a model added or half-copied since is left for a reload, and a version removed
+    since is what stays in ``remaining``."""
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for entry in sorted(remaining):
+        name, _, version = entry.rpartition("/")
+        file = layout.pinned_file(folder, name, version)
+        if file is not None:
+            by_name.setdefault(name, []).append((version, file))
+            remaining.discard(entry)
+    models: list[Model] = []
+    for name, files in by_name.items():
+        config_path = os.path.join(folder, name, CONFIG)
+        config = ModelConfig.read(config_path)
+        models.extend(config.apply(load(name, file, version), config_path) for version, file in files)
+    return models
