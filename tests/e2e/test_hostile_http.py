@@ -158,8 +158,9 @@ def test_a_refusal_before_the_body_is_read_keeps_the_connection(launch):
             head, _ = read_response(conn)
             assert head.startswith(f"HTTP/1.1 {status}".encode()), (path, head)
             assert not re.search(rb"(?im)^connection: *close\r?$", head), head
-        # Over 1 MiB: not read, and said so.
-        conn.sendall(post("/v2/models/nope/infer", b"x" * (2 * 1024 * 1024)))
+        # Over 1 MiB: not read, and said so. (Only the head is sent: a client still sending a
+        # body the server will not read may see the connection reset before the answer.)
+        conn.sendall(b"POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n")
         head, _ = read_response(conn)
         assert head.startswith(b"HTTP/1.1 404") and re.search(rb"(?im)^connection: *close\r?$", head), head
 
