@@ -265,15 +265,20 @@ class Pool:
     def _spawn_failed(self, slot: Slot, exc: OSError) -> None:
         logger.error("cannot start a process for worker %d: %s", slot.index, exc)
         self.losses[slot.index, "spawn"] = self.losses.get((slot.index, "spawn"), 0) + 1
-        if self.state is PoolState.STARTING and not slot.ever_ready:
-            self._give_up(f"cannot start worker {slot.index}: {exc}", failed_to_start=True)
-            return
         if slot.current is not None and slot.current.running:
             return  # a replacement that could not start: the current one serves on
+        # Tried again under the crash-loop rules, while the pool starts too: the system may
+        # refuse a process for a moment (out of descriptors or memory; CreateProcess under
+        # Wine now and then fails with "Internal error").
         delay = slot.restarts.on_lost(self._now(), 0.0)
         if delay is None:
             rules = slot.restarts.rules
-            self._give_up(f"worker {slot.index} could not be started {rules.max_restarts + 1} times: the pool is down")
+            reason = f"worker {slot.index} could not be started {rules.max_restarts + 1} times: the pool is down"
+            if self.state is PoolState.STARTING and not slot.ever_ready:
+                logger.error("%s", reason)
+                self._give_up(reason, failed_to_start=True)
+            else:
+                self._give_up(reason)
         else:
             slot.respawn_at = self._now() + max(delay, self.timeouts.backoff_base)
             logger.info("worker %d restarting in %.1fs", slot.index, slot.respawn_at - self._now())

@@ -139,6 +139,19 @@ async def healthy(worker: FakeWorker) -> None:
     await worker.serve()
 
 
+class Unspawnable:
+    """In place of a script: the spawn itself fails ``times`` times with ``error`` (as
+    CreateProcess or fork can: out of descriptors, or Wine's passing "Internal error"), then
+    the worker is healthy."""
+
+    def __init__(self, times: float, error: OSError | None = None) -> None:
+        self.times = times
+        self.error = error or OSError(1359, "Internal error")
+
+    async def __call__(self, worker: FakeWorker) -> None:
+        await healthy(worker)
+
+
 class FakeSpawner:
     """Spawns :class:`FakeWorker` tasks in a task group of its own; ``script`` picks each one's
     behaviour from its spawn request (slot and generation)."""
@@ -156,7 +169,11 @@ class FakeSpawner:
 
     def spawn(self, request: SpawnRequest) -> FakeWorker:
         time.sleep(self._cost)
-        worker = FakeWorker(request, self._script(request))
+        script = self._script(request)
+        if isinstance(script, Unspawnable) and script.times > 0:
+            script.times -= 1
+            raise script.error
+        worker = FakeWorker(request, script)
         self.spawned.append(worker)
         self._task_group.start_soon(worker.run)
         return worker

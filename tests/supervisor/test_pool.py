@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 
@@ -16,7 +18,7 @@ from supervisor.pool import open_pool
 from supervisor.run import EXIT_DOWN, EXIT_ERROR, EXIT_OK
 from supervisor.settings import PoolSettings, Settings
 
-from .fakes import TIMEOUTS, FakeSpawner, FakeWorker, by_generation, running
+from .fakes import TIMEOUTS, FakeSpawner, FakeWorker, Unspawnable, by_generation, running
 
 pytestmark = pytest.mark.anyio
 
@@ -74,6 +76,23 @@ async def test_a_worker_that_never_becomes_ready_fails_the_start(control_address
         assert pool.pool.failed_to_start
         (killed,) = [w for w in pool.spawner.spawned if w.killed]
         assert killed.slot == 1
+
+
+async def test_a_process_the_system_refuses_while_the_pool_starts_is_tried_again(control_address):
+    """It ended the pool at once: CreateProcess under Wine now and then fails with "Internal
+    error" (WinError 1359), and a CI run lost a test to it."""
+    async with running(control_address, by_generation(s0g1=Unspawnable(times=2))) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        assert [(w.slot, w.generation) for w in pool.spawner.spawned] == [(1, 1), (0, 1)]
+        assert pool.pool.losses[0, "spawn"] == 2
+
+
+async def test_a_process_the_system_always_refuses_fails_the_start_after_the_restart_budget(control_address):
+    async with running(control_address, by_generation(s1g1=Unspawnable(times=math.inf)), max_restarts=2) as pool:
+        assert await pool.finished() == EXIT_ERROR
+        assert pool.pool.failed_to_start
+        assert pool.pool.failure == "worker 1 could not be started 3 times: the pool is down"
+        assert pool.pool.losses[1, "spawn"] == 3
 
 
 async def test_a_silent_worker_is_killed_as_hung_and_replaced(control_address):
