@@ -63,6 +63,8 @@ logger = logging.getLogger("supervisor")
 
 #: Messages queued for one worker before its channel counts as stuck.
 OUTBOX_SIZE = 64
+#: Further tries, ``backoff_base`` apart, when the system refuses a replacement's process.
+SPAWN_RETRIES = 2
 
 
 @asynccontextmanager
@@ -434,8 +436,14 @@ class Pool:
         try:
             old = slot.current
             new = self._spawn(slot)
+            for _ in range(SPAWN_RETRIES):
+                # The system may refuse a process for a moment: try again while the old one serves.
+                if new is not None or self._ending() or slot.respawn_at is not None:
+                    break
+                await anyio.sleep(self.timeouts.backoff_base)
+                new = self._spawn(slot)
             if new is None:
-                return "no process could be started (see the log)"
+                return "the system refused its process: see the log"
             await self.wait_until(lambda: new.state not in (State.SPAWNED, State.CONNECTED) or self._ending())
             if new.state is State.READY and not self._ending():
                 if slot.incoming is new:

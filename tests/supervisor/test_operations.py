@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 
@@ -9,7 +11,7 @@ from ipc.messages import OperationReply, ReloadRequest, ScaleRequest
 from supervisor import client
 from supervisor.lifecycle import PoolState, State
 
-from .fakes import FakeWorker, by_generation, healthy, running
+from .fakes import FakeWorker, Unspawnable, by_generation, healthy, running
 from .test_pool import crash_after_ready
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +58,25 @@ async def test_a_reload_stops_at_a_new_worker_that_cannot_start(control_address)
         ]
         assert pool.pool.state is PoolState.READY
         assert pool.pool.slots[1].restarts.count == 0  # a failed replacement is not a loss
+
+
+async def test_a_reload_tries_again_when_the_system_refuses_a_process_for_a_moment(control_address):
+    async with running(control_address, by_generation(s1g2=Unspawnable(times=2)), workers=2) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ReloadRequest())
+        assert reply.outcome == OperationReply.DONE, reply.message
+        assert [(w.slot, w.generation) for w in reply.workers] == [(0, 2), (1, 2)]
+        assert pool.pool.losses[1, "spawn"] == 2
+
+
+async def test_a_reload_stops_at_a_slot_whose_process_the_system_keeps_refusing(control_address):
+    async with running(control_address, by_generation(s0g2=Unspawnable(times=math.inf)), workers=2) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ReloadRequest())
+        assert reply.outcome == OperationReply.FAILED
+        assert "worker 0: the new worker did not become ready (the system refused its process" in reply.message
+        assert [(w.slot, w.generation, w.state) for w in reply.workers] == [(0, 1, "ready"), (1, 1, "ready")]
+        assert pool.pool.state is PoolState.READY
 
 
 def loading_until(release: anyio.Event):
