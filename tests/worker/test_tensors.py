@@ -4,6 +4,7 @@ serialisation."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -209,12 +210,29 @@ async def test_v1_predict_takes_and_answers_strings(app):
         app, "POST", "/v1/models/bytes:predict", json.dumps({"instances": [["red", 2.5, 3]]}).encode()
     )
     assert response.status == 200 and response.json() == {"predictions": [["red", "2.5", "3"]]}
-    for wrong, name in ((True, "bool"), (None, "null"), ({"b64": "AA=="}, "dict")):
+    for wrong, name in ((True, "bool"), (None, "null"), ({"b64": "AA==", "x": 1}, "dict"), ({"b64": 3}, "dict")):
         response = await call(
             app, "POST", "/v1/models/bytes:predict", json.dumps({"instances": [["a", wrong]]}).encode()
         )
         assert response.status == 400
-        assert response.json() == {"error": f"input 'INPUT0': BYTES data must be strings, not {name}"}
+        assert response.json() == {
+            "error": f'input \'INPUT0\': BYTES instances must be strings, numbers or {{"b64": "..."}}, not {name}'
+        }
+
+
+async def test_v1_carries_binary_as_b64_objects_both_ways(app):
+    """As TensorFlow Serving's REST API does, which V1 comes from: JSON cannot carry raw bytes."""
+    raw = b"\x00\xff\xfe raw"
+    instances = [[{"b64": base64.b64encode(raw).decode()}, "caf\u00e9", {"b64": ""}]]
+    response = await call(app, "POST", "/v1/models/bytes:predict", json.dumps({"instances": instances}).encode())
+    assert response.status == 200, response.body
+    # Bytes that are UTF-8 come back as strings, the others as b64 objects.
+    assert response.json() == {"predictions": [[{"b64": base64.b64encode(raw).decode()}, "café", ""]]}
+    for bad in ("not base64!", "QUJ"):
+        body = json.dumps({"instances": [[{"b64": bad}]]}).encode()
+        response = await call(app, "POST", "/v1/models/bytes:predict", body)
+        assert response.status == 400
+        assert response.json() == {"error": "input 'INPUT0': element 0 is not valid base64"}
 
 
 async def test_bytes_elements_and_batches_are_bounded_before_anything_is_decoded(app):

@@ -3,11 +3,14 @@
 In JSON a BYTES element is a string (UTF-8); in binary data each element is its length, four
 bytes little-endian, then its bytes (Triton's binary tensor extension). Inside the worker a
 BYTES tensor is an object array of ``bytes``; a model may answer ``str`` elements (or a numpy
-string array), encoded as UTF-8 on the way out.
+string array), encoded as UTF-8 on the way out. KServe V1 has no binary form: there, as in
+TensorFlow Serving's REST API, binary elements travel as ``{"b64": "<base64>"}``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 from collections.abc import Sequence
 
@@ -28,6 +31,38 @@ def from_json(values: Sequence[object], where: str) -> np.ndarray:
         name = "null" if wrong is None else type(wrong).__name__
         raise bad_request(f"{where}: BYTES data must be strings, not {name}") from None
     return array
+
+
+def from_v1(values: Sequence[object], where: str) -> np.ndarray:
+    """A flat object array of ``bytes`` from V1 instances: strings, numbers (the strings they
+    were written as: KServe's clients send a row such as ``["red", 2.5]`` as it is) and
+    ``{"b64": "..."}`` objects."""
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            array[i] = value.encode()
+        elif type(value) in (int, float):
+            array[i] = repr(value).encode()
+        elif isinstance(value, dict) and value.keys() == {"b64"} and isinstance(value["b64"], str):
+            try:
+                array[i] = base64.b64decode(value["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise bad_request(f"{where}: element {i} is not valid base64") from None
+        else:
+            name = "null" if value is None else type(value).__name__
+            raise bad_request(f'{where}: BYTES instances must be strings, numbers or {{"b64": "..."}}, not {name}')
+    return array
+
+
+def to_v1(elements: list[bytes]) -> list[object]:
+    """Elements for a V1 answer: strings where they are UTF-8, else ``{"b64": "..."}``."""
+    out: list[object] = []
+    for element in elements:
+        try:
+            out.append(element.decode())
+        except UnicodeDecodeError:
+            out.append({"b64": base64.b64encode(element).decode("ascii")})
+    return out
 
 
 def from_binary(blob: bytes | memoryview, count: int, where: str) -> np.ndarray:

@@ -440,11 +440,8 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
     where = f"input {spec.name!r}"
     _check_size(model, spec, tuple(shape), where)
     values = _leaves(instances, tuple(shape), where)
-    if spec.datatype == "BYTES":
-        # V1 has no datatypes: KServe's clients send a row such as ["red", 2.5] as it is. Its
-        # numbers are strings to a string input, as they would have been written.
-        values = [repr(v) if type(v) in (int, float) else v for v in values]
-    array = _typed(values, spec, where).reshape(shape)
+    flat = strings.from_v1(values, where) if spec.datatype == "BYTES" else _typed(values, spec, where)
+    array = flat.reshape(shape)
     _check_batch(model, {spec.name: array})
     return array
 
@@ -454,7 +451,7 @@ def v1_predictions(model: Model, output: Any) -> bytes:
     spec = model.outputs[0]
     array = output_array(model, spec, output)
     if spec.datatype == "BYTES":
-        texts = strings.to_json(strings.as_bytes(array, model.name, spec.name), model.name, spec.name)
+        texts = strings.to_v1(strings.as_bytes(array, model.name, spec.name))
         return jsonio.dumps({"predictions": np.array(texts, dtype=object).reshape(array.shape).tolist()})
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry")
