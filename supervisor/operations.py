@@ -115,11 +115,11 @@ async def scale(pool: Pool, workers: int, progress: Progress) -> Outcome:
 async def _grow(pool: Pool) -> str | None:
     """Add a slot and wait for its worker; ``None`` once it serves, else why it does not (and
     the slot is gone again)."""
-    slot = pool.add_slot()
+    slot = await pool.add_slot()
     process = slot.current
     if process is None:
         await pool.remove_slot()
-        return f"worker {slot.index}: no process could be started (see the log)"
+        return f"worker {slot.index}: the system refused its process (see the log)"
     await pool.wait_until(lambda: not process.running or slot.serving or pool.state is not PoolState.SCALING)
     if slot.serving or pool.state is not PoolState.SCALING:
         return None

@@ -269,6 +269,8 @@ class Pool:
         self.losses[slot.index, "spawn"] = self.losses.get((slot.index, "spawn"), 0) + 1
         if slot.current is not None and slot.current.running:
             return  # a replacement that could not start: the current one serves on
+        if self.state is PoolState.SCALING and not slot.ever_ready:
+            return  # a slot being added: the scale tells how it failed
         # Tried again under the crash-loop rules, while the pool starts too: the system may
         # refuse a process for a moment (out of descriptors or memory; CreateProcess under
         # Wine now and then fails with "Internal error").
@@ -435,13 +437,7 @@ class Pool:
         slot.replacing = True
         try:
             old = slot.current
-            new = self._spawn(slot)
-            for _ in range(SPAWN_RETRIES):
-                # The system may refuse a process for a moment: try again while the old one serves.
-                if new is not None or self._ending() or slot.respawn_at is not None:
-                    break
-                await anyio.sleep(self.timeouts.backoff_base)
-                new = self._spawn(slot)
+            new = await self._start_process(slot)
             if new is None:
                 return "the system refused its process: see the log"
             await self.wait_until(lambda: new.state not in (State.SPAWNED, State.CONNECTED) or self._ending())
@@ -477,10 +473,22 @@ class Pool:
             self._post(process, Stop(0.0))
             process.set_deadline(self._now() + self.timeouts.unready_exit, "it was retired before it was ready")
 
-    def add_slot(self) -> Slot:
+    async def _start_process(self, slot: Slot) -> WorkerProcess | None:
+        """:meth:`_spawn` for an operation, tried again while the system refuses the process
+        for a moment; ``None`` if it kept refusing (or the slot was lost meanwhile and is
+        being replaced as any lost one is)."""
+        process = self._spawn(slot)
+        for _ in range(SPAWN_RETRIES):
+            if process is not None or self._ending() or slot.respawn_at is not None:
+                break
+            await anyio.sleep(self.timeouts.backoff_base)
+            process = self._spawn(slot)
+        return process
+
+    async def add_slot(self) -> Slot:
         slot = Slot(len(self.slots), Restarts(self._rules))
         self.slots.append(slot)
-        self._spawn(slot)
+        await self._start_process(slot)
         return slot
 
     async def remove_slot(self) -> tuple[Slot, list[WorkerProcess]]:

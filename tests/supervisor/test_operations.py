@@ -139,6 +139,24 @@ async def test_a_scale_whose_new_worker_cannot_start_leaves_the_pool_as_it_was(c
         assert len(pool.pool.slots) == 1 and pool.pool.state is PoolState.READY
 
 
+async def test_a_scale_tries_again_when_the_system_refuses_a_process_for_a_moment(control_address):
+    async with running(control_address, by_generation(s1g1=Unspawnable(times=2)), workers=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ScaleRequest(2))
+        assert reply.outcome == OperationReply.DONE, reply.message
+        assert [(w.slot, w.state) for w in reply.workers] == [(0, "ready"), (1, "ready")]
+
+
+async def test_a_scale_the_system_keeps_refusing_fails_and_never_takes_the_pool_down(control_address):
+    script = by_generation(s1g1=Unspawnable(times=math.inf))
+    async with running(control_address, script, workers=1, max_restarts=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ScaleRequest(2))
+        assert reply.outcome == OperationReply.FAILED
+        assert reply.message == "worker 1: the system refused its process (see the log); the pool stays at 1 workers"
+        assert len(pool.pool.slots) == 1 and pool.pool.state is PoolState.READY
+
+
 async def test_impossible_scales_are_refused(control_address):
     async with running(control_address, by_generation(), workers=1) as pool:
         await pool.until(lambda: pool.pool.state is PoolState.READY)
