@@ -61,7 +61,7 @@ class FrameDecoder:
         except ProtocolError as exc:
             self._fail(exc)
         except Exception as exc:  # msgpack raises several unrelated types for bad input
-            self._fail(MalformedFrameError(f"frame is not valid msgpack: {exc or type(exc).__name__}"))
+            self._fail(MalformedFrameError(f"frame is not valid msgpack: {str(exc) or type(exc).__name__}"))
         try:
             return from_wire(wire)
         except ProtocolError as exc:

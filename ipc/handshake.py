@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import reprlib
 import secrets
 from typing import Protocol
 
@@ -44,7 +45,7 @@ def check_hello(hello: Hello) -> None:
             f"peer speaks protocol version {hello.protocol_version}; this side speaks {supported}"
         )
     if hello.role not in ROLES:
-        raise MalformedFrameError(f"unknown role {hello.role!r}")
+        raise MalformedFrameError(f"unknown role {reprlib.repr(hello.role)}")  # a stranger's text: kept short
     if hello.role == "worker" and (hello.worker_id is None or hello.generation is None):
         raise MalformedFrameError("a worker's Hello must carry its worker_id and generation")
     if len(hello.nonce) != NONCE_SIZE:

@@ -149,6 +149,16 @@ def test_bad_fields_are_malformed(obj, error):
         decoder.next_message()
 
 
+def test_nesting_too_deep_for_msgpack_is_named():
+    """msgpack's StackError has no message: the error said "frame is not valid msgpack: " and
+    stopped there (found in review)."""
+    payload = b"\x91" * 5000 + b"\xc0"
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack(">I", len(payload)) + payload)
+    with pytest.raises(MalformedFrameError, match=r"^frame is not valid msgpack: StackError$"):
+        decoder.next_message()
+
+
 def test_ext_types_are_refused():
     payload = msgpack.packb({"kind": "stop", "grace": msgpack.ExtType(5, b"x")})
     decoder = FrameDecoder()
@@ -207,6 +217,13 @@ def test_wrong_protocol_version():
 def test_bad_hello(hello):
     with pytest.raises(ProtocolError):
         check_hello(hello)
+
+
+def test_an_unknown_role_is_quoted_short():
+    """It is a stranger's text, logged by the supervisor: a 4 KB role made a 4 KB log line."""
+    with pytest.raises(ProtocolError) as raised:
+        check_hello(Hello(PROTOCOL_VERSION, "x" * 4000, 1))
+    assert str(raised.value).startswith("unknown role 'xxx") and len(str(raised.value)) < 60
 
 
 def test_every_kind_is_unique_and_registered():
