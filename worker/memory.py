@@ -35,14 +35,21 @@ if sys.platform == "win32":
         return int(counters.WorkingSetSize)
 
 else:
+    import resource
+
     _PAGE = os.sysconf("SC_PAGE_SIZE")
+    # Held open from the start: a worker out of file descriptors (a burst of connections) still
+    # says what it uses, rather than failing its heartbeat.
+    try:
+        _STATM: int | None = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # no /proc: macOS, the BSDs
+        _STATM = None
 
     def rss() -> int:
-        try:
-            with open("/proc/self/statm", "rb") as f:
-                return int(f.read().split()[1]) * _PAGE
-        except (OSError, IndexError, ValueError):  # no /proc: macOS, the BSDs
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            return peak if sys.platform == "darwin" else peak * 1024
+        if _STATM is not None:
+            try:
+                return int(os.pread(_STATM, 128, 0).split()[1]) * _PAGE
+            except (OSError, IndexError, ValueError):
+                return 0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024

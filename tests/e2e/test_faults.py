@@ -330,6 +330,53 @@ def test_out_of_file_descriptors_when_a_worker_dies_the_supervisor_carries_on(pl
         pool.kill_everything()
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.linux_supervisor("a file descriptor limit with prlimit; /proc")
+def test_a_worker_out_of_file_descriptors_serves_on_without_spinning(platform, tmp_path):
+    """A burst of connections past the worker's descriptor limit: its heartbeat could not open
+    /proc/self/statm (nor then import ``resource``), the worker died, and every replacement did
+    the same until the pool went down; meanwhile its accept loop spun on the readable socket
+    (found in review)."""
+    args = ["--workers", "1", "--bind", "127.0.0.1:0"]
+    address = platform.control_address(str(tmp_path))
+    pool = Pool(platform, address, args, platform.env({}), prefix=["prlimit", "--nofile=128"])
+    held: list[socket.socket] = []
+    try:
+        url = pool.wait_ready()
+        worker = slot_row(pool, 0)["pid"]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(200):
+            held.append(socket.create_connection((host, int(port)), timeout=10))
+        wait_until(lambda: len(os.listdir(f"/proc/{worker}/fd")) >= 127, what="the worker's descriptors to run out")
+        full, cpu = time.monotonic(), cpu_seconds(worker)
+        # Heartbeats go on (each would have killed it), and the pool still counts it as serving.
+        wait_until(
+            lambda: time.monotonic() - full > 3 and slot_row(pool, 0)["heartbeat_age"] < 1.5,
+            what="heartbeats from the worker while it has no descriptors left",
+        )
+        row = slot_row(pool, 0)
+        assert (row["pid"], row["state"]) == (worker, "ready"), pool.output
+        # Generous: it spun at 60% of a core; looking away, it takes about 2%.
+        assert cpu_seconds(worker) - cpu < 0.3 * (time.monotonic() - full)
+        for conn in held:
+            conn.close()
+        held.clear()
+        assert http("POST", f"{url}/v2/models/mlp/infer", infer_body())[0] == 200
+        assert slot_row(pool, 0)["pid"] == worker
+        assert "Traceback" not in pool.output and "exited unexpectedly" not in pool.output
+        assert pool.cli("stop").returncode == 0
+        assert pool.wait_exit() == 0, pool.output
+    finally:
+        for conn in held:
+            conn.close()
+        pool.kill_everything()
+
+
 def test_a_worker_killed_while_the_pool_starts_is_replaced(launch, platform, gate):
     """It was taken for a failed start and ended the pool (found in review). A worker that says
     why it cannot start (its model will not load) still ends it: see test_errors."""

@@ -20,7 +20,7 @@ import anyio.to_thread
 
 #: How often the Windows accept thread looks up to see whether it should stop.
 ACCEPT_POLL = 0.2
-#: The longest the Windows accept thread waits after accept() failed, doubling up to it.
+#: The longest a worker looks away after accept() failed, doubling up to it.
 ACCEPT_BACKOFF_MAX = 1.0
 
 
@@ -53,6 +53,7 @@ class LoopAcceptor:
         self._loop = asyncio.get_running_loop()
         self._watching = False
         self._resume: asyncio.TimerHandle | None = None
+        self._backoff = 0.0
 
     def start(self, on_connection: Callable[[socket.socket], None]) -> None:
         def readable() -> None:
@@ -61,15 +62,23 @@ class LoopAcceptor:
             except (BlockingIOError, InterruptedError):
                 return  # another worker took it
             except OSError:
-                return  # out of descriptors, say: the connection waits in the queue
+                # Out of descriptors, say: the connection waits in the queue (or goes to
+                # another worker) while this one looks away, rather than spin on it.
+                self._backoff = min(ACCEPT_BACKOFF_MAX, max(0.01, self._backoff * 2))
+                self._look_away(readable, self._backoff)
+                return
+            self._backoff = 0.0
             on_connection(conn)
             pause = min(self.YIELD_MAX, self._load() * self.YIELD_PER_CONNECTION)
             if pause > 0:
-                self._unwatch()
-                self._resume = self._loop.call_later(pause, self._watch, readable)
+                self._look_away(readable, pause)
 
         self._sock.setblocking(False)
         self._watch(readable)
+
+    def _look_away(self, readable: Callable[[], None], seconds: float) -> None:
+        self._unwatch()
+        self._resume = self._loop.call_later(seconds, self._watch, readable)
 
     def _watch(self, readable: Callable[[], None]) -> None:
         self._resume = None
