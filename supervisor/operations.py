@@ -77,7 +77,9 @@ async def reload(pool: Pool, progress: Progress) -> Outcome:
         if pool.state is not PoolState.RELOADING:
             return _interrupted(pool, "while the old workers drained")
         done = True
-        return Outcome(OperationReply.DONE, f"reloaded {len(pool.slots)} workers")
+        # One whose drain failed (killed, crashed, dropping requests) cost requests: say so.
+        unclean = [f"worker {p.slot}'s old process {_how_it_ended(p)}" for p in retired if not _drained(p)]
+        return Outcome(OperationReply.DONE, "; ".join([f"reloaded {len(pool.slots)} workers", *unclean]))
     finally:
         if not done:
             pool.pin_models(pinned_before)  # the old workers serve on: so do their replacements
@@ -126,6 +128,12 @@ async def _grow(pool: Pool) -> str | None:
     reason = process.reason or f"it exited with code {process.exit_code} before it was ready"
     await pool.remove_slot()
     return f"worker {slot.index} did not become ready ({reason})"
+
+
+def _drained(process: WorkerProcess) -> bool:
+    """It stopped as asked, having finished every request it held."""
+    report = process.report
+    return process.exit_code == 0 and process.state is not State.KILLED and (report is None or not report.dropped)
 
 
 def _how_it_ended(process: WorkerProcess) -> str:

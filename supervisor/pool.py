@@ -261,6 +261,8 @@ class Pool:
             slot.current = None
             if not process.retiring:
                 self._lost(slot, process, was, code)
+        if process.retiring and code != 0 and was is not State.KILLED:
+            logger.error("worker %d (pid %d) exited with code %d while draining away", slot.index, process.pid, code)
         self._check_health()
         self._notify()
 

@@ -7,7 +7,7 @@ import math
 import anyio
 import pytest
 
-from ipc.messages import OperationReply, ReloadRequest, ScaleRequest
+from ipc.messages import OperationReply, Ready, ReloadRequest, ScaleRequest, Stop
 from supervisor import client
 from supervisor.lifecycle import PoolState, State
 
@@ -77,6 +77,29 @@ async def test_a_reload_stops_at_a_slot_whose_process_the_system_keeps_refusing(
         assert "worker 0: the new worker did not become ready (the system refused its process" in reply.message
         assert [(w.slot, w.generation, w.state) for w in reply.workers] == [(0, 1, "ready"), (1, 1, "ready")]
         assert pool.pool.state is PoolState.READY
+
+
+async def dies_while_draining(worker: FakeWorker) -> None:
+    await worker.join()
+    await worker.send(Ready(worker.pid, ["fake"]))
+    assert worker.connection is not None and worker.configure is not None
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(worker.beat, worker.configure.settings.heartbeat_interval)
+        async for message in worker.connection:
+            if isinstance(message, Stop):
+                worker.exit(-9)  # as kill -9 in the middle of its drain
+
+
+async def test_a_reload_says_which_old_worker_did_not_drain(control_address, caplog):
+    """It said "reloaded 2 workers", and the log nothing, while that worker's requests were lost
+    (found in review)."""
+    async with running(control_address, by_generation(s1g1=dies_while_draining), workers=2) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ReloadRequest())
+        assert reply.outcome == OperationReply.DONE
+        old = pool.spawner.spawned[1]
+        assert reply.message == f"reloaded 2 workers; worker 1's old process pid {old.pid} exited with code -9"
+    assert f"worker 1 (pid {old.pid}) exited with code -9 while draining away" in caplog.text
 
 
 def loading_until(release: anyio.Event):
