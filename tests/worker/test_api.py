@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import zlib
 
 import anyio
+import anyio.to_thread
 import numpy as np
 import pytest
 
@@ -389,6 +391,65 @@ async def test_a_truncated_gzip_body_is_refused(app):
     response = await call(app, "POST", "/v2/models/mlp/infer", cut, {"Content-Encoding": "gzip"})
     assert response.status == 400
     assert "ends early" in response.json()["error"]
+
+
+@pytest.mark.parametrize("split", [10, 100_000])
+async def test_a_gzip_body_of_several_members_is_inflated_whole(split):
+    """RFC 1952 (``cat a.gz b.gz``): all but the first member were dropped (found in review)."""
+    from tests.models import RowSumModel
+
+    big = InferenceApp([RowSumModel("sum")], ServingState(), max_body_size=8 << 20)
+    rows = np.ones((3000, 64), dtype=np.float32)
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [3000, 64], "data": rows.ravel().tolist()}]}
+    ).encode()
+    members = gzip.compress(body[:split]) + gzip.compress(b"") + gzip.compress(body[split:])
+    response = await call(big, "POST", "/v2/models/sum/infer", members, {"Content-Encoding": "gzip"})
+    assert response.status == 200, response.body
+    assert response.json()["outputs"][0]["data"] == [64.0] * 3000
+    assert big.bodies.taken == 0
+
+
+@pytest.mark.parametrize(
+    "encoding, body",
+    [("gzip", gzip.compress(infer_json()) + b"GARBAGE"), ("deflate", zlib.compress(infer_json()) + b"\x00")],
+    ids=["gzip", "deflate"],
+)
+async def test_bytes_after_a_compressed_body_are_refused(app, encoding, body):
+    response = await call(app, "POST", "/v2/models/mlp/infer", body, {"Content-Encoding": encoding})
+    assert response.status == 400
+    assert response.json()["error"].endswith("bytes follow its end")
+
+
+async def test_health_answers_while_a_large_body_inflates(monkeypatch):
+    """71 KB of gzip inflating to 64 MiB held the event loop, and with it every request of the
+    worker, health checks too, for seconds (found in review)."""
+    from worker.api import app as app_module
+
+    big = InferenceApp([demo_model()], ServingState(), max_body_size=8 << 20)
+    inflating, release = threading.Event(), threading.Event()
+    inflate = app_module.Inflater.inflate
+
+    def held_until_released(self, data, most):
+        if most > app_module.SMALL_BODY:  # the large part: it waits for health to be answered
+            inflating.set()
+            release.wait(10)
+        return inflate(self, data, most)
+
+    monkeypatch.setattr(app_module.Inflater, "inflate", held_until_released)
+    bomb = gzip.compress(b"\x00" * (16 << 20))
+    answers: list[int] = []
+
+    async def post() -> None:
+        answers.append((await call(big, "POST", "/v2/models/mlp/infer", bomb, {"Content-Encoding": "gzip"})).status)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(post)
+            await anyio.to_thread.run_sync(inflating.wait, 10)
+            answers.append((await call(big, "GET", "/v2/health/ready")).status)
+            release.set()
+    assert answers == [200, 413]
 
 
 async def test_bodies_waiting_for_the_budget_do_not_wait_for_each_other():
