@@ -78,6 +78,20 @@ def test_parser_level_refusals_have_json_bodies(url, request_bytes, status):
     assert_json_refusal(raw(url, request_bytes), status)
 
 
+CHUNKED = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b"-5\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"],
+    ids=["chunk size not hex", "negative chunk size", "no CRLF after a chunk"],
+)
+def test_a_malformed_chunked_body_is_refused_at_once(url, chunks):
+    """uvicorn held the request until its body timed out (30 s), then answered 408: the body
+    could never arrive whole once the parser had stopped (found in review)."""
+    assert_json_refusal(raw(url, CHUNKED + chunks, timeout=10), 400)
+
+
 def test_a_connection_its_client_closed_is_closed_at_once(launch):
     """hypercorn kept such a connection until its keep-alive timer fired; a drain waited as long."""
     pool = launch("--keep-alive", "30", workers=1)

@@ -216,7 +216,14 @@ class PoolHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refusal = (status, message)
         self._stop_head_timer()
-        if self.cycle is not None and not self.cycle.response_complete:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_started:
+            # The fault is in this request's own body, which can now never arrive whole: it
+            # is refused at once (its app sees a disconnect), not when its body times out.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._send_refusal()
+        elif cycle is not None and not cycle.response_complete:
             self.flow.pause_reading()  # the request in progress is answered first
         else:
             self._send_refusal()
