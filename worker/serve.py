@@ -181,6 +181,7 @@ class Worker:
             access_log=settings.access_log,
             pool_stats=self.link.pool_stats,
             batch_delays=self.batch_delays,
+            gone=set(settings.model_versions) - {f"{model.name}/{model.version}" for model in models},
         )
         self.app = app
         shutdown = anyio.Event()

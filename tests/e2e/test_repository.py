@@ -87,14 +87,20 @@ def test_versions_the_index_and_a_reload_that_adds_one(launch, platform, tmp_pat
         assert got_version == "3" and np.allclose(out, answers["3"], atol=1e-5)
 
 
-def test_a_version_removed_from_the_folder_does_not_stop_replacements(launch, platform, tmp_path):
-    """Retiring an old version before the next reload is routine: a worker replacing a lost one
-    serves what is left of the pinned versions, and the pool stays up."""
+BODY = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 8], "data": X.tolist()}]}).encode()
+
+
+def scorer_in_two_versions(launch, platform, tmp_path):
+    """A two-worker pool serving ``scorer`` versions 1 and 2 from a repository; the pool, its URL,
+    the repository and each version's expected answer."""
     repository = tmp_path / "repository"
     answers = {version: mlp(repository / "scorer" / version / "model.npz", int(version)) for version in ("1", "2")}
     pool = launch("--model-dir", platform.path(str(repository)), workers=2)
-    url = pool.wait_ready()
-    shutil.rmtree(repository / "scorer" / "1")
+    return pool, pool.wait_ready(), repository, answers
+
+
+def kill_slot_0(pool, platform) -> str:
+    """Kill slot 0's worker; the pid of its replacement, once ready."""
     first = next(row for row in pool.status()["workers"] if row["slot"] == 0)
     platform.kill(first["pid"])
 
@@ -103,13 +109,44 @@ def test_a_version_removed_from_the_folder_does_not_stop_replacements(launch, pl
         return row is not None and row["generation"] > first["generation"] and row["state"] == "ready"
 
     wait_until(replaced, what="slot 0 replaced")
-    replacement = str(next(row["pid"] for row in pool.status()["workers"] if row["slot"] == 0))
-    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 8], "data": X.tolist()}]})
+    return str(next(row["pid"] for row in pool.status()["workers"] if row["slot"] == 0))
+
+
+def test_a_version_removed_from_the_folder_does_not_stop_replacements(launch, platform, tmp_path):
+    """Retiring an old version before the next reload is routine: a worker replacing a lost one
+    serves what is left of the pinned versions, and the pool stays up."""
+    pool, url, repository, answers = scorer_in_two_versions(launch, platform, tmp_path)
+    shutil.rmtree(repository / "scorer" / "1")
+    replacement = kill_slot_0(pool, platform)
     seen: set[str] = set()
     deadline = time.monotonic() + 60
     while replacement not in seen and time.monotonic() < deadline:  # until the replacement has answered
-        status, headers, answer = http("POST", f"{url}/v2/models/scorer/infer", body.encode())
+        status, headers, answer = http("POST", f"{url}/v2/models/scorer/infer", BODY)
         assert status == 200 and np.allclose(json.loads(answer)["outputs"][0]["data"], answers["2"].ravel(), atol=1e-5)
         seen.add(headers["x-worker-pid"])
     assert replacement in seen
     assert pool.process.poll() is None, pool.output
+
+
+def test_a_worker_started_after_the_default_version_was_removed_answers_503_for_it(launch, platform, tmp_path):
+    """It served the next highest version as the default while its peer served the pinned one:
+    one URL, two models (found in review). A reload serves what the folder holds."""
+    pool, url, repository, answers = scorer_in_two_versions(launch, platform, tmp_path)
+    shutil.rmtree(repository / "scorer" / "2")
+    replacement = kill_slot_0(pool, platform)
+    by_worker: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while len(by_worker) < 2 and time.monotonic() < deadline:  # until both workers have answered
+        status, headers, answer = http("POST", f"{url}/v2/models/scorer/infer", BODY)
+        by_worker[headers["x-worker-pid"]] = status
+        if status == 200:  # the other worker: the pinned default, never version 1
+            assert np.allclose(json.loads(answer)["outputs"][0]["data"], answers["2"].ravel(), atol=1e-5)
+        else:
+            assert status == 503 and "version 2 is gone from the repository" in json.loads(answer)["error"]
+    assert by_worker.get(replacement) == 503 and sorted(by_worker.values()) == [200, 503], by_worker
+    status, _, answer = http("POST", f"{url}/v2/models/scorer/versions/1/infer", BODY)
+    assert status == 200
+    assert pool.cli("reload").returncode == 0
+    for _ in range(4):
+        status, _, answer = http("POST", f"{url}/v2/models/scorer/infer", BODY)
+        assert status == 200 and np.allclose(json.loads(answer)["outputs"][0]["data"], answers["1"].ravel(), atol=1e-5)

@@ -96,6 +96,31 @@ async def test_every_version_is_served_and_the_highest_is_the_default(repository
     assert (await call(app, "GET", "/v1/models")).json() == {"models": ["plain", "scorer"]}
 
 
+async def test_a_pinned_version_gone_from_the_folder_is_a_503_never_another_version(repository):
+    """A worker started after the pool's default version was removed served the next highest as
+    the default, while its peers served the pinned one: the same URL, two models (found in
+    review)."""
+    pinned = ["plain/1", "scorer/1", "scorer/2", "scorer/10", "lost/3"]
+    for version in ("10", "2"):
+        (repository / "scorer" / version / "model.npz").unlink()
+    models = load_models([], [str(repository)], pinned=pinned)
+    app = InferenceApp(models, ServingState(), gone=set(pinned) - {f"{m.name}/{m.version}" for m in models})
+    gone = "is gone from the repository since the pool read it: this worker cannot serve it"
+    for path, version in (
+        ("/v2/models/scorer/infer", "10"),
+        ("/v2/models/scorer/versions/10/infer", "10"),
+        ("/v2/models/scorer/versions/2/infer", "2"),
+        ("/v2/models/lost/infer", "3"),
+    ):
+        answer = await call(app, "POST", path, infer_body())
+        assert answer.status == 503 and f"version {version} {gone}" in answer.json()["error"], answer.body
+    assert (await call(app, "GET", "/v2/models/scorer")).status == 503
+    assert (await call(app, "GET", "/v2/models/scorer/ready")).status == 503
+    assert (await call(app, "POST", "/v2/models/scorer/versions/1/infer", infer_body())).status == 200
+    assert (await call(app, "POST", "/v2/models/plain/infer", infer_body())).status == 200
+    assert (await call(app, "POST", "/v2/models/nothing/infer", infer_body())).status == 404
+
+
 async def test_statistics_are_per_version(repository):
     app = InferenceApp(load_models([], [str(repository)]), ServingState())
     for path in ("/v2/models/scorer/versions/1/infer", "/v2/models/scorer/infer", "/v2/models/scorer/infer"):
@@ -313,7 +338,7 @@ def test_a_pinned_repository_loads_what_was_pinned_and_what_is_left_of_it(reposi
     with caplog.at_level("WARNING", logger="worker.models"):
         models = load_models([], [str(repository)], pinned=pinned)
     assert sorted(f"{m.name}/{m.version}" for m in models) == ["plain/1", "scorer/1"]
-    assert "model versions scorer/2 are gone from the repository: not served" in caplog.text
+    assert "model versions scorer/2 are gone from the repository: answered 503" in caplog.text
     # None left: an error, never the demo model in their place.
     with pytest.raises(ModelError, match=r"none of the model versions the pool serves \(gone/1\) is in"):
         load_models([], [str(repository)], pinned=["gone/1"])

@@ -8,7 +8,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,6 +75,7 @@ class InferenceApp:
         access_log: bool = False,
         pool_stats: PoolStats | None = None,
         batch_delays: Mapping[str, float] | None = None,
+        gone: Collection[str] = (),
     ) -> None:
         #: Every version of every model, and by name the default: its highest version.
         self.versions = {(model.name, model.version): model for model in models}
@@ -82,6 +83,14 @@ class InferenceApp:
         for model in models:
             if model.name not in self.models or _version_order(model) > _version_order(self.models[model.name]):
                 self.models[model.name] = model
+        #: The repository versions the pool serves that were gone from the folder when this
+        #: worker loaded (``NAME/VERSION``): answered 503, the default too when it is one of
+        #: them, never another version in its place (the pool's other workers serve them).
+        self.gone = {tuple(entry.rsplit("/", 1)) for entry in gone}
+        self._gone_defaults: dict[str, str] = {}
+        for name, version in sorted(self.gone, key=lambda entry: _number(entry[1])):
+            if name not in self.models or _number(version) > _number(self.models[name].version):
+                self._gone_defaults[name] = version
         #: Statistics of every model version, by its key (see ``_key``).
         self.stats = {_key(model): ModelStats(model.name, model.version) for model in models}
         self.state = state
@@ -226,6 +235,13 @@ class InferenceApp:
 
     def _model(self, name: str, version: str | None) -> Model:
         """The model ``name``, at ``version`` (its default: the highest)."""
+        version = version if version is not None else self._gone_defaults.get(name)
+        if (name, version) in self.gone:
+            raise HTTPError(
+                503,
+                f"model {name!r} version {version} is gone from the repository since the pool read it: "
+                "this worker cannot serve it (supervisor reload serves what the repository holds now)",
+            )
         model = self.models.get(name)
         if model is None:
             raise not_found(f"unknown model {name!r}")
@@ -489,6 +505,10 @@ class Inflater:
 def _key(model: Model) -> str:
     """A model version's key in the statistics the pool sums: NAME/VERSION (no name holds a /)."""
     return f"{model.name}/{model.version}"
+
+
+def _number(version: str) -> int:
+    return int(version) if version.isascii() and version.isdigit() else -1
 
 
 def _version_order(model: Model) -> tuple[str, bool, int, str]:

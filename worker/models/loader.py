@@ -120,7 +120,7 @@ def load_models(
         if remaining:
             # Removed since the pool read the repository: the others are served; a reload
             # makes every worker serve what the folders hold now.
-            logger.warning("model versions %s are gone from the repository: not served", ", ".join(sorted(remaining)))
+            logger.warning("model versions %s are gone from the repository: answered 503", ", ".join(sorted(remaining)))
     else:
         from_folders = [model for folder in folders for model in repository.read(folder, load)]
     models.extend(from_folders)
