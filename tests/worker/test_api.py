@@ -240,7 +240,19 @@ BAD_REQUESTS = [
         b"{}",
         {"Inference-Header-Content-Length": "ten"},
         400,
-        "must be an integer",
+        "must be a number of bytes, not 'ten'",
+    ),
+    *(
+        (
+            f"header length {junk!r}",
+            "POST",
+            "/v2/models/mlp/infer",
+            b"{}",
+            {"Inference-Header-Content-Length": junk},
+            400,
+            "must be a number of bytes",
+        )
+        for junk in ("+2", "-0", "2_0", "\u0662")
     ),
     (
         "unknown output",

@@ -34,8 +34,8 @@ def from_json(values: Sequence[object], where: str) -> np.ndarray:
 
 
 def from_v1(values: Sequence[object], where: str) -> np.ndarray:
-    """A flat object array of ``bytes`` from V1 instances: strings, numbers (the strings they
-    were written as: KServe's clients send a row such as ``["red", 2.5]`` as it is) and
+    """A flat object array of ``bytes`` from V1 instances: strings, numbers (as Python writes
+    them, ``repr``: KServe's clients send a row such as ``["red", 2.5]`` as it is) and
     ``{"b64": "..."}`` objects."""
     array = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -160,11 +161,10 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
     """Decode an infer request body for ``model``."""
     blobs = b""
     if header_length is not None:
-        try:
-            json_length = int(header_length)
-        except ValueError:
-            raise bad_request(f"{HEADER_LENGTH} must be an integer, not {header_length!r}") from None
-        if json_length < 0 or json_length > len(body):
+        if not (header_length.isascii() and header_length.isdigit()):  # int() takes "+5", " 5", "5_0"
+            raise bad_request(f"{HEADER_LENGTH} must be a number of bytes, not {reprlib.repr(header_length)}")
+        json_length = int(header_length)
+        if json_length > len(body):
             raise bad_request(f"{HEADER_LENGTH} is {json_length} but the body has {len(body)} bytes")
         if json_length == 0:
             return _decode_raw(model, body)
