@@ -439,24 +439,41 @@ class Pool:
         slot.replacing = True
         try:
             old = slot.current
-            new = await self._start_process(slot)
-            if new is None:
-                return "the system refused its process: see the log"
-            await self.wait_until(lambda: new.state not in (State.SPAWNED, State.CONNECTED) or self._ending())
-            if new.state is State.READY and not self._ending():
-                if slot.incoming is new:
-                    slot.current, slot.incoming = new, None
-                if old is not None and old is not new and old.running:
-                    self.retire(old)
-                self._check_health()
-                return None
-            if self._ending():
-                return "the pool is stopping"
-            self._kill(new, "its replacement was abandoned")
-            return new.reason or f"it exited with code {new.exit_code} before it was ready"
+            retried = False
+            while True:
+                new = await self._start_process(slot)
+                if new is None:
+                    return "the system refused its process: see the log"
+                if await self._take_over(slot, old, new):
+                    return None
+                if self._ending():
+                    return "the pool is stopping"
+                if retried or new.running or new.said_why or new.cause is not None:
+                    self._kill(new, "its replacement was abandoned")
+                    return new.reason or f"it exited with code {new.exit_code} before it was ready"
+                # Lost without a word (killed, say), as a worker starting with the pool would
+                # be replaced: tried once more. One that said why it cannot start is not.
+                retried = True
+                logger.warning(
+                    "worker %d: its new process (pid %d) exited with code %s before it was ready; trying once more",
+                    slot.index, new.pid, new.exit_code,
+                )  # fmt: skip
         finally:
             slot.replacing = False
             self._notify()
+
+    async def _take_over(self, slot: Slot, old: WorkerProcess | None, new: WorkerProcess) -> bool:
+        """Wait for ``new``; once it is ready it takes ``slot`` over and ``old`` drains away.
+        Whether it did (not if it failed first, or the pool began to stop)."""
+        await self.wait_until(lambda: new.state not in (State.SPAWNED, State.CONNECTED) or self._ending())
+        if new.state is not State.READY or self._ending():
+            return False
+        if slot.incoming is new:
+            slot.current, slot.incoming = new, None
+        if old is not None and old is not new and old.running:
+            self.retire(old)
+        self._check_health()
+        return True
 
     def retire(self, process: WorkerProcess) -> None:
         """Drain ``process`` away, its slot no longer counting on it: no drain delay (the pool

@@ -139,6 +139,25 @@ def test_a_second_reload_while_one_runs_is_refused(launch, platform, gate):
     assert generations(pool) == [2]
 
 
+def test_a_new_worker_killed_while_it_loads_is_tried_once_more(launch, platform, gate):
+    """The kill stopped the whole reload (found in review under Wine); a worker starting with
+    the pool would have been replaced."""
+    pool = launch(*SLOW_RELOAD, workers=1)
+    pool.wait_ready()
+    (gate / "hold").touch()  # the reload's new worker loads until the gate opens
+    reload = pool.cli_background("reload")
+    wait_until(
+        lambda: [(w["generation"], w["state"]) for w in pool.status()["workers"]][-1] == (2, "connected"),
+        what="the new worker loading",
+    )
+    platform.kill(pool.status()["workers"][-1]["pid"])
+    pool.wait_for_line(r"worker 0: its new process \(pid \d+\) exited with code -?\d+ before it was ready; trying once")
+    released(gate)
+    out, err = reload.communicate(timeout=60)
+    assert reload.returncode == 0, out + err
+    assert generations(pool) == [3]
+
+
 def test_stop_wins_over_a_reload_with_slow_requests_in_flight(launch, platform, gate):
     pool = launch("--model", "slow=tests.models:GatedModel", "--grace", "2", workers=2)
     url = pool.wait_ready()

@@ -12,7 +12,7 @@ from supervisor import client
 from supervisor.lifecycle import PoolState, State
 
 from .fakes import FakeWorker, Unspawnable, by_generation, healthy, running
-from .test_pool import crash_after_ready
+from .test_pool import crash_after_ready, fail_to_load
 
 pytestmark = pytest.mark.anyio
 
@@ -44,8 +44,27 @@ async def fail_to_start(worker: FakeWorker) -> None:
     worker.exit(1)
 
 
+async def test_a_reload_tries_once_more_a_new_worker_lost_without_a_word(control_address):
+    """As one starting with the pool would be (found in review: a kill of the new worker stopped
+    the whole reload)."""
+    async with running(control_address, by_generation(s1g2=fail_to_start), workers=2) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ReloadRequest())
+        assert reply.outcome == OperationReply.DONE, reply.message
+        assert [(w.slot, w.generation) for w in reply.workers] == [(0, 2), (1, 3)]
+
+
+async def test_a_new_worker_that_says_why_it_cannot_start_is_not_tried_again(control_address):
+    async with running(control_address, by_generation(s0g2=fail_to_load), workers=2) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        reply, _ = await operate(control_address, ReloadRequest())
+        assert reply.outcome == OperationReply.FAILED
+        assert "(weights vanished)" in reply.message
+        assert [w.generation for w in pool.spawner.spawned if w.slot == 0] == [1, 2]
+
+
 async def test_a_reload_stops_at_a_new_worker_that_cannot_start(control_address):
-    async with running(control_address, by_generation(s1g2=fail_to_start), workers=3) as pool:
+    async with running(control_address, by_generation(s1g2=fail_to_start, s1g3=fail_to_start), workers=3) as pool:
         await pool.until(lambda: pool.pool.state is PoolState.READY)
         reply, lines = await operate(control_address, ReloadRequest())
         assert reply.outcome == OperationReply.FAILED
