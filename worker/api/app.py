@@ -451,49 +451,30 @@ class ByteBudget:
 
 class Inflater:
     """A gzip or deflate body, inflated a piece at a time: 413 past ``limit`` bytes, 400 when
-    it is not valid, ends early or has bytes after its end. A gzip body may be several members
-    one after the other (RFC 1952; ``cat a.gz b.gz``): all are inflated."""
+    it is not valid, ends early or has bytes after its end (a second gzip member among them:
+    concatenated members are refused, not cut to the first; inflating them one by one would let
+    a megabyte of empty members hold the event loop for a second)."""
 
     def __init__(self, encoding: str, limit: int) -> None:
         self.encoding = encoding
         self.room = limit
-        self._decompressor = self._new()
+        self._decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
         self._pending = b""
-
-    def _new(self) -> zlib._Decompress:
-        return zlib.decompressobj(wbits=31 if self.encoding == "gzip" else 15)
 
     @property
     def done(self) -> bool:
-        return self._decompressor.eof and not self._decompressor.unused_data
+        return self._decompressor.eof
 
     def inflate(self, data: bytes, most: int) -> bytes:
         """Up to ``most`` more bytes of the body, from ``data`` and what was left over."""
-        want = min(most, self.room) + 1  # one more than allowed: to tell "over" from "exactly"
-        pieces: list[bytes] = []
-        got = 0
-        pending = self._pending + data
-        while True:
-            if self._decompressor.eof:  # a member ended: another may follow
-                rest = self._decompressor.unused_data + pending
-                if not rest:
-                    break
-                if self.encoding != "gzip" or not rest.startswith(b"\x1f\x8b"):
-                    raise bad_request(f"body is not valid {self.encoding}: {len(rest)} bytes follow its end")
-                self._decompressor, pending = self._new(), rest
-            if got >= want:
-                break
-            try:
-                piece = self._decompressor.decompress(pending, want - got)
-            except zlib.error as exc:
-                raise bad_request(f"body is not valid {self.encoding}: {exc}") from None
-            pieces.append(piece)
-            got += len(piece)
-            pending = self._decompressor.unconsumed_tail
-            if not self._decompressor.eof:
-                break  # the most it may give, or all there is so far
-        self._pending = pending
-        out = b"".join(pieces)
+        try:
+            out = self._decompressor.decompress(self._pending + data, min(most, self.room) + 1)
+        except zlib.error as exc:
+            raise bad_request(f"body is not valid {self.encoding}: {exc}") from None
+        self._pending = self._decompressor.unconsumed_tail
+        if self._decompressor.unused_data:
+            after = len(self._decompressor.unused_data)
+            raise bad_request(f"body is not valid {self.encoding}: {after} bytes follow its end (one member only)")
         if len(out) > self.room:
             raise HTTPError(413, f"decompressed request body is over the limit of {self.room} bytes")
         self.room -= len(out)
