@@ -2,15 +2,19 @@
 
 Layers, bottom up; each imports only the ones above it in this list:
 
+- ``contract``: what both sides agree on beyond the wire (settings, model formats, the
+  repository layout, launch options, log lines); a sub-package that imports nothing else of ipc.
 - ``errors``: the exception tree.
+- ``wire``: how a frozen dataclass travels as a msgpack map, every field checked on arrival.
 - ``messages``: one frozen dataclass per message kind, and the tag table that decodes them.
 - ``codec``: sans-IO framing (a 4-byte big-endian length, then a msgpack map). Bytes in,
   messages out; no sockets, no clock.
 - ``handshake``: the protocol version and the first exchange: mutual proof of the pool's key.
 - ``keys``: the pool's per-run key, in an owner-only file.
-- ``transport``: byte streams over a Unix domain socket (POSIX) or a named pipe (Windows),
-  chosen per platform, and ``Connection``, which speaks messages over one of them.
 - ``address``: where a supervisor's control endpoint lives by default.
+- ``transport``: byte streams over a Unix domain socket (``_unix``, POSIX) or a named pipe
+  (``_windows``, ``_winsecurity``), chosen per platform, and ``Connection``, which speaks
+  messages over one of them; ``memory`` is an in-process pair of connections, for tests.
 
 This package imports neither ``supervisor`` nor ``worker``: both import it.
 """

@@ -1,11 +1,10 @@
 """Every message of the control protocol, one frozen dataclass per kind.
 
 A message travels as a msgpack map: ``{"kind": <tag>, <field>: <value>, ...}``. The tag table
-(:data:`KINDS`) maps tags to classes. Decoding checks every field against its annotation, so a
-hostile or buggy peer gets a :class:`~ipc.errors.MalformedFrameError`, never a crash deep inside
-a handler. A field may itself be a frozen dataclass (a record such as
-:class:`~ipc.settings.WorkerSettings` or :class:`WorkerStatus`), or a list of them: it travels as
-a map and is checked the same way, settings against their declared bounds too.
+(:data:`KINDS`) maps tags to classes, and :mod:`ipc.wire` checks every field on arrival. A field
+may itself be a frozen dataclass (a record such as :class:`~ipc.contract.settings.WorkerSettings`
+or :class:`WorkerStatus`), or a list of them: it travels as a map and is checked the same way,
+settings against their declared bounds too.
 
 Unknown extra fields are ignored: a newer peer may add optional fields without a version bump.
 A new kind of message needs a new tag and, when an older peer must not receive it, a version
@@ -23,14 +22,12 @@ Who sends what::
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar
 
-from . import settings
+from . import wire
+from .contract.settings import WorkerSettings
 from .errors import MalformedFrameError, UnknownMessageError
-from .settings import WorkerSettings
+from .wire import build
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,123 +38,20 @@ class Message:
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack-ready map for this message."""
-        return {"kind": self.kind, **_fields_to_wire(self)}
+        return {"kind": self.kind, **wire.to_wire(self)}
 
 
-def _fields_to_wire(record: Any) -> dict[str, Any]:
-    return {field.name: _to_wire(getattr(record, field.name)) for field in dataclasses.fields(record)}
-
-
-def _to_wire(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _fields_to_wire(value)
-    if isinstance(value, list):
-        return [_to_wire(item) for item in value]
-    return value
-
-
-def from_wire(wire: object) -> Message:
+def from_wire(data: object) -> Message:
     """Build the message a decoded msgpack object stands for, checking every field."""
-    if not isinstance(wire, dict):
-        raise MalformedFrameError(f"a message must be a map, not {type(wire).__name__}")
-    kind = wire.get("kind")
+    if not isinstance(data, dict):
+        raise MalformedFrameError(f"a message must be a map, not {type(data).__name__}")
+    kind = data.get("kind")
     if not isinstance(kind, str):
         raise MalformedFrameError("a message needs a string 'kind'")
     cls = KINDS.get(kind)
     if cls is None:
         raise UnknownMessageError(f"unknown message kind {kind!r}")
-    return _build(cls, wire, kind)
-
-
-R = TypeVar("R")
-
-
-def _build(cls: type[R], wire: dict[Any, Any], where: str) -> R:
-    """An instance of the dataclass ``cls`` from its map, every field checked."""
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if field.name in wire:
-            value = wire[field.name]
-        elif field.default is not dataclasses.MISSING:
-            value = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            value = field.default_factory()
-        else:
-            raise MalformedFrameError(f"{where}: missing field {field.name!r}")
-        hint = _hints(cls)[field.name]
-        value = _convert(value, hint, f"{where}: field {field.name!r}")
-        try:
-            values[field.name] = settings.check(field, hint, value)
-        except ValueError as exc:
-            raise MalformedFrameError(f"{where}: field {field.name!r} {exc}") from None
-    return cls(**values)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-_PLAIN = (type(None), bool, int, float, str, bytes)
-
-
-def _plain(value: object, depth: int = 0) -> bool:
-    """Only the msgpack types that mean data here: no extension objects such as Timestamp."""
-    if isinstance(value, _PLAIN):
-        return True
-    if depth > 32:
-        return False
-    if isinstance(value, list):
-        return all(_plain(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
-    return False
-
-
-def _convert(value: object, hint: Any, where: str) -> Any:
-    """``value`` (as msgpack decoded it) as the annotation ``hint`` wants it, or a protocol error."""
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        if not isinstance(value, dict):
-            raise MalformedFrameError(f"{where} must be a map, not {type(value).__name__}")
-        return _build(hint, value, where)
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise MalformedFrameError(f"{where} must be a list, not {type(value).__name__}")
-        return [_convert(v, item, where) for v in value]
-    if _conforms(value, hint):
-        if isinstance(value, float) and not math.isfinite(value):
-            # No field of this protocol means anything by NaN or infinity.
-            raise MalformedFrameError(f"{where} must be a finite number, not {value}")
-        return value
-    raise MalformedFrameError(f"{where} has a value of type {type(value).__name__}")
-
-
-def _conforms(value: object, hint: Any) -> bool:
-    """Whether ``value`` fits the annotation ``hint`` (a plain, non-record type)."""
-    if hint is Any:
-        return _plain(value)
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_conforms(value, arm) for arm in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_conforms(v, item) for v in value)
-    if origin is dict:
-        key, item = typing.get_args(hint)
-        return isinstance(value, dict) and all(_conforms(k, key) and _conforms(v, item) for k, v in value.items())
-    return isinstance(value, hint)
+    return build(cls, data, kind)
 
 
 # --- handshake -------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from typing import Any, NoReturn
 import anyio
 
 import ipc
-from ipc import logs
 from ipc.address import default_address
+from ipc.contract import logs
+from ipc.contract.formats import format_of
 from ipc.messages import OperationReply, ReloadRequest, ScaleRequest, WorkerStatus
-from ipc.settings import MODEL_FILES
 
 from . import client, settings
 from .run import EXIT_ERROR, EXIT_OK, EXIT_UNCLEAN, EXIT_USAGE, Supervisor
@@ -249,7 +249,7 @@ def _preflight(resolved: settings.Settings) -> str | None:
     """What can be seen to be wrong before any process starts, as one line."""
     for spec in resolved.worker.models:
         name, _, source = spec.partition("=")
-        if source.endswith(MODEL_FILES) and not os.path.isfile(source):
+        if format_of(source) and not os.path.isfile(source):
             return f"--model {name}: no such file {source}"
     for folder in resolved.worker.model_dirs:
         if not os.path.isdir(folder):

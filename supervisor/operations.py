@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from ipc.contract.repository import LayoutError
 from ipc.messages import OperationReply
-from ipc.repository import LayoutError
 
 from .lifecycle import PoolEvent, PoolState, State
 from .pool import Pool

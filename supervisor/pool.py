@@ -35,7 +35,8 @@ import anyio.abc
 import anyio.lowlevel
 
 import ipc
-from ipc import repository
+from ipc.contract import repository
+from ipc.contract.launch import LaunchOptions
 from ipc.messages import (
     Configure,
     Error,
@@ -197,15 +198,16 @@ class Pool:
         started (out of file descriptors or memory, say): that counts as a loss of the slot."""
         slot.respawn_at = None
         pool = self.settings.pool
-        request = SpawnRequest(
+        options = LaunchOptions(
             self.control_address,
             slot.index,
             slot.generation + 1,
-            self._threads(),
+            os.getpid(),
             pool.log_format,
             pool.log_level,
             event_loop(self.worker_settings.http),
         )
+        request = SpawnRequest(options, self._threads())
         try:
             handle = self.spawner.spawn(request)
         except OSError as exc:
@@ -412,7 +414,7 @@ class Pool:
 
     def pin_models(self, versions: list[str] | None = None) -> list[str]:
         """The repositories' model versions the workers started from now on serve: ``versions``,
-        or as the folders hold them now (a :class:`~ipc.repository.LayoutError` or ``OSError``
+        or as the folders hold them now (a :class:`~ipc.contract.repository.LayoutError` or ``OSError``
         when they cannot be read). Returns the ones pinned before, for a failed reload to put
         back. A worker started by ``scale`` or to replace a lost one thus serves what its peers
         serve, not a version added to the folder since: a reload serves that."""

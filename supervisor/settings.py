@@ -5,8 +5,8 @@
     --flag  >  INFERENCE_SUPERVISOR_<KEY>  >  --config FILE (TOML)  >  default
 
 Two frozen dataclasses hold them: :class:`PoolSettings` (here: what only the supervisor reads)
-and :class:`ipc.settings.WorkerSettings` (what crosses to every worker). Each field is one
-setting, declared with :func:`ipc.settings.setting`; :func:`options` lists them, and the flags,
+and :class:`ipc.contract.settings.WorkerSettings` (what crosses to every worker). Each field is one
+setting, declared with :func:`ipc.contract.settings.setting`; :func:`options` lists them, and the flags,
 the TOML keys, the environment variables and their checks all derive from that list.
 """
 
@@ -18,10 +18,11 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ipc import settings as contract
 from ipc.address import check_name
-from ipc.logs import check_format, check_level
-from ipc.settings import MODEL_FILES, Declaration, WorkerSettings, setting
+from ipc.contract import settings as contract
+from ipc.contract.formats import format_of
+from ipc.contract.logs import check_format, check_level
+from ipc.contract.settings import Declaration, WorkerSettings, setting
 
 from . import config
 from .sockets import parse_bind
@@ -272,6 +273,6 @@ def _from_file(option: Option, value: Any, path: str) -> Any:
 def _absolute_model(spec: str, base: str) -> str:
     """Workers may run elsewhere: a model file's path is made absolute; factories stay."""
     name, _, source = spec.partition("=")
-    if source.endswith(MODEL_FILES):
+    if format_of(source):
         return f"{name}={os.path.normpath(os.path.join(base, source))}"
     return spec

@@ -33,6 +33,8 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 
+from ipc.contract.launch import LaunchOptions
+
 if sys.platform == "win32":
     from ._winjob import KillOnCloseJob
 
@@ -41,17 +43,19 @@ logger = logging.getLogger("supervisor")
 
 @dataclasses.dataclass(frozen=True)
 class SpawnRequest:
-    """Which worker to start: its slot and generation, where it reports, and how many threads
-    its numerical libraries may use."""
+    """Which worker to start (its command line's options), and how many threads its numerical
+    libraries may use."""
 
-    control: str
-    slot: int
-    generation: int
+    options: LaunchOptions
     threads: int = 1
-    log_format: str = "text"
-    log_level: str = "info"
-    #: The event loop the worker runs: "asyncio", or "uvloop" (chosen before the handshake).
-    loop: str = "asyncio"
+
+    @property
+    def slot(self) -> int:
+        return self.options.slot
+
+    @property
+    def generation(self) -> int:
+        return self.options.generation
 
 
 def event_loop(http: str) -> str:
@@ -136,16 +140,7 @@ class SubprocessSpawner:
             self._job = KillOnCloseJob()
 
     def command(self, request: SpawnRequest) -> list[str]:
-        return [
-            sys.executable, "-P", "-m", "worker",
-            "--control", request.control,
-            "--slot", str(request.slot),
-            "--generation", str(request.generation),
-            "--parent", str(os.getpid()),
-            "--log-format", request.log_format,
-            "--log-level", request.log_level,
-            "--loop", request.loop,
-        ]  # fmt: skip
+        return [sys.executable, "-P", "-m", "worker", *request.options.argv()]
 
     def spawn(self, request: SpawnRequest) -> Subprocess:
         command = self.command(request)

@@ -16,10 +16,10 @@ else:
 
 # Then die with the supervisor from now on, before the imports that take a second or more (a
 # supervisor killed while a hundred workers import numpy must not leave them behind).
+from ipc.contract.launch import parent_of  # noqa: E402
 from worker.lifeline import bind_to_parent  # noqa: E402
 
-_parent = sys.argv[sys.argv.index("--parent") + 1] if "--parent" in sys.argv[:-1] else "0"
-if not bind_to_parent(int(_parent) if _parent.isdigit() else 0):
+if not bind_to_parent(parent_of(sys.argv)):
     sys.exit(1)  # it is gone already
 
 from worker.main import main  # noqa: E402

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import threading
@@ -10,7 +9,8 @@ import time
 
 import anyio
 
-from ipc import logs
+from ipc.contract import logs
+from ipc.contract.launch import LaunchOptions
 
 from .serve import run_worker
 
@@ -19,15 +19,7 @@ THREAD_EXIT_WAIT = 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker", description="A pool worker; the supervisor starts it.")
-    parser.add_argument("--control", required=True, help="the supervisor's control address")
-    parser.add_argument("--slot", type=int, required=True, help="this worker's slot in the pool")
-    parser.add_argument("--generation", type=int, required=True, help="which process of its slot this is")
-    parser.add_argument("--parent", type=int, default=0, help="the supervisor's pid (__main__ binds to it)")
-    parser.add_argument("--log-format", choices=logs.FORMATS, default="text")
-    parser.add_argument("--log-level", choices=logs.LEVELS, default="info")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-    args = parser.parse_args(argv)
+    args = LaunchOptions.parse(argv)
     pid = os.getpid()
     who = f"worker[{args.slot} pid {pid}]"
     logs.configure(args.log_format, args.log_level, who, process="worker", slot=args.slot, pid=pid)

@@ -13,8 +13,8 @@ import anyio
 import anyio.to_thread
 
 import ipc
+from ipc.contract.settings import WorkerSettings
 from ipc.messages import Configure, Error, Ready, Stop
-from ipc.settings import WorkerSettings
 
 from . import http
 from .api import InferenceApp, ServingState

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipc import FrameDecoder, encode
+from ipc.contract.settings import WorkerSettings
 from ipc.errors import FrameTooLargeError, MalformedFrameError, ProtocolError, UnknownMessageError, VersionMismatchError
 from ipc.handshake import PROTOCOL_VERSION, check_hello
 from ipc.messages import (
@@ -25,7 +26,6 @@ from ipc.messages import (
     StopRequest,
     WorkerStatus,
 )
-from ipc.settings import WorkerSettings
 
 
 def frame_of(obj: object) -> bytes:

@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 import ipc
+from ipc.contract.settings import WorkerSettings
 from ipc.messages import Configure, Hello, Stop
-from ipc.settings import WorkerSettings
 
 pytestmark = pytest.mark.anyio
 

@@ -19,8 +19,8 @@ import anyio.abc
 
 import ipc
 from ipc import handshake, keys
+from ipc.contract.settings import WorkerSettings
 from ipc.messages import Configure, Heartbeat, Hello, Ready, StatsReport, StatsRequest, Stop, Stopped
-from ipc.settings import WorkerSettings
 from supervisor.policy import Timeouts
 from supervisor.run import Supervisor
 from supervisor.settings import PoolSettings, Settings
@@ -93,10 +93,10 @@ class FakeWorker:
     # --- the protocol ----------------------------------------------------------------------------
 
     async def join(self) -> Configure:
-        self.connection = await ipc.connect(self.request.control)
+        self.connection = await ipc.connect(self.request.options.control)
         hello = Hello(ipc.PROTOCOL_VERSION, "worker", self.pid, self.slot, self.generation, handshake.new_nonce())
         try:
-            await handshake.greet(self.connection, hello, keys.read_key(self.request.control))
+            await handshake.greet(self.connection, hello, keys.read_key(self.request.options.control))
         except ipc.RefusedError:
             self.exit(1)
             await anyio.sleep_forever()  # the exit's cancellation lands here

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ipc.settings import WorkerSettings
+from ipc.contract.settings import WorkerSettings
 from supervisor import cli
 from supervisor.settings import PoolSettings, SettingsError, options, resolve
 from supervisor.sockets import parse_bind

@@ -10,8 +10,8 @@ import pytest
 
 import ipc
 from ipc import handshake, keys
+from ipc.contract.settings import WorkerSettings
 from ipc.messages import Challenge, Error, Hello, PoolStatsRequest, Proof, Ready, StatsRequest, Stop
-from ipc.settings import WorkerSettings
 from supervisor import client
 from supervisor.lifecycle import PoolState
 from supervisor.pool import open_pool

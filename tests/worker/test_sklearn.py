@@ -238,3 +238,17 @@ async def test_numeric_columns_picked_by_name_get_a_dataframe(tmp_path):
     response = await call(app, "POST", "/v2/models/named/infer", json.dumps(body).encode())
     assert response.status == 200, response.body
     assert response.json()["outputs"][0]["data"] == estimator.predict(frame[:5]).tolist()
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".joblib", ".pickle"])
+def test_a_pickle_serves_from_a_repository_as_from_a_flag(tmp_path, suffix):
+    """Every suffix --model takes names a repository's model file too (model.pickle was refused
+    as misnamed while --model x=m.pickle served)."""
+    folder = tmp_path / "repository" / "churn"
+    folder.mkdir(parents=True)
+    (folder / f"model{suffix}").write_bytes(pickle.dumps(classifier()))
+    (model,) = load_models([], [str(tmp_path / "repository")], allow_pickle=True)
+    (flagged,) = load_models([f"churn={folder / f'model{suffix}'}"], allow_pickle=True)
+    assert (
+        model.predict({"INPUT0": X[:2]})["OUTPUT0"].tolist() == flagged.predict({"INPUT0": X[:2]})["OUTPUT0"].tolist()
+    )

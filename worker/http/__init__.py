@@ -24,7 +24,7 @@ import anyio
 from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.utils import wrap_app
 
-from ipc.settings import WorkerSettings
+from ipc.contract.settings import WorkerSettings
 
 from .accept import LoopAcceptor, ThreadAcceptor, no_delay
 from .hypercorn_server import HypercornServer, hypercorn_config

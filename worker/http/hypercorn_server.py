@@ -37,7 +37,7 @@ from hypercorn.protocol.events import Body, EndBody, Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 
-from ipc.settings import WorkerSettings
+from ipc.contract.settings import WorkerSettings
 
 from .refusals import error_body, error_headers
 

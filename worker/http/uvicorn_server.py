@@ -44,7 +44,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from ipc.settings import WorkerSettings
+from ipc.contract.settings import WorkerSettings
 
 from .hypercorn_server import FIRST_REQUEST_TIMEOUT
 from .refusals import MAX_HEAD, error_body, error_headers

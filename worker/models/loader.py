@@ -19,24 +19,44 @@ import functools
 import importlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ipc.settings import unservable_name
+from ipc.contract import formats
+from ipc.contract.settings import unservable_name
 
 from . import repository
 from .base import Model, ModelError
 from .mlp import MLP, demo_model
 from .onnx_model import OnnxModel
-from .sklearn_model import PICKLES, SklearnModel
+from .sklearn_model import SklearnModel
 
 logger = logging.getLogger("worker.models")
+
+
+#: Loads a file of a format: (name, path, allow_pickle, trusted types) -> Model.
+Loader = Callable[[str, str, bool, Sequence[str]], Model]
+
+
+def _npz(name: str, path: str, allow_pickle: bool, trusted: Sequence[str]) -> Model:
+    return MLP.from_npz(name, path)
+
+
+def _onnx(name: str, path: str, allow_pickle: bool, trusted: Sequence[str]) -> Model:
+    return OnnxModel(name, path)
+
+
+#: The loader of every format of ``ipc.contract.formats``, by its name.
+LOADERS: dict[str, Loader] = {"npz": _npz, "onnx": _onnx, "skops": SklearnModel, "pickle": SklearnModel}
+_unloadable = sorted({format.name for format in formats.FORMATS} - LOADERS.keys())
+if _unloadable:
+    raise ImportError(f"ipc.contract.formats declares formats no worker loads: {', '.join(_unloadable)}")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``NAME=SOURCE``; raise :class:`ModelError` with a one-line reason if malformed."""
     name, sep, source = spec.partition("=")
     if not sep or not name or not source:
-        raise ModelError(f"model spec {spec!r} is not NAME=PATH (.npz, .onnx, .skops) or NAME=module:Factory")
+        raise ModelError(f"model spec {spec!r} is not NAME=PATH ({formats.SAFE}) or NAME=module:Factory")
     return name, source
 
 
@@ -71,20 +91,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_one(name: str, source: str, allow_pickle: bool = False, trusted: Sequence[str] = ()) -> Model:
-    if source.endswith(".npz"):
-        return MLP.from_npz(name, source)
-    if source.endswith(".onnx"):
-        return OnnxModel(name, source)
-    if source.endswith((".skops", *PICKLES)):
-        return SklearnModel(name, source, allow_pickle, trusted)
+    format = formats.format_of(source)
+    if format is not None:
+        return LOADERS[format.name](name, source, allow_pickle, trusted)
     if ":" in source and not os.path.exists(source):
         return _from_factory(name, source)
-    raise ModelError(f"model {name!r}: {source} is not a .npz, .onnx or .skops file, nor module:Factory")
+    raise ModelError(f"model {name!r}: {source} is not a model file ({formats.SAFE}), nor module:Factory")
 
 
 def _load_file(name: str, path: str, version: str, allow_pickle: bool, trusted: Sequence[str]) -> Model:
     """A repository's model file (a ``model.txt`` names a factory) as version ``version``."""
-    if path.endswith(".txt"):
+    if os.path.basename(path) == formats.FACTORY_FILE:
         lines = [line.strip() for line in repository.read_text(path).splitlines()]
         targets = [line for line in lines if line and not line.startswith("#")]
         if not targets:

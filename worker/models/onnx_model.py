@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ipc.contract import formats
+
 from .base import Model, ModelError, TensorSpec, as_text
 
 #: ONNX tensor element types, as onnxruntime names them, and the protocol's datatypes.
@@ -44,7 +46,7 @@ DATATYPES = {
 ZIPMAP = re.compile(r"seq\(map\((int64|string),tensor\(float\)\)\)")
 #: The largest batch a request may carry, when the model batches (as the numpy MLP's).
 MAX_BATCH_SIZE = 1024
-INSTALL = "pip install onnxruntime (in a checkout: pip install '.[onnx]')"
+INSTALL = formats.install_hint(formats.named("onnx"))
 
 
 def threads() -> int:

@@ -11,7 +11,7 @@ another)::
     DIR/iris/1/model.onnx
     DIR/iris/2/model.onnx
 
-The file is ``model.npz``, ``model.onnx``, ``model.skops`` (``model.joblib``, ``model.pkl`` with
+The file is ``model.npz``, ``model.onnx``, ``model.skops`` (``model.joblib``, ``model.pkl``, ``model.pickle`` with
 ``--allow-pickle``), or a ``model.txt`` whose one line is ``package.module:Factory``. An
 optional ``DIR/iris/config.toml`` says what the file cannot, for every version::
 
@@ -19,7 +19,7 @@ optional ``DIR/iris/config.toml`` says what the file cannot, for every version::
     batch_delay_ms = 2       # dynamic batching for this model, 0 to 1000 (--model-batch-delay wins)
     outputs = ["label"]      # the outputs served, of those the model has (default: all)
 
-Triton's ``config.pbtxt`` is not read. Which folders are which is :mod:`ipc.repository`'s: the
+Triton's ``config.pbtxt`` is not read. Which folders are which is :mod:`ipc.contract.repository`'s: the
 supervisor reads the same layout to pin the versions its workers serve.
 """
 
@@ -32,8 +32,8 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
-from ipc import repository as layout
-from ipc.settings import MAX_BATCH_DELAY_MS
+from ipc.contract import repository as layout
+from ipc.contract.settings import MAX_BATCH_DELAY_MS
 
 from .base import Model, ModelError
 

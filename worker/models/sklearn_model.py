@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ipc.contract import formats
+
 from .base import Model, ModelError, TensorSpec, as_text
 
-INSTALL = "pip install scikit-learn skops (in a checkout: pip install '.[sklearn]')"
-PICKLES = (".joblib", ".pkl", ".pickle")
+INSTALL = formats.install_hint(formats.named("skops"))
 #: The largest batch a request may carry (as the other models').
 MAX_BATCH_SIZE = 1024
 #: predict's output kinds (numpy's kind codes) and the datatype each is served as.
@@ -41,7 +42,8 @@ def load_estimator(name: str, path: str, allow_pickle: bool, trusted: Sequence[s
     base = os.path.basename(path)
     if not os.path.isfile(path):
         raise ModelError(f"model {name!r}: no such file {path}")
-    if path.endswith(PICKLES):
+    format = formats.format_of(path)
+    if format is not None and format.runs_code:
         if not allow_pickle:
             raise ModelError(
                 f"model {name!r}: {base} is a pickle, and loading it runs whatever code it holds: "

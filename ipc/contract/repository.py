@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 
-from .settings import MODEL_FILES
+from .formats import REPOSITORY_FILES as FILES
+from .formats import SUFFIXES
 
-#: The model files a model's folder (or version folder) may hold, in the order they are looked for.
-FILES = ("model.npz", "model.onnx", "model.skops", "model.joblib", "model.pkl", "model.txt")
 #: The highest version: Triton's are int64.
 MAX_VERSION = 2**63 - 1
 
@@ -50,7 +49,7 @@ def model_files(name: str, folder: str) -> list[tuple[str, str]]:
     if direct is not None:
         return [("1", direct)]
     if not numbered:
-        misnamed = sorted(entry for entry in os.listdir(folder) if entry.endswith(MODEL_FILES))
+        misnamed = sorted(entry for entry in os.listdir(folder) if entry.endswith(SUFFIXES))
         if misnamed:
             raise LayoutError(
                 f"model {name!r}: {folder} holds {', '.join(misnamed)} but no {' or '.join(FILES)} "

@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from . import formats
+
 #: The key of a setting's :class:`Declaration` in its field's metadata.
 METADATA_KEY = "setting"
 #: The longest any SECONDS setting may be unless it says otherwise: a day. Longer is a typo
@@ -129,10 +131,6 @@ def check(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
     return value
 
 
-#: The model files a worker loads by their suffix (any other source is module:Factory).
-MODEL_FILES = (".npz", ".onnx", ".skops", ".joblib", ".pkl", ".pickle")
-
-
 def unservable_name(name: str) -> str | None:
     """Why no URL can reach a model named ``name``, if none can."""
     if name == "stats":
@@ -150,7 +148,7 @@ def check_model_specs(specs: list[str]) -> None:
     for spec in specs:
         name, sep, source = spec.partition("=")
         if not sep or not name or not source:
-            raise ValueError(f"{spec!r} is not NAME=PATH (.npz, .onnx, .skops) or NAME=module:Factory")
+            raise ValueError(f"{spec!r} is not NAME=PATH ({formats.SAFE}) or NAME=module:Factory")
         why = unservable_name(name)
         if why:
             raise ValueError(f"model name {name!r} cannot be served: {why}")
@@ -193,7 +191,7 @@ class WorkerSettings:
     grace: float = setting(30.0, "how long a stop lets in-flight requests finish", metavar="SECONDS", minimum=0)
     models: list[str] = setting(
         [],
-        "serve a model: NAME=path (.npz, .onnx, .skops) or NAME=module:Factory; repeatable (with none, the demo 'mlp')",
+        f"serve a model: NAME=path ({formats.SAFE}) or NAME=module:Factory; repeatable (with none, the demo 'mlp')",
         metavar="NAME=SOURCE",
         check=check_model_specs,
         flag="--model",
@@ -248,5 +246,5 @@ class WorkerSettings:
     #: pool's own packages so that it can never shadow them.
     import_path: str = setting("", "where model factories are imported from", internal=True)
     #: The repositories' model versions (NAME/VERSION) as the pool read them when it started or
-    #: last reloaded: a worker started since serves those (``ipc.repository``). Empty: all.
+    #: last reloaded: a worker started since serves those (``ipc.contract.repository``). Empty: all.
     model_versions: list[str] = setting([], "the repositories' model versions the pool serves", internal=True)
