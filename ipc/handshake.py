@@ -32,6 +32,10 @@ PROTOCOL_VERSION = 3
 SUPPORTED_VERSIONS = frozenset({3})
 ROLES = frozenset({"worker", "client"})
 NONCE_SIZE = 32
+#: How long either side waits for the other to complete the handshake (and, for a worker, for
+#: its Configure): a supervisor does not keep a silent stranger's connection, and a worker or a
+#: client does not wait for a supervisor that is not answering.
+TIMEOUT = 10.0
 #: The largest frame a peer may send before it is admitted: a Hello and a Proof are a few
 #: dozen bytes, and a stranger must not make the supervisor buffer a megabyte.
 MAX_HANDSHAKE_FRAME = 4096

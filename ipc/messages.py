@@ -15,8 +15,8 @@ Who sends what::
     any side               Hello, Challenge, Proof, Welcome, Error (ipc.handshake)
     supervisor -> worker   Configure, Stop, StatsRequest, PoolStatsReply
     worker -> supervisor   Ready, Heartbeat, Stopped, StatsReport, PoolStatsRequest
-    client -> supervisor   StatusRequest, StopRequest, ReloadRequest, ScaleRequest
-    supervisor -> client   StatusReply, StopReply, Progress, OperationReply
+    client -> supervisor   StatusRequest, StopRequest, ReloadRequest, ScaleRequest, PingRequest
+    supervisor -> client   StatusReply, StopReply, Progress, OperationReply, PingReply
 """
 
 from __future__ import annotations
@@ -225,6 +225,11 @@ class StatsReport(Message):
     seq: int = 0
 
 
+#: How long the supervisor waits for each worker's counters when it sums the pool's; a worker
+#: that asked for the pool's waits twice this for the answer, then answers with its own.
+STATS_WAIT = 2.0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PoolStatsRequest(Message):
     """A worker asks for the pool's statistics, carrying its own as of now."""
@@ -289,6 +294,8 @@ class StatusReply(Message):
     url: str
     state: str
     workers: list[WorkerStatus]
+    #: The reload or scale under way, in a line, if one is.
+    operation: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -321,6 +328,24 @@ class ScaleRequest(Message):
 
     kind: ClassVar[str] = "scale_request"
     workers: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PingRequest(Message):
+    """Is the pool there? The cheapest question: the supervisor answers from what it holds."""
+
+    kind: ClassVar[str] = "ping_request"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PingReply(Message):
+    kind: ClassVar[str] = "ping_reply"
+    supervisor_pid: int
+    version: str
+    url: str
+    state: str
+    #: Seconds since the supervisor started.
+    uptime: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -357,6 +382,6 @@ KINDS: dict[str, type[Message]] = {
         Configure, Ready, Heartbeat, Stop, Stopped,
         StatsRequest, StatsReport, PoolStatsRequest, PoolStatsReply,
         StatusRequest, StatusReply, StopRequest, StopReply,
-        ReloadRequest, ScaleRequest, Progress, OperationReply,
+        ReloadRequest, ScaleRequest, Progress, OperationReply, PingRequest, PingReply,
     )
 }  # fmt: skip

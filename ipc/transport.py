@@ -3,7 +3,9 @@
 Both transports hand us asyncio stream pairs, so one :class:`Connection` serves both; only
 opening and listening differ, in ``_unix`` (a Unix domain socket) and ``_windows`` (a named
 pipe). asyncio streams rather than anyio's: anyio has no named pipes, and a msgpack round trip
-over asyncio streams costs about a quarter of anyio's (see ``../shared/STYLE.md``).
+over asyncio streams costs about a quarter of anyio's (measured on 2 cores: ~93 us against
+~395 us). A connection needs only :class:`ByteReader` and :class:`ByteWriter` of its streams, so
+``ipc.memory`` can make a pair of connected ones in memory, for tests.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .codec import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode
 from .errors import ConnectionClosedError, MalformedFrameError
@@ -28,13 +30,31 @@ _READ_SIZE = 64 * 1024
 _BROKEN = (ConnectionError, BrokenPipeError, OSError)
 
 
+class ByteReader(Protocol):
+    """What a connection reads its peer's bytes from (an ``asyncio.StreamReader``)."""
+
+    async def read(self, n: int) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """What a connection writes to (an ``asyncio.StreamWriter``)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
 class Connection:
     """A message-level connection: ``send`` and ``receive`` whole messages."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        reader: ByteReader,
+        writer: ByteWriter,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         peer_pid: int | None = None,

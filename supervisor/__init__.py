@@ -1,11 +1,23 @@
 """The supervisor: the process that owns the worker pool.
 
 It binds the pool's listening socket once, spawns the workers, hands each one the socket and
-its settings over the control channel, and serves control requests (``stop``, ``status``) from
-the command line. Workers are controlled by messages only, never by signals; the supervisor's
-own OS interrupts (Ctrl+C, SIGTERM, Ctrl+Break) become the same stop request.
+its settings over the control channel, and answers control requests from the command line.
+Workers are controlled by messages only, never by signals; the supervisor's own OS interrupts
+(Ctrl+C, SIGTERM, Ctrl+Break) become the same stop request. Imports ``ipc``, never ``worker``.
 
-Modules: ``cli`` (the command line) -> ``run`` (one supervisor's life) -> ``pool`` (workers and
-their ``lifecycle``), ``control`` (control connections), ``interrupts``, ``sockets``, ``stats``;
-``client`` is the other end, for ``stop`` and ``status``. Imports ``ipc``, never ``worker``.
+Modules, from the command line down:
+
+- ``cli``: the ``supervisor`` command; ``commands``: the control commands as one table (the
+  supervisor's answer, the command line's question and printout); ``client``: the command
+  line's end of the control channel; ``exits``: the exit codes.
+- ``settings`` (and ``config``, the TOML file): every setting of ``supervisor start``.
+- ``run``: one supervisor's life; ``control``: control connections, admitted and routed;
+  ``interrupts``: OS interrupts as calls; ``sockets``: binding the HTTP socket; ``metrics``:
+  ``/metrics``; ``reaper``: orphans, when the supervisor is PID 1.
+- ``pool``: the pool, which glues its parts: ``slots`` and ``workers`` (what it knows of each
+  place and each process), ``lifecycle`` (their transition tables and the pool's),
+  ``health`` (the clock-free policy) and ``policy`` (restart rules, timeouts), ``watchdog``
+  (which acts on the policy), ``launcher`` (spawning, draining, killing, reaping; ``spawn``
+  and ``_winjob`` underneath), ``channel`` (each worker's control connection), ``stats``
+  (the pool's counters), ``replace`` and ``operations`` (reload, scale, recycling).
 """

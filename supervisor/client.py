@@ -1,4 +1,4 @@
-"""The command line's end of the control channel: ``stop``, ``status``, ``reload``, ``scale``."""
+"""The command line's end of the control channel: a request, its progress lines, its reply."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import errno
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import anyio
 
@@ -30,10 +31,6 @@ class ControlError(Exception):
     """The supervisor could not be reached or refused the request; the message is for the user."""
 
 
-#: How long to keep trying to be welcomed by a supervisor that is busy.
-HANDSHAKE_TIMEOUT = 10.0
-
-
 async def _connect(address: str) -> ipc.Connection:
     """A connection the supervisor has welcomed, each side having proved it holds the pool's key.
 
@@ -42,7 +39,7 @@ async def _connect(address: str) -> ipc.Connection:
     handshake then fails before any request was sent, so trying again is safe.
     """
     delay = 0.01
-    with anyio.fail_after(HANDSHAKE_TIMEOUT):
+    with anyio.fail_after(handshake.TIMEOUT):
         while True:
             try:
                 connection = await ipc.connect(address)
@@ -96,41 +93,43 @@ def _refused(reply: Message) -> ControlError:
     return ControlError(f"unexpected {reply.kind} from the supervisor")
 
 
-async def request(address: str, message: Message, timeout: float | None = None) -> Message:
-    """Send one request to the supervisor at ``address`` and return its reply."""
+R = TypeVar("R", bound=Message)
+
+
+async def call(
+    address: str,
+    request: Message,
+    reply: type[R],
+    timeout: float | None = 10.0,
+    on_progress: Callable[[str], None] | None = None,
+) -> R:
+    """Send ``request`` to the supervisor at ``address`` and return its ``reply``;
+    ``on_progress`` gets each progress line as it comes. :class:`ControlError`, one line, for
+    anything else: no supervisor, a refusal, no answer within ``timeout`` seconds."""
     async with _session(address) as connection:
-        await connection.send(message)
+        await connection.send(request)
         with anyio.fail_after(timeout):
-            reply = await connection.receive()
-    if isinstance(reply, Error):
-        raise _refused(reply)
-    return reply
+            while True:
+                answer = await connection.receive()
+                if isinstance(answer, Progress):
+                    if on_progress is not None:
+                        on_progress(answer.text)
+                    continue
+                if not isinstance(answer, reply):
+                    raise _refused(answer)
+                return answer
 
 
 async def operate(
     address: str, request: ReloadRequest | ScaleRequest, on_progress: Callable[[str], None]
 ) -> OperationReply:
     """Ask for a reload or a scale; ``on_progress`` gets each step as it happens."""
-    async with _session(address) as connection:
-        await connection.send(request)
-        while True:
-            reply = await connection.receive()
-            if isinstance(reply, OperationReply):
-                return reply
-            if not isinstance(reply, Progress):
-                raise _refused(reply)
-            on_progress(reply.text)
+    return await call(address, request, OperationReply, None, on_progress)
 
 
 async def status(address: str) -> StatusReply:
-    reply = await request(address, StatusRequest(), timeout=10)
-    if not isinstance(reply, StatusReply):
-        raise _refused(reply)
-    return reply
+    return await call(address, StatusRequest(), StatusReply)
 
 
 async def stop(address: str, grace: float | None) -> StopReply:
-    reply = await request(address, StopRequest(grace))
-    if not isinstance(reply, StopReply):
-        raise _refused(reply)
-    return reply
+    return await call(address, StopRequest(grace), StopReply, None)

@@ -1,5 +1,9 @@
-"""Lifecycles as transition tables (h11's ``_state.py`` shape): one per worker process, one for
-the pool.
+"""Lifecycles as transition tables (h11's ``_state.py`` shape): a worker process's, a slot's, and
+the pool's.
+
+Every legal (state, event) pair is written out below, self-loops included; anything else is an
+error that leaves the state unchanged (:class:`TransitionError`). The tables have no clock and
+no I/O: events arrive from outside (a message, a process's exit, a deadline passing).
 
 A worker process::
 
@@ -9,6 +13,16 @@ A worker process::
        |                   |                  |        |
        +--exited/crashed---+------------------+        +--crashed--> FAILED
                          FAILED                        +--kill-----> KILLED
+
+A slot (one place in the pool, filled by one process at a time, two while it is replaced)::
+
+    EMPTY --spawn--> STARTING --ready--> SERVING --replace--> REPLACING --take_over/abandon--> SERVING
+                      |  ^                 |                     |
+              refused/lost  spawn     lost |          promote: the old one was lost, the new
+                      v  |                 v                     one takes the slot (STARTING)
+                     BACKOFF <-------------+
+    any live state --fail--> FAILED (its workers cannot start: a crash loop, a failed start)
+    any state --retire--> RETIRED (scaled away, or the pool stops: nothing more is spawned in it)
 
 The pool::
 
@@ -21,9 +35,8 @@ The pool::
     any of those --stop--> STOPPING --exited--> STOPPED
     any of those --give_up--> DOWN  (a crash loop, a failed start: exits non-zero)
 
-Events arrive from outside (a message, a process's exit, a deadline passing); the tables have
-no clock. An event with no entry is an error and leaves the state unchanged. After ``done``,
-the pool states its health again (``lost`` or ``all_ready``), so the tables need not know it.
+After ``done`` the pool states its health again (``lost`` or ``all_ready``), so the tables need
+not know it.
 """
 
 from __future__ import annotations
@@ -61,20 +74,112 @@ class Event(enum.Enum):
     KILL = "kill"
 
 
-_BEFORE_DRAIN = (State.SPAWNED, State.CONNECTED, State.READY)
+TRANSITIONS: dict[State, dict[Event, State]] = {
+    State.SPAWNED: {
+        Event.HELLO: State.CONNECTED,
+        Event.STOP: State.DRAINING,
+        Event.EXITED: State.FAILED,
+        Event.CRASHED: State.FAILED,
+        Event.KILL: State.KILLED,
+    },
+    State.CONNECTED: {
+        Event.READY: State.READY,
+        Event.STOP: State.DRAINING,
+        Event.EXITED: State.FAILED,
+        Event.CRASHED: State.FAILED,
+        Event.KILL: State.KILLED,
+    },
+    State.READY: {
+        Event.STOP: State.DRAINING,
+        Event.EXITED: State.FAILED,
+        Event.CRASHED: State.FAILED,
+        Event.KILL: State.KILLED,
+    },
+    State.DRAINING: {
+        # A Ready the worker sent before it read its Stop; a second Stop (the pool's own, for
+        # a worker already draining away).
+        Event.READY: State.DRAINING,
+        Event.STOP: State.DRAINING,
+        Event.EXITED: State.STOPPED,
+        Event.CRASHED: State.FAILED,
+        Event.KILL: State.KILLED,
+    },
+    # A killed process still exits, later; a Ready may cross the kill.
+    State.KILLED: {Event.READY: State.KILLED, Event.EXITED: State.KILLED, Event.CRASHED: State.KILLED},
+    State.STOPPED: {},
+    State.FAILED: {},
+}
 
-TRANSITIONS: dict[tuple[State, Event], State] = {
-    (State.SPAWNED, Event.HELLO): State.CONNECTED,
-    (State.CONNECTED, Event.READY): State.READY,
-    **{(state, Event.STOP): State.DRAINING for state in _BEFORE_DRAIN},
-    **{(state, Event.EXITED): State.FAILED for state in _BEFORE_DRAIN},
-    **{(state, Event.CRASHED): State.FAILED for state in _BEFORE_DRAIN},
-    (State.DRAINING, Event.EXITED): State.STOPPED,
-    (State.DRAINING, Event.CRASHED): State.FAILED,
-    **{(state, Event.KILL): State.KILLED for state in (*_BEFORE_DRAIN, State.DRAINING)},
-    # A killed process still exits, later; it stays KILLED.
-    (State.KILLED, Event.EXITED): State.KILLED,
-    (State.KILLED, Event.CRASHED): State.KILLED,
+
+class SlotState(enum.Enum):
+    #: Nothing spawned in it yet.
+    EMPTY = "empty"
+    #: Its process is being spawned, or starts (not ready yet).
+    STARTING = "starting"
+    #: Its process is ready.
+    SERVING = "serving"
+    #: Its process serves while a replacement starts (a reload, recycling): the new one takes
+    #: the slot once ready, and only then does the old one drain.
+    REPLACING = "replacing"
+    #: Its worker was lost (or the system refused a process): the next is due after a backoff.
+    BACKOFF = "backoff"
+    #: Its workers cannot start (a crash loop, a failed start): nothing more is spawned in it.
+    FAILED = "failed"
+    #: Scaled away, or the pool stops: its processes drain, nothing more is spawned in it.
+    RETIRED = "retired"
+
+
+class SlotEvent(enum.Enum):
+    #: A process for the slot is being spawned.
+    SPAWN = "spawn"
+    #: The system refused that process.
+    REFUSED = "refused"
+    #: Its process is ready.
+    READY = "ready"
+    #: Its process was lost; a new one after the backoff (which may be none).
+    LOST = "lost"
+    #: A replacement is being started beside its process.
+    REPLACE = "replace"
+    #: The replacement is ready: it takes the slot, the old process drains away.
+    TAKE_OVER = "take_over"
+    #: The replacement did not become ready: the old process serves on.
+    ABANDON = "abandon"
+    #: The old process was lost while its replacement started: the replacement takes the slot.
+    PROMOTE = "promote"
+    FAIL = "fail"
+    RETIRE = "retire"
+
+
+SLOT_TRANSITIONS: dict[SlotState, dict[SlotEvent, SlotState]] = {
+    SlotState.EMPTY: {SlotEvent.SPAWN: SlotState.STARTING, SlotEvent.RETIRE: SlotState.RETIRED},
+    SlotState.STARTING: {
+        SlotEvent.READY: SlotState.SERVING,
+        SlotEvent.REFUSED: SlotState.BACKOFF,
+        SlotEvent.LOST: SlotState.BACKOFF,
+        SlotEvent.FAIL: SlotState.FAILED,
+        SlotEvent.RETIRE: SlotState.RETIRED,
+    },
+    SlotState.SERVING: {
+        SlotEvent.REPLACE: SlotState.REPLACING,
+        SlotEvent.LOST: SlotState.BACKOFF,
+        SlotEvent.FAIL: SlotState.FAILED,
+        SlotEvent.RETIRE: SlotState.RETIRED,
+    },
+    SlotState.REPLACING: {
+        SlotEvent.TAKE_OVER: SlotState.SERVING,
+        SlotEvent.ABANDON: SlotState.SERVING,
+        SlotEvent.PROMOTE: SlotState.STARTING,
+        SlotEvent.LOST: SlotState.BACKOFF,
+        SlotEvent.FAIL: SlotState.FAILED,
+        SlotEvent.RETIRE: SlotState.RETIRED,
+    },
+    SlotState.BACKOFF: {
+        SlotEvent.SPAWN: SlotState.STARTING,
+        SlotEvent.FAIL: SlotState.FAILED,
+        SlotEvent.RETIRE: SlotState.RETIRED,
+    },
+    SlotState.FAILED: {SlotEvent.RETIRE: SlotState.RETIRED},
+    SlotState.RETIRED: {SlotEvent.RETIRE: SlotState.RETIRED},
 }
 
 
@@ -99,6 +204,11 @@ class PoolState(enum.Enum):
     def final(self) -> bool:
         return self in (PoolState.STOPPED, PoolState.DOWN)
 
+    @property
+    def ending(self) -> bool:
+        """Stopping or stopped, or given up: no new process is spawned."""
+        return self in (PoolState.STOPPING, PoolState.STOPPED, PoolState.DOWN)
+
 
 class PoolEvent(enum.Enum):
     #: Every slot now has a ready worker.
@@ -115,34 +225,62 @@ class PoolEvent(enum.Enum):
     EXITED = "exited"
 
 
-_SERVING = (PoolState.STARTING, PoolState.READY, PoolState.DEGRADED, PoolState.RELOADING, PoolState.SCALING)
-_OPERATING = (PoolState.RELOADING, PoolState.SCALING)
-
-POOL_TRANSITIONS: dict[tuple[PoolState, PoolEvent], PoolState] = {
-    (PoolState.STARTING, PoolEvent.ALL_READY): PoolState.READY,
-    # A worker that was ready and is lost while others still start: heal it, start on.
-    (PoolState.STARTING, PoolEvent.LOST): PoolState.STARTING,
-    (PoolState.READY, PoolEvent.ALL_READY): PoolState.READY,
-    (PoolState.READY, PoolEvent.LOST): PoolState.DEGRADED,
-    (PoolState.DEGRADED, PoolEvent.LOST): PoolState.DEGRADED,
-    (PoolState.DEGRADED, PoolEvent.ALL_READY): PoolState.READY,
-    **{(state, PoolEvent.RELOAD): PoolState.RELOADING for state in (PoolState.READY, PoolState.DEGRADED)},
-    **{(state, PoolEvent.SCALE): PoolState.SCALING for state in (PoolState.READY, PoolState.DEGRADED)},
-    # A reload or scale goes on through losses: its own steps refill the slots.
-    **{(state, PoolEvent.LOST): state for state in _OPERATING},
-    **{(state, PoolEvent.ALL_READY): state for state in _OPERATING},
-    **{(state, PoolEvent.DONE): PoolState.READY for state in _OPERATING},
-    **{(state, PoolEvent.STOP): PoolState.STOPPING for state in (*_SERVING, PoolState.STOPPING)},
-    **{(state, PoolEvent.GIVE_UP): PoolState.DOWN for state in (*_SERVING, PoolState.DOWN)},
-    # While stopping or down, workers come and go without changing what the pool is doing.
-    **{
-        (state, event): state
-        for state in (PoolState.STOPPING, PoolState.DOWN)
-        for event in (PoolEvent.LOST, PoolEvent.ALL_READY, PoolEvent.DONE)
+POOL_TRANSITIONS: dict[PoolState, dict[PoolEvent, PoolState]] = {
+    PoolState.STARTING: {
+        PoolEvent.ALL_READY: PoolState.READY,
+        # A worker that was ready and is lost while others still start: heal it, start on.
+        PoolEvent.LOST: PoolState.STARTING,
+        PoolEvent.STOP: PoolState.STOPPING,
+        PoolEvent.GIVE_UP: PoolState.DOWN,
     },
-    (PoolState.STOPPING, PoolEvent.EXITED): PoolState.STOPPED,
-    (PoolState.DOWN, PoolEvent.EXITED): PoolState.DOWN,
-    (PoolState.DOWN, PoolEvent.STOP): PoolState.DOWN,
+    PoolState.READY: {
+        PoolEvent.ALL_READY: PoolState.READY,
+        PoolEvent.LOST: PoolState.DEGRADED,
+        PoolEvent.RELOAD: PoolState.RELOADING,
+        PoolEvent.SCALE: PoolState.SCALING,
+        PoolEvent.STOP: PoolState.STOPPING,
+        PoolEvent.GIVE_UP: PoolState.DOWN,
+    },
+    PoolState.DEGRADED: {
+        PoolEvent.ALL_READY: PoolState.READY,
+        PoolEvent.LOST: PoolState.DEGRADED,
+        PoolEvent.RELOAD: PoolState.RELOADING,
+        PoolEvent.SCALE: PoolState.SCALING,
+        PoolEvent.STOP: PoolState.STOPPING,
+        PoolEvent.GIVE_UP: PoolState.DOWN,
+    },
+    # A reload or scale goes on through losses: its own steps refill the slots.
+    PoolState.RELOADING: {
+        PoolEvent.ALL_READY: PoolState.RELOADING,
+        PoolEvent.LOST: PoolState.RELOADING,
+        PoolEvent.DONE: PoolState.READY,
+        PoolEvent.STOP: PoolState.STOPPING,
+        PoolEvent.GIVE_UP: PoolState.DOWN,
+    },
+    PoolState.SCALING: {
+        PoolEvent.ALL_READY: PoolState.SCALING,
+        PoolEvent.LOST: PoolState.SCALING,
+        PoolEvent.DONE: PoolState.READY,
+        PoolEvent.STOP: PoolState.STOPPING,
+        PoolEvent.GIVE_UP: PoolState.DOWN,
+    },
+    # While stopping or down, workers come and go without changing what the pool is doing.
+    PoolState.STOPPING: {
+        PoolEvent.ALL_READY: PoolState.STOPPING,
+        PoolEvent.LOST: PoolState.STOPPING,
+        PoolEvent.DONE: PoolState.STOPPING,
+        PoolEvent.STOP: PoolState.STOPPING,
+        PoolEvent.EXITED: PoolState.STOPPED,
+    },
+    PoolState.DOWN: {
+        PoolEvent.ALL_READY: PoolState.DOWN,
+        PoolEvent.LOST: PoolState.DOWN,
+        PoolEvent.DONE: PoolState.DOWN,
+        PoolEvent.STOP: PoolState.DOWN,
+        PoolEvent.GIVE_UP: PoolState.DOWN,
+        PoolEvent.EXITED: PoolState.DOWN,
+    },
+    PoolState.STOPPED: {},
 }
 
 S = TypeVar("S", bound=enum.Enum)
@@ -159,13 +297,16 @@ class TransitionError(Exception):
 class Machine(Generic[S, E]):
     """A state and the table that moves it; ``fire`` moves it by the table or raises."""
 
-    def __init__(self, table: Mapping[tuple[S, E], S], initial: S) -> None:
+    def __init__(self, table: Mapping[S, Mapping[E, S]], initial: S) -> None:
         self._table = table
         self.state = initial
 
+    def allows(self, event: E) -> bool:
+        return event in self._table[self.state]
+
     def fire(self, event: E) -> S:
         try:
-            self.state = self._table[self.state, event]
+            self.state = self._table[self.state][event]
         except KeyError:
             raise TransitionError(self.state, event) from None
         return self.state
@@ -176,6 +317,13 @@ class Lifecycle(Machine[State, Event]):
 
     def __init__(self) -> None:
         super().__init__(TRANSITIONS, State.SPAWNED)
+
+
+class SlotLifecycle(Machine[SlotState, SlotEvent]):
+    """One slot's state."""
+
+    def __init__(self) -> None:
+        super().__init__(SLOT_TRANSITIONS, SlotState.EMPTY)
 
 
 class PoolLifecycle(Machine[PoolState, PoolEvent]):

@@ -38,7 +38,7 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         pool = self.pool
-        totals = pool.metrics.total()
+        totals = pool.counters.metrics.total()
         requests = CounterMetricFamily(PREFIX + "requests", "HTTP requests answered", labels=["model", "status"])
         for key, count in sorted(totals.get("requests", {}).items()):
             model, _, status = key.rpartition("|")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+from ipc.handshake import TIMEOUT as HANDSHAKE_TIMEOUT
+from ipc.messages import STATS_WAIT
+
 
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
@@ -21,9 +24,9 @@ class Timeouts:
     #: It has nothing in flight to protect.
     unready_exit: float = 1.0
     #: How long a /stats fan-out waits for each worker's counters.
-    stats: float = 2.0
-    #: A connection must say Hello within this time.
-    handshake: float = 10.0
+    stats: float = STATS_WAIT
+    #: A connection must complete the handshake within this time.
+    handshake: float = HANDSHAKE_TIMEOUT
     #: A client connection that sends no complete request for this long is closed.
     client_idle: float = 60.0
     #: After the pool has stopped, how long the clients that asked for the stop have to get the reply.

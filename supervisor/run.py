@@ -1,12 +1,6 @@
 """One supervisor's life: listen, bind, open the pool, wait for ready, serve control, stop.
 
-Exit codes of ``supervisor start`` (``supervisor stop`` reports 0 and 3 the same way):
-
-- 0: stopped cleanly;
-- 1: could not start (control address or port in use, a worker failed to start);
-- 2: bad usage;
-- 3: stopped, but not cleanly (a request was dropped, a worker had to be killed);
-- 4: the pool went down: a worker kept failing (a crash loop), so the supervisor gave up.
+It ends with one of the exit codes of ``supervisor.exits``.
 """
 
 from __future__ import annotations
@@ -16,7 +10,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -25,7 +20,8 @@ import ipc
 from ipc import keys
 from ipc.messages import StopReply
 
-from . import reaper
+from . import exits, reaper
+from .commands import Context
 from .control import ControlServer
 from .interrupts import interrupts_to
 from .lifecycle import PoolState
@@ -36,13 +32,6 @@ from .sockets import BindError, bind, parse_bind, url
 from .spawn import Spawner, SubprocessSpawner
 
 logger = logging.getLogger("supervisor")
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_UNCLEAN = 3
-EXIT_DOWN = 4
-
 
 _REPORTED: dict[str, float] = {}
 
@@ -80,6 +69,7 @@ class Supervisor:
         self._all_replied = anyio.Event()
         self._interrupts = 0
         self.pool: Pool | None = None
+        self._started_at = 0.0
         #: Set once the pool is open (``pool`` is then set): for whoever drives it in-process.
         self.opened = anyio.Event()
 
@@ -100,25 +90,28 @@ class Supervisor:
             logger.warning("%s again: forcing the stop", name)
             self.pool.force()
 
-    async def _stop_for_client(self, connection: ipc.Connection, grace: float | None) -> None:
+    @asynccontextmanager
+    async def _stop_for_client(self, grace: float | None) -> AsyncIterator[StopReply]:
+        """Stop, and hold the supervisor's exit until the block (which sends the reply) ends."""
         self._clients_waiting += 1
         try:
             self.request_stop(grace)
             await self._stopped.wait()
             assert self._reply is not None
-            await connection.send(self._reply)
+            yield self._reply
         finally:
             self._clients_waiting -= 1
             if not self._clients_waiting:
                 self._all_replied.set()
 
     async def run(self) -> int:
+        self._started_at = anyio.current_time()
         asyncio.get_running_loop().set_exception_handler(_one_line)
         try:
             listener = await ipc.listen(self.control)
         except (ipc.AddressInUseError, OSError) as exc:
             logger.error("cannot open the control address: %s", exc)
-            return EXIT_ERROR
+            return exits.ERROR
         try:
             # Made once the address is ours, so that a supervisor refused for a live one's
             # address never replaces that one's key.
@@ -126,13 +119,13 @@ class Supervisor:
         except OSError as exc:
             await listener.aclose()
             logger.error("cannot write the pool's key file %s: %s", keys.key_path(self.control), exc)
-            return EXIT_ERROR
+            return exits.ERROR
         try:
             try:
                 listen_socket = bind(*parse_bind(self.settings.pool.bind))
             except BindError as exc:
                 logger.error("%s", exc)
-                return EXIT_ERROR
+                return exits.ERROR
             with listen_socket:
                 return await self._supervise(listener, key, listen_socket)
         finally:
@@ -147,13 +140,14 @@ class Supervisor:
                 metrics_socket = bind(*parse_bind(self.settings.pool.metrics_bind), backlog=64)
             except BindError as exc:
                 logger.error("metrics: %s", exc)
-                return EXIT_ERROR
+                return exits.ERROR
+        spawner = self._spawner(listen_socket)
         async with anyio.create_task_group() as task_group:
-            spawner = self._spawner(listen_socket)
             async with open_pool(self.settings, spawner, self.control, self.timeouts) as pool:
                 self.pool = pool
                 self.opened.set()
-                control = ControlServer(listener, key, pool, address, self._stop_for_client, self.timeouts)
+                context = Context(pool, address, self._started_at, self._stop_for_client)
+                control = ControlServer(listener, key, context, self.timeouts)
                 task_group.start_soon(control.serve)
                 if metrics_socket is not None:
                     from .metrics import serve_metrics  # prometheus_client costs 80 ms of start-up
@@ -163,19 +157,20 @@ class Supervisor:
                 if reaper.needed():
                     task_group.start_soon(reaper.reap_orphans, lambda: {p.pid for p in pool.processes()})
                 with interrupts_to(self._on_interrupt):
-                    exit_code = await self._start_up(pool, address)
-                    if exit_code == EXIT_OK:
-                        await pool.wait_until(lambda: self._stop_requested.is_set() or pool.state is PoolState.DOWN)
+                    await self._start_up(pool, address)
+                    await pool.wait_until(lambda: self._stop_requested.is_set() or pool.state is PoolState.DOWN)
+                    exit_code = exits.OK
                     if pool.state is PoolState.DOWN:
                         # Nobody will serve: once the workers left have drained, new
                         # connections are refused rather than left hanging.
                         listen_socket.close()
-                        exit_code = EXIT_ERROR if pool.failed_to_start else EXIT_DOWN
+                        exit_code = exits.ERROR if pool.failed_to_start else exits.DOWN
                     exit_code = await self._shut_down(pool, listener, exit_code)
             task_group.cancel_scope.cancel()
+        spawner.close()  # its processes are all reaped
         return exit_code
 
-    async def _start_up(self, pool: Pool, address: str) -> int:
+    async def _start_up(self, pool: Pool, address: str) -> None:
         """Wait until every worker is ready, or the pool gives up, or a stop comes."""
         await pool.wait_until(lambda: pool.state is not PoolState.STARTING or self._stop_requested.is_set())
         if pool.state is PoolState.READY:
@@ -183,21 +178,20 @@ class Supervisor:
                 "pool ready: %d workers serving %s with %s (control: %s, pid %d)",
                 len(pool.slots), address, pool.worker_settings.http, self.control, os.getpid(),
             )  # fmt: skip
-        return EXIT_OK
 
     async def _shut_down(self, pool: Pool, listener: ipc.Listener, exit_code: int) -> int:
         """Stop the pool, answer whoever asked for the stop, and say how it ended."""
         clean = await pool.stop(self.grace)
-        if exit_code == EXIT_OK and not clean:
-            exit_code = EXIT_UNCLEAN
+        if exit_code == exits.OK and not clean:
+            exit_code = exits.UNCLEAN
         self._reply = StopReply(pool.stop_report(), clean)
         self._stopped.set()
         await listener.aclose()
         if self._clients_waiting:
             with anyio.move_on_after(self.timeouts.reply_window):
                 await self._all_replied.wait()
-        if pool.failure and exit_code == EXIT_DOWN:
+        if pool.failure and exit_code == exits.DOWN:
             logger.error("stopped: %s (exit code %d)", pool.failure, exit_code)
         else:
-            logger.info("stopped%s", "" if exit_code == EXIT_OK else f" (exit code {exit_code})")
+            logger.info("stopped%s", "" if exit_code == exits.OK else f" (exit code {exit_code})")
         return exit_code

@@ -20,6 +20,8 @@ in front of the pool's own packages, so a ``worker.py`` there cannot shadow them
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import importlib.util
 import logging
@@ -97,10 +99,16 @@ class Spawner(Protocol):
     #: connection: then a worker's Hello must come from the pid it names.
     kernel_pids: bool
 
-    def spawn(self, request: SpawnRequest) -> ProcessHandle: ...
+    async def spawn(self, request: SpawnRequest) -> ProcessHandle:
+        """A started process; ``OSError`` if the system refused it."""
+        ...
 
     def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
         """How ``Configure`` names the pool's listening socket to this worker: (fd, share)."""
+        ...
+
+    def close(self) -> None:
+        """Every process it started has been reaped: let go of what it holds."""
         ...
 
 
@@ -136,13 +144,25 @@ class SubprocessSpawner:
         # One thread per process waits for its exit: they must not queue behind anyio's
         # default limit of 40 threads, or a large pool's late exits would go unseen.
         self._waiters = anyio.CapacityLimiter(math.inf)
+        # And one thread starts them all, off the event loop (a fork and exec take
+        # milliseconds, tens of them under Wine), and lives as long as the supervisor: on Linux
+        # PR_SET_PDEATHSIG (worker.lifeline) fires when the *thread* that spawned a worker
+        # ends, and anyio's pooled threads end when idle.
+        self._starter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spawner")
         if sys.platform == "win32":
             self._job = KillOnCloseJob()
 
     def command(self, request: SpawnRequest) -> list[str]:
         return [sys.executable, "-P", "-m", "worker", *request.options.argv()]
 
-    def spawn(self, request: SpawnRequest) -> Subprocess:
+    async def spawn(self, request: SpawnRequest) -> Subprocess:
+        return await asyncio.wrap_future(self._starter.submit(self._start, request))
+
+    def close(self) -> None:
+        """Let the starting thread end, once every process it started has been reaped."""
+        self._starter.shutdown(wait=False)
+
+    def _start(self, request: SpawnRequest) -> Subprocess:
         command = self.command(request)
         environment = worker_environment(request.threads)
         if sys.platform == "win32":

@@ -15,8 +15,22 @@ a sequence number that grows with every snapshot the worker takes. The rules:
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ipc.messages import PoolStatsReply, StatsReport, StatsRequest
+
+from .lifecycle import State
+
+if TYPE_CHECKING:
+    from .pool import Pool
+    from .workers import WorkerProcess
+
+logger = logging.getLogger("supervisor")
 
 #: How deep a report may nest; Triton's shape needs three levels under the model name.
 MAX_DEPTH = 4
@@ -95,3 +109,72 @@ class StatsBook:
 
     def total(self) -> dict[str, Any]:
         return total([self._retired, *(report for _, report in self._latest.values())])
+
+
+class Counters:
+    """The pool's counters: every worker's statistics (``/v2/models/stats``) and metrics
+    (``/metrics``), and the fan-out that refreshes the statistics when a worker asks for the
+    pool's."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.stats = StatsBook()
+        #: Every worker's cumulative metrics (worker.api.metrics), those of workers gone included.
+        self.metrics = StatsBook()
+        self._request_ids = itertools.count(1)
+        self._waiters: dict[int, anyio.Event] = {}
+        self._fan_out: anyio.Event | None = None
+
+    def record_stats(self, process: WorkerProcess, seq: int, models: Any) -> None:
+        if not self.stats.record(process, seq, models) and seq > 0:
+            logger.debug("worker %d: statistics snapshot %d refused (stale or malformed)", process.slot, seq)
+
+    def record_metrics(self, process: WorkerProcess, seq: int, metrics: Any) -> None:
+        self.metrics.record(process, seq, metrics)
+
+    def retire(self, process: WorkerProcess) -> None:
+        self.stats.retire(process)
+        self.metrics.retire(process)
+
+    def reported(self, process: WorkerProcess, report: StatsReport) -> None:
+        self.record_stats(process, report.seq, report.models)
+        waiter = self._waiters.get(report.request_id)
+        if waiter is not None:
+            waiter.set()
+
+    async def answer(self, process: WorkerProcess, request_id: int) -> None:
+        """Answer a worker's PoolStatsRequest."""
+        channel = process.channel
+        totals = await self.pool_stats()
+        if channel is not None:
+            channel.post(PoolStatsReply(request_id, totals))
+
+    async def pool_stats(self) -> dict[str, Any]:
+        """Fresh counters from every live worker, summed with those of workers gone.
+
+        Concurrent callers share one fan-out: a caller that arrives while one runs waits for it.
+        """
+        if self._fan_out is not None:
+            await self._fan_out.wait()
+            return self.stats.total()
+        self._fan_out = anyio.Event()
+        try:
+            async with anyio.create_task_group() as task_group:
+                for process in self.pool.processes():
+                    if process.channel is not None and process.state in (State.READY, State.DRAINING):
+                        task_group.start_soon(self._refresh, process)
+        finally:
+            done, self._fan_out = self._fan_out, None
+            done.set()
+        return self.stats.total()
+
+    async def _refresh(self, process: WorkerProcess) -> None:
+        request_id = next(self._request_ids)
+        waiter = self._waiters[request_id] = anyio.Event()
+        try:
+            with anyio.move_on_after(self.pool.timeouts.stats):
+                channel = process.channel
+                if channel is not None and channel.post(StatsRequest(request_id)):
+                    await waiter.wait()
+        finally:
+            del self._waiters[request_id]

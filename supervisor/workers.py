@@ -1,25 +1,22 @@
-"""What the pool knows of its slots and their processes (gunicorn's arbiter, supervisord).
+"""What the pool knows of one worker process (gunicorn's arbiter, supervisord's process record).
 
-A pool of N workers has N :class:`Slot`\\s. A slot keeps its index for the pool's whole life
-and counts its generations and restarts; each process spawned into it is a new
-:class:`WorkerProcess` record, and is dropped from the slot once it has exited and been
-reaped. A reload, a respawn or a scale step is a change of a slot's process, never of the
-pool's shape.
+Each process spawned into a slot is a new :class:`WorkerProcess`, dropped from its slot once it
+has exited and been reaped. Its state is its lifecycle table's (``supervisor.lifecycle``); the
+rest is what it said and what was done to it, for the health policy and for ``status``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import anyio
-from anyio.streams.memory import MemoryObjectSendStream
-
-import ipc
 from ipc.messages import Heartbeat, Stopped, WorkerStatus
 
-from .lifecycle import Lifecycle, State
-from .policy import Restarts
+from .lifecycle import Event, Lifecycle, State
 from .spawn import ProcessHandle
+
+if TYPE_CHECKING:
+    from .channel import Channel
 
 
 @dataclasses.dataclass(eq=False)
@@ -31,9 +28,8 @@ class WorkerProcess:
     handle: ProcessHandle
     spawned_at: float
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
-    #: Its control connection, and the queue of messages going out on it, once it has joined.
-    connection: ipc.Connection | None = None
-    outbox: MemoryObjectSendStream[ipc.Message] | None = None
+    #: Its control channel, once it has joined and until the connection ends.
+    channel: Channel | None = None
     ready_at: float | None = None
     #: When the supervisor last heard anything from it.
     last_heard: float | None = None
@@ -50,16 +46,11 @@ class WorkerProcess:
     #: Killed at this time (on the pool's clock) unless it has exited by then, for ``deadline_reason``.
     deadline: float | None = None
     deadline_reason: str = ""
-    #: Its slot no longer counts on it (it is being replaced or drained away): when it ends,
-    #: the slot is not refilled.
-    retiring: bool = False
     #: Recycled once it has answered this many requests (--max-requests plus its jitter).
     request_limit: int | None = None
     #: Replacements tried for recycling it that could not start, and when to try again.
     recycle_failures: int = 0
     recycle_after: float = 0.0
-    #: Set when its control connection has ended.
-    disconnected: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
     @property
     def state(self) -> State:
@@ -74,16 +65,41 @@ class WorkerProcess:
         return self.exit_code is None
 
     @property
+    def starting(self) -> bool:
+        return self.state in (State.SPAWNED, State.CONNECTED)
+
+    @property
     def ended_cleanly(self) -> bool:
         """It drained and exited 0 dropping nothing, or it never served: nothing was lost."""
         if self.ready_at is None:
             return True
         return self.state is State.STOPPED and not (self.report and self.report.dropped)
 
+    @property
+    def drained(self) -> bool:
+        """It stopped as asked, having finished every request it held."""
+        report = self.report
+        return self.exit_code == 0 and self.state is not State.KILLED and (report is None or not report.dropped)
+
+    def fire(self, event: Event) -> None:
+        self.lifecycle.fire(event)
+
     def set_deadline(self, at: float, reason: str) -> None:
         """Kill it at ``at`` unless an earlier deadline already stands."""
         if self.deadline is None or at < self.deadline:
             self.deadline, self.deadline_reason = at, reason
+
+    def how_it_ended(self) -> str:
+        """One line for a reload's or a scale's report."""
+        pid = f"pid {self.pid}"
+        if self.state is State.KILLED:
+            return f"{pid} killed ({self.reason or 'by the supervisor'})"
+        if self.exit_code not in (0, None):
+            return f"{pid} exited with code {self.exit_code}"
+        if self.ready_at is None:
+            return f"{pid} stopped before it was ready"
+        dropped = self.report.dropped if self.report is not None else 0
+        return f"{pid} drained and stopped" + (f", dropping {dropped} requests" if dropped else "")
 
     def status(self, now: float, restarts: int) -> WorkerStatus:
         report = self.report
@@ -103,47 +119,3 @@ class WorkerProcess:
             served=report.served if report else None,
             reason=self.reason,
         )
-
-
-@dataclasses.dataclass(eq=False)
-class Slot:
-    """One place in the pool, filled by one process at a time (two while it is replaced)."""
-
-    index: int
-    restarts: Restarts
-    generation: int = 0
-    #: The process this slot counts on to serve (or to start serving); None while it waits to
-    #: be refilled.
-    current: WorkerProcess | None = None
-    #: Its replacement while it starts (a reload, a recycling): it becomes ``current`` once
-    #: ready, and only then does the old one drain.
-    incoming: WorkerProcess | None = None
-    #: A replacement is under way: one at a time per slot.
-    replacing: bool = False
-    #: It has had a ready worker: until then, a failure is a failed start (the pool's, or a
-    #: scale's), not a loss to heal.
-    ever_ready: bool = False
-    #: Every process of this slot that has not been reaped yet: the current one, and those
-    #: draining away.
-    processes: list[WorkerProcess] = dataclasses.field(default_factory=list)
-    #: When a lost worker's replacement is due (on the pool's clock), during its backoff.
-    respawn_at: float | None = None
-
-    @property
-    def serving(self) -> bool:
-        return self.current is not None and self.current.state is State.READY
-
-    def status(self, now: float) -> list[WorkerStatus]:
-        rows = [process.status(now, self.restarts.count) for process in self.processes]
-        if self.respawn_at is not None and self.current is None:
-            rows.append(
-                WorkerStatus(
-                    slot=self.index,
-                    generation=self.generation,
-                    pid=None,
-                    state="restarting",
-                    restarts=self.restarts.count,
-                    reason=f"replacement due in {max(0.0, self.respawn_at - now):.1f}s",
-                )
-            )
-        return rows

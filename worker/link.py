@@ -22,6 +22,7 @@ import anyio
 import ipc
 from ipc import handshake, keys
 from ipc.messages import (
+    STATS_WAIT,
     Configure,
     Error,
     Heartbeat,
@@ -40,7 +41,7 @@ from .memory import rss
 logger = logging.getLogger("worker")
 
 #: How long a /stats request waits for the pool's answer before serving this worker's own.
-POOL_STATS_TIMEOUT = 5.0
+POOL_STATS_TIMEOUT = 2 * STATS_WAIT
 
 
 class HandshakeError(Exception):

@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 
 import ipc
+from ipc import handshake
 from ipc.contract.settings import WorkerSettings
 from ipc.messages import Configure, Error, Ready, Stop
 
@@ -26,8 +27,6 @@ logger = logging.getLogger("worker")
 
 #: Drain time when the supervisor vanishes without saying how long.
 ORPHAN_GRACE = 10.0
-#: A supervisor that does not welcome and configure a worker in this time is not coming.
-HANDSHAKE_TIMEOUT = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +65,11 @@ async def run_worker(address: str, slot: int, generation: int) -> Outcome:
     async with connection:
         link = SupervisorLink(connection)
         try:
-            with anyio.fail_after(HANDSHAKE_TIMEOUT):
+            with anyio.fail_after(handshake.TIMEOUT):
                 configure = await link.handshake(address, slot, generation)
             sock = listening_socket(configure)
         except TimeoutError:
-            logger.error("cannot join the pool: the supervisor did not answer in %gs", HANDSHAKE_TIMEOUT)
+            logger.error("cannot join the pool: the supervisor did not answer in %gs", handshake.TIMEOUT)
             return Outcome(1)
         except PoolStoppingError:
             logger.info("the pool is stopping: exiting without serving")

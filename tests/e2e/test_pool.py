@@ -71,6 +71,10 @@ def test_start_serve_status_stop(launch, platform):
     pids = pids_serving(url, want=2)
     assert len(pids) > 1, "every request went to one worker"
 
+    ping = pool.cli("ping")
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert re.fullmatch(rf"pool ready at {url} \(supervisor pid \d+, up \d+s, version \S+\)\n", ping.stdout)
+
     report = pool.status()
     assert report["state"] == "ready"
     assert [w["state"] for w in report["workers"]] == ["ready"] * workers
@@ -81,6 +85,9 @@ def test_start_serve_status_stop(launch, platform):
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert "stopped cleanly" in stop.stdout
     assert pool.wait_exit() == 0
+    gone = pool.cli("ping")
+    assert gone.returncode == 1 and gone.stdout == "", gone.stdout + gone.stderr
+    assert gone.stderr.startswith("supervisor: error: ") and gone.stderr.count("\n") == 1
     for worker in range(workers):
         assert re.search(stopped(worker), pool.output), pool.output
     assert "NotImplementedError" not in pool.output and "Traceback" not in pool.output

@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 import ipc
-from ipc import handshake, keys
+from ipc import handshake, keys, memory
 from ipc.contract.settings import WorkerSettings
-from ipc.messages import Configure, Heartbeat, Hello, Ready, StatsReport, StatsRequest, Stop, Stopped
+from ipc.messages import Configure, Heartbeat, Hello, Ready, StatsReport, StatsRequest, Stop, Stopped, Welcome
 from supervisor.policy import Timeouts
+from supervisor.pool import Pool
 from supervisor.run import Supervisor
 from supervisor.settings import PoolSettings, Settings
 from supervisor.spawn import SpawnRequest
@@ -93,13 +95,27 @@ class FakeWorker:
     # --- the protocol ----------------------------------------------------------------------------
 
     async def join(self) -> Configure:
-        self.connection = await ipc.connect(self.request.options.control)
+        try:
+            self.connection = await ipc.connect(self.request.options.control)
+        except ipc.NoServerError:  # the supervisor is gone already: as a real worker, exit 1
+            self.exit(1)
+            await anyio.sleep_forever()
         hello = Hello(ipc.PROTOCOL_VERSION, "worker", self.pid, self.slot, self.generation, handshake.new_nonce())
         try:
             await handshake.greet(self.connection, hello, keys.read_key(self.request.options.control))
         except ipc.RefusedError:
             self.exit(1)
             await anyio.sleep_forever()  # the exit's cancellation lands here
+        self.configure = await self.connection.receive_a(Configure)
+        return self.configure
+
+    async def join_in_memory(self, pool: Pool) -> Configure:
+        """Join ``pool`` over a connection pair in memory, as the control server would hand it
+        over once admitted: the pool's channel with no socket under it."""
+        theirs, self.connection = memory.pair()
+        hello = Hello(ipc.PROTOCOL_VERSION, "worker", self.pid, self.slot, self.generation, handshake.new_nonce())
+        pool.adopt(hello, theirs)
+        await self.connection.receive_a(Welcome)
         self.configure = await self.connection.receive_a(Configure)
         return self.configure
 
@@ -167,8 +183,9 @@ class FakeSpawner:
         self._cost = cost
         self.spawned: list[FakeWorker] = []
 
-    def spawn(self, request: SpawnRequest) -> FakeWorker:
-        time.sleep(self._cost)
+    async def spawn(self, request: SpawnRequest) -> FakeWorker:
+        if self._cost:
+            await anyio.to_thread.run_sync(time.sleep, self._cost)  # a fork and exec, off the loop
         script = self._script(request)
         if isinstance(script, Unspawnable) and script.times > 0:
             script.times -= 1
@@ -180,6 +197,9 @@ class FakeSpawner:
 
     def listen_socket_for(self, handle: object) -> tuple[int | None, bytes | None]:
         return None, None
+
+    def close(self) -> None:
+        pass
 
     def running(self) -> list[FakeWorker]:
         return [worker for worker in self.spawned if not worker.exited.is_set()]

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ipc.contract.settings import WorkerSettings
-from supervisor import cli
+from supervisor import cli, commands
 from supervisor.settings import PoolSettings, SettingsError, options, resolve
 from supervisor.sockets import parse_bind
 
@@ -178,7 +178,7 @@ def test_commands_for_a_running_pool_ignore_settings_only_start_reads(capsys, mo
     "seconds, text", [(0, "0s"), (59.9, "59s"), (61, "1m01s"), (3600 * 2 + 180, "2h03m"), (86400 * 4 + 7200, "4d02h")]
 )
 def test_durations_read_at_a_glance(seconds, text):
-    assert cli._duration(seconds) == text
+    assert commands.duration(seconds) == text
 
 
 def test_config_prints_each_setting_with_its_source(capsys, monkeypatch, tmp_path):
