@@ -136,8 +136,10 @@ class Supervisor:
             with listen_socket:
                 return await self._supervise(listener, key, listen_socket)
         finally:
-            await listener.aclose()
+            # The key first: once the address is given up, the next supervisor's key may
+            # replace ours between remove_key's look and its unlink.
             keys.remove_key(self.control, key)
+            await listener.aclose()
 
     async def _supervise(self, listener: ipc.Listener, key: bytes, listen_socket: socket.socket) -> int:
         address = url(listen_socket)
@@ -171,7 +173,7 @@ class Supervisor:
                         # connections are refused rather than left hanging.
                         listen_socket.close()
                         exit_code = EXIT_ERROR if pool.failed_to_start else EXIT_DOWN
-                    exit_code = await self._shut_down(pool, listener, exit_code)
+                    exit_code = await self._shut_down(pool, listener, key, exit_code)
             task_group.cancel_scope.cancel()
         return exit_code
 
@@ -185,13 +187,14 @@ class Supervisor:
             )  # fmt: skip
         return EXIT_OK
 
-    async def _shut_down(self, pool: Pool, listener: ipc.Listener, exit_code: int) -> int:
+    async def _shut_down(self, pool: Pool, listener: ipc.Listener, key: bytes, exit_code: int) -> int:
         """Stop the pool, answer whoever asked for the stop, and say how it ended."""
         clean = await pool.stop(self.grace)
         if exit_code == EXIT_OK and not clean:
             exit_code = EXIT_UNCLEAN
         self._reply = StopReply(pool.stop_report(), clean)
         self._stopped.set()
+        keys.remove_key(self.control, key)  # while the address is still ours (see run)
         await listener.aclose()
         if self._clients_waiting:
             with anyio.move_on_after(self.timeouts.reply_window):
