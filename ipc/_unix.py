@@ -2,15 +2,21 @@
 
 The socket lives in a folder only its owner may enter (0700) and is itself 0600, and the server
 learns each peer's uid from the kernel (``SO_PEERCRED``, ``getpeereid``), so another user is
-refused even where the file permissions were opened up by mistake. A socket file left behind by
-a dead supervisor is stale: nothing accepts on it, so it is removed and reused; one a live
-supervisor accepts on is refused as in use.
+refused even where the file permissions were opened up by mistake.
+
+A server claims its address before it touches the socket file, with an exclusive ``flock`` on
+``<socket>.lock`` held for its whole life; the kernel drops it when the server closes, or dies
+however it dies. A second server finds the claim taken and is refused as in use. A socket file
+found under the claim is a dead server's leftover, and is replaced. (Asking the socket could not
+tell: a live server between ``bind()`` and ``listen()`` refuses connections as a dead one's
+file does, and two supervisors started at once removed each other's sockets.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import os
 import socket
 import stat
@@ -81,29 +87,50 @@ async def open_connection(path: str) -> tuple[asyncio.StreamReader, asyncio.Stre
         raise NoServerError(f"no supervisor is listening at {path}") from exc
 
 
-async def _clear_stale(path: str) -> None:
+def _claim(path: str) -> int:
+    """Claim the address ``path`` for this process: a descriptor holding an exclusive lock on
+    ``<path>.lock``; closing it (or the end of the process) gives the claim up.
+
+    The lock file is never removed: a server could then lock the file just unlinked while the
+    next one creates and locks a new one, both holding "the" claim."""
+    lock_path = f"{path}.lock"
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        info = os.fstat(descriptor)
+        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
+            raise PermissionError(f"{lock_path} is not this user's own lock file")
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise AddressInUseError(f"another supervisor is starting or already running at {path}") from None
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _remove_leftover(path: str) -> None:
+    """Remove a dead server's socket file; only under the address's claim, which every live
+    server holds."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
         raise AddressInUseError(f"{path} exists and is not a socket")
-    try:
-        _, writer = await asyncio.open_unix_connection(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(path)  # stale: its supervisor is gone
-        return
-    writer.close()
-    raise AddressInUseError(f"another supervisor is already listening at {path}")
+    os.unlink(path)
 
 
 class Server:
-    def __init__(self, server: asyncio.AbstractServer, path: str) -> None:
+    def __init__(self, server: asyncio.AbstractServer, path: str, claim: int) -> None:
         self._server = server
         self._path = path
         self._inode = os.stat(path).st_ino
+        self._claim: int | None = claim
 
     async def aclose(self) -> None:
+        if self._claim is None:
+            return
         # Not wait_closed(): since Python 3.12 it also waits for every accepted connection.
         self._server.close()
         try:
@@ -111,6 +138,10 @@ class Server:
                 os.unlink(self._path)
         except FileNotFoundError:
             pass
+        finally:
+            # Last: the next server may take the address only once the socket file is gone.
+            claim, self._claim = self._claim, None
+            os.close(claim)
 
 
 def _check_folder(folder: str) -> None:
@@ -125,12 +156,7 @@ def _check_folder(folder: str) -> None:
         raise PermissionError(f"control folder {folder} is writable by other users")
 
 
-async def start_server(path: str, on_connect: ConnectCallback) -> Server:
-    _check_length(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    _check_folder(folder)
-    await _clear_stale(path)
+def _bind(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # Created 0600 from the start: no moment in which another user could connect.
@@ -144,5 +170,24 @@ async def start_server(path: str, on_connect: ConnectCallback) -> Server:
         if exc.errno == getattr(os, "EADDRINUSE", 98):
             raise AddressInUseError(f"control address {path} is in use") from exc
         raise
-    server = await asyncio.start_unix_server(on_connect, sock=sock, backlog=BACKLOG)
-    return Server(server, path)
+    return sock
+
+
+async def start_server(path: str, on_connect: ConnectCallback) -> Server:
+    _check_length(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    _check_folder(folder)
+    claim = _claim(path)
+    try:
+        _remove_leftover(path)
+        sock = _bind(path)
+        try:
+            server = await asyncio.start_unix_server(on_connect, sock=sock, backlog=BACKLOG)
+        except BaseException:
+            sock.close()  # cancelled, say: its file is a leftover for the next server
+            raise
+    except BaseException:
+        os.close(claim)
+        raise
+    return Server(server, path, claim)

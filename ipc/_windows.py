@@ -4,6 +4,12 @@ Every instance of the pipe is the owner's alone: an explicit security descriptor
 current user and SYSTEM and nobody else (``_winsecurity``), and ``PIPE_REJECT_REMOTE_CLIENTS``
 keeps other machines out. The first instance is created with ``FILE_FLAG_FIRST_PIPE_INSTANCE``,
 so nobody can squat the name first: a second server on it fails at once with access denied.
+
+Before any of that a server claims its address: a lock on ``<name>.lock`` beside the pool's key
+file (``keys.key_path``), held for its whole life and dropped by Windows when the server closes
+or dies. A second server finds the claim taken and is refused as in use. Neither the flag nor a
+look for a live server could say so alone: Wine ignores the flag, and two servers that both look
+before either creates its pipe both find the name free (and then write each other's key file).
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ import _winapi
 import asyncio
 import ctypes
 import functools
+import msvcrt
+import os
 import sys
 from asyncio import windows_events, windows_utils
 from collections.abc import Callable
+from ctypes import wintypes
 from typing import Any
 
+from . import keys
 from .errors import AddressInUseError, NoServerError
 
 assert sys.platform == "win32"
@@ -61,13 +71,66 @@ async def open_connection(address: str) -> tuple[asyncio.StreamReader, asyncio.S
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
+class _Overlapped(ctypes.Structure):
+    _fields_ = [
+        ("Internal", ctypes.c_void_p),
+        ("InternalHigh", ctypes.c_void_p),
+        ("Offset", wintypes.DWORD),
+        ("OffsetHigh", wintypes.DWORD),
+        ("hEvent", wintypes.HANDLE),
+    ]
+
+
+_LOCKFILE_FAIL_IMMEDIATELY = 0x1
+_LOCKFILE_EXCLUSIVE_LOCK = 0x2
+_ERROR_LOCK_VIOLATION = 33
+
+
+def _claim(address: str) -> int:
+    """Claim ``address`` for this process: a descriptor holding an exclusive lock on the first
+    byte of ``<name>.lock`` in the key folder; :func:`_release` (or the end of the process) gives
+    it up. (``LockFileEx`` itself: ``msvcrt.locking`` cannot be told apart from other failures
+    under Wine, whose refusal carries errno 0.)
+
+    The lock file is never removed: a server could then lock the file just removed while the
+    next one creates and locks a new one, both holding "the" claim."""
+    path = os.path.splitext(keys.key_path(address))[0] + ".lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_BINARY | os.O_NOINHERIT, 0o600)
+    handle = ctypes.c_void_p(msvcrt.get_osfhandle(descriptor))
+    flags = _LOCKFILE_EXCLUSIVE_LOCK | _LOCKFILE_FAIL_IMMEDIATELY
+    if not _kernel32.LockFileEx(handle, flags, 0, 1, 0, ctypes.byref(_Overlapped())):
+        error = ctypes.get_last_error()
+        os.close(descriptor)
+        if error == _ERROR_LOCK_VIOLATION:
+            raise AddressInUseError(f"another supervisor is starting or already running at {address}")
+        raise ctypes.WinError(error, f"cannot lock {path}")
+    return descriptor
+
+
+def _release(claim: int) -> None:
+    # Unlocked before closing: Windows drops the locks of a closed file "in time", not at once.
+    try:
+        handle = ctypes.c_void_p(msvcrt.get_osfhandle(claim))
+        _kernel32.UnlockFileEx(handle, 0, 1, 0, ctypes.byref(_Overlapped()))
+    finally:
+        os.close(claim)
+
+
 class Server:
-    def __init__(self, servers: list[Any]) -> None:
+    def __init__(self, servers: list[Any], claim: int) -> None:
         self._servers = servers
+        self._claim: int | None = claim
 
     async def aclose(self) -> None:
-        for server in self._servers:
-            server.close()
+        if self._claim is None:
+            return
+        try:
+            for server in self._servers:
+                server.close()
+        finally:
+            claim, self._claim = self._claim, None
+            _release(claim)
 
 
 async def _probe(address: str) -> None:
@@ -109,6 +172,16 @@ class _OwnerOnlyPipeServer(windows_events.PipeServer):
 
 async def start_server(address: str, on_connect: ConnectCallback) -> Server:
     loop = _loop()
+    claim = _claim(address)
+    try:
+        servers = await _serve(loop, address, on_connect)
+    except BaseException:
+        _release(claim)
+        raise
+    return Server(servers, claim)
+
+
+async def _serve(loop: Any, address: str, on_connect: ConnectCallback) -> list[Any]:
     await _probe(address)
     security = OwnerOnly()
 
@@ -127,4 +200,4 @@ async def start_server(address: str, on_connect: ConnectCallback) -> Server:
         raise AddressInUseError(f"another supervisor is already listening at {address}") from exc
     finally:
         windows_events.PipeServer = original  # type: ignore[misc]
-    return Server(list(servers))
+    return list(servers)

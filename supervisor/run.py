@@ -129,8 +129,10 @@ class Supervisor:
             with listen_socket:
                 return await self._supervise(listener, key, listen_socket)
         finally:
-            await listener.aclose()
+            # The key first: once the address is given up, the next supervisor's key may
+            # replace ours between remove_key's look and its unlink.
             keys.remove_key(self.control, key)
+            await listener.aclose()
 
     async def _supervise(self, listener: ipc.Listener, key: bytes, listen_socket: socket.socket) -> int:
         address = url(listen_socket)
@@ -165,7 +167,7 @@ class Supervisor:
                         # connections are refused rather than left hanging.
                         listen_socket.close()
                         exit_code = exits.ERROR if pool.failed_to_start else exits.DOWN
-                    exit_code = await self._shut_down(pool, listener, exit_code)
+                    exit_code = await self._shut_down(pool, listener, key, exit_code)
             task_group.cancel_scope.cancel()
         spawner.close()  # its processes are all reaped
         return exit_code
@@ -179,13 +181,14 @@ class Supervisor:
                 len(pool.slots), address, pool.worker_settings.http, self.control, os.getpid(),
             )  # fmt: skip
 
-    async def _shut_down(self, pool: Pool, listener: ipc.Listener, exit_code: int) -> int:
+    async def _shut_down(self, pool: Pool, listener: ipc.Listener, key: bytes, exit_code: int) -> int:
         """Stop the pool, answer whoever asked for the stop, and say how it ended."""
         clean = await pool.stop(self.grace)
         if exit_code == exits.OK and not clean:
             exit_code = exits.UNCLEAN
         self._reply = StopReply(pool.stop_report(), clean)
         self._stopped.set()
+        keys.remove_key(self.control, key)  # while the address is still ours (see run)
         await listener.aclose()
         if self._clients_waiting:
             with anyio.move_on_after(self.timeouts.reply_window):

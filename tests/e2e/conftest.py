@@ -33,13 +33,20 @@ def launch(platform, tmp_path, gate):
     """Start pools; each is stopped (or killed, with all its processes) at the end of the test."""
     pools: list[Pool] = []
 
-    def start(*args: str, workers: int = 2, env: dict[str, str] | None = None, control: str | None = None) -> Pool:
+    def start(
+        *args: str,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        control: str | None = None,
+        module: str = "supervisor",
+    ) -> Pool:
         extra = {"TEST_GATE_DIR": platform.path(str(gate)), **(env or {})}
         pool = Pool(
             platform,
             control or platform.control_address(str(tmp_path)),
             ["--workers", str(workers), "--bind", "127.0.0.1:0", *args],
             platform.env(extra),
+            module=module,
         )
         pools.append(pool)
         return pool

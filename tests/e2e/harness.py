@@ -136,11 +136,12 @@ class Pool:
         env: dict[str, str],
         cwd: str = ROOT,
         prefix: Sequence[str] = (),
+        module: str = "supervisor",
     ) -> None:
         self.platform = platform
         self.control = control
         self.env = env
-        command = [*prefix, *platform.python, "-m", "supervisor", "start", "--control", control, *args]
+        command = [*prefix, *platform.python, "-m", module, "start", "--control", control, *args]
         self.process = subprocess.Popen(
             command,
             cwd=cwd,

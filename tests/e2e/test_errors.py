@@ -81,7 +81,7 @@ def test_control_address_taken(launch, platform):
     first = launch(workers=1)
     first.wait_ready()
     second = run(platform, "start", "--bind", "127.0.0.1:0", "--control", first.control)
-    assert_one_clear_line(second, 1, "another supervisor is already listening at")
+    assert_one_clear_line(second, 1, f"another supervisor is starting or already running at {first.control}")
     assert first.status()["state"] == "ready"  # the first pool did not notice
 
 

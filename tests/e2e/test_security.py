@@ -49,7 +49,7 @@ def test_another_user_is_refused_even_when_the_socket_is_opened_up(launch):
         assert pool.cli("stop").returncode == 0
         assert pool.wait_exit() == 0
     finally:
-        for leftover in (control, keys.key_path(control)):
+        for leftover in (control, keys.key_path(control), f"{control}.lock"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
         os.rmdir(folder)

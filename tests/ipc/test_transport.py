@@ -3,8 +3,10 @@ Windows (the Windows suite runs this file with the Windows interpreter)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import subprocess
 import sys
 
 import anyio
@@ -15,6 +17,57 @@ from ipc.contract.settings import WorkerSettings
 from ipc.messages import Configure, Hello, Stop
 
 pytestmark = pytest.mark.anyio
+
+
+class Window:
+    """Holds each ``ipc.listen`` in the moment before it starts listening (after ``bind()`` on a
+    Unix socket, before the first pipe instance on Windows) until released: there a starting
+    server refuses connections as a dead one's leftover does, and two listens held there at once
+    are the race of two supervisors started together, made certain instead of hoped for."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.arrivals: asyncio.Queue[str] = asyncio.Queue()
+        self.open = asyncio.Event()
+        if sys.platform == "win32":
+            original_method = asyncio.ProactorEventLoop.start_serving_pipe
+
+            async def serve_pipe(loop, *args, **kwargs):
+                await self._hold()
+                return await original_method(loop, *args, **kwargs)
+
+            monkeypatch.setattr(asyncio.ProactorEventLoop, "start_serving_pipe", serve_pipe)
+        else:
+            original = asyncio.start_unix_server
+
+            async def serve_unix(*args, **kwargs):
+                await self._hold()
+                return await original(*args, **kwargs)
+
+            monkeypatch.setattr(asyncio, "start_unix_server", serve_unix)
+
+    async def _hold(self) -> None:
+        self.arrivals.put_nowait("held")
+        await self.open.wait()
+
+    async def listen(self, address: str, results: list) -> None:
+        """``ipc.listen(address)``; its listener or its AddressInUseError lands in ``results``."""
+        try:
+            results.append(await ipc.listen(address))
+        except ipc.AddressInUseError as exc:
+            results.append(exc)
+            self.arrivals.put_nowait("refused")
+
+
+def endpoint(address: str) -> int | None:
+    """The socket file's inode (None on Windows: a pipe leaves nothing to look at)."""
+    return None if sys.platform == "win32" else os.stat(address).st_ino
+
+
+async def assert_serves(listener: ipc.Listener, address: str) -> None:
+    async with await ipc.connect(address) as client, await listener.accept() as server_side:
+        await client.send(Stop(1.0))
+        with anyio.fail_after(10):
+            assert await server_side.receive() == Stop(1.0)
 
 
 async def test_round_trip(control_address):
@@ -96,20 +149,9 @@ async def test_no_server(control_address):
 async def test_address_in_use(control_address):
     listener = await ipc.listen(control_address)
     try:
-        with pytest.raises(ipc.AddressInUseError):
+        with pytest.raises(ipc.AddressInUseError, match="another supervisor is starting or already running at"):
             await ipc.listen(control_address)
-        # The refusal did not disturb the first server. (The second one's probe connection
-        # reached it first, and closed without a word.)
-        async with await ipc.connect(control_address) as client:
-            await client.send(Stop(1.0))
-            with anyio.fail_after(10):
-                while True:
-                    async with await listener.accept() as server_side:
-                        try:
-                            assert await server_side.receive() == Stop(1.0)
-                            break
-                        except ipc.ConnectionClosedError:
-                            continue
+        await assert_serves(listener, control_address)  # the refusal did not disturb it
     finally:
         await listener.aclose()
 
@@ -121,6 +163,92 @@ async def test_address_is_free_again_after_close(control_address):
     await listener.aclose()
     with pytest.raises(ipc.NoServerError):
         await ipc.connect(control_address)
+
+
+async def test_a_server_about_to_listen_is_not_taken_for_a_dead_one(control_address, monkeypatch):
+    window = Window(monkeypatch)
+    first: list = []
+    second: list = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(window.listen, control_address, first)
+            with anyio.fail_after(10):
+                assert await window.arrivals.get() == "held"  # bound, not yet listening
+            inode = endpoint(control_address)
+            tg.start_soon(window.listen, control_address, second)
+            with anyio.fail_after(10):
+                assert await window.arrivals.get() == "refused", second
+            window.open.set()
+        assert endpoint(control_address) == inode  # its socket file was left alone
+        (refusal,) = second
+        assert "another supervisor is starting or already running at" in str(refusal)
+        (listener,) = first
+        await assert_serves(listener, control_address)
+    finally:
+        window.open.set()
+        for result in first + second:
+            if isinstance(result, ipc.Listener):
+                await result.aclose()
+
+
+async def test_of_two_listens_at_the_same_moment_exactly_one_wins(control_address, monkeypatch):
+    for _ in range(20):
+        window = Window(monkeypatch)
+        results: list = []
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(window.listen, control_address, results)
+                tg.start_soon(window.listen, control_address, results)
+                with anyio.fail_after(10):
+                    # Each is held before listening, or refused: then both go on at once.
+                    arrivals = sorted([await window.arrivals.get(), await window.arrivals.get()])
+                window.open.set()
+            assert arrivals == ["held", "refused"], results
+            (winner,) = [r for r in results if isinstance(r, ipc.Listener)]
+            await assert_serves(winner, control_address)
+        finally:
+            window.open.set()
+            for result in results:
+                if isinstance(result, ipc.Listener):
+                    await result.aclose()
+        monkeypatch.undo()
+
+
+HOLDER = """
+import asyncio, sys
+import ipc
+
+async def main():
+    await ipc.listen(sys.argv[1])
+    print("listening", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_address_is_free_again_once_its_server_is_killed(control_address):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    process = await anyio.open_process(
+        [sys.executable, "-c", HOLDER, control_address], cwd=root, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            assert (await process.stdout.receive()).strip() == b"listening"
+        with pytest.raises(ipc.AddressInUseError):
+            await ipc.listen(control_address)
+    finally:
+        process.kill()  # SIGKILL, TerminateProcess: no clean-up of its own
+        with anyio.fail_after(30):
+            await process.wait()
+        await process.aclose()
+    # Whatever it held died with it; on POSIX its socket file is left over, and replaced.
+    listener = await ipc.listen(control_address)
+    try:
+        await assert_serves(listener, control_address)
+    finally:
+        await listener.aclose()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="socket files are a POSIX matter")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import anyio
 import pytest
@@ -32,6 +33,25 @@ async def test_a_healthy_pool_starts_and_stops_cleanly(control_address):
         assert stop.clean and [w.state for w in stop.workers] == ["stopped", "stopped"]
     assert await pool.finished() == exits.OK
     assert all(isinstance(w.received[-1], Stop) for w in pool.spawner.spawned)
+
+
+async def test_the_key_file_is_gone_before_the_address_is_given_up(control_address, monkeypatch):
+    """Removed after, it could be the next supervisor's key that goes: one may start at the
+    address as soon as it is free, and remove_key looks at the file before it unlinks it."""
+    key_file_there = []
+    aclose = ipc.Listener.aclose
+
+    async def giving_up(listener: ipc.Listener) -> None:
+        key_file_there.append(os.path.exists(keys.key_path(control_address)))
+        await aclose(listener)
+
+    monkeypatch.setattr(ipc.Listener, "aclose", giving_up)
+    async with running(control_address, by_generation()) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        assert os.path.exists(keys.key_path(control_address))
+        assert (await client.stop(control_address, None)).clean
+    assert await pool.finished() == exits.OK
+    assert key_file_there and not any(key_file_there), key_file_there
 
 
 async def crash_after_ready(worker: FakeWorker) -> None:
