@@ -1,8 +1,9 @@
-"""Models for tests, loaded by workers with ``--model NAME=tests.models:Factory``."""
+"""Models for tests, loaded by workers with ``--model NAME=tests.models:Factory`` (and in-process)."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
@@ -133,6 +134,24 @@ class RowSumModel(Model):
 
     def predict(self, inputs):
         return {"OUTPUT0": np.asarray(inputs["INPUT0"]).sum(axis=1, keepdims=True)}
+
+
+class HeldModel(RowSumModel):
+    """A RowSumModel whose predict waits until ``release`` is set (a minute at most), for
+    in-process tests: ``entered`` is set once a predict is waiting, ``calls`` counts them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def predict(self, inputs):
+        with self._lock:
+            self.calls += 1
+        self.entered.set()
+        self.release.wait(60)
+        return super().predict(inputs)
 
 
 class OrphanMakerModel(RowSumModel):
