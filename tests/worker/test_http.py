@@ -89,3 +89,26 @@ async def test_the_uvicorn_cut_off_ends_only_its_own_cancellation():
         await server.cut_off()
     assert cut_off.done() and not cut_off.cancelled() and cut_off.exception() is None
     assert also_foreign.cancelled()
+
+
+async def test_serve_leaves_no_task_of_its_own_behind_when_cancelled():
+    """The app's lifespan ran in a task of the loop's, not of serve()'s: cancelled while its app
+    finished its shutdown (here: never), serve() returned and left the lifespan running."""
+    shutdown_began = anyio.Event()
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        assert (await receive())["type"] == "lifespan.startup"
+        await send({"type": "lifespan.startup.complete"})
+        assert (await receive())["type"] == "lifespan.shutdown"
+        shutdown_began.set()
+        await anyio.sleep_forever()
+
+    before = asyncio.all_tasks()
+    with listening() as sock, anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(http.serve, app, WorkerSettings(), sock, anyio.lowlevel.checkpoint, lambda: 0.0)
+            await shutdown_began.wait()
+            task_group.cancel_scope.cancel()
+    left = {task for task in asyncio.all_tasks() - before if not task.done()}
+    assert not left, left
