@@ -144,14 +144,20 @@ class HeldModel(RowSumModel):
         super().__init__(name)
         self.entered, self.release = threading.Event(), threading.Event()
         self.calls = 0
-        self._lock = threading.Lock()
+        self._called = threading.Condition()
 
     def predict(self, inputs):
-        with self._lock:
+        with self._called:
             self.calls += 1
+            self._called.notify_all()
         self.entered.set()
         self.release.wait(60)
         return super().predict(inputs)
+
+    def wait_for_calls(self, count: int, timeout: float = 30.0) -> bool:
+        """Whether ``count`` predicts have begun within ``timeout``."""
+        with self._called:
+            return self._called.wait_for(lambda: self.calls >= count, timeout)
 
 
 class OrphanMakerModel(RowSumModel):

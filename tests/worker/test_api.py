@@ -395,7 +395,7 @@ async def test_compressed_bodies_larger_than_a_small_body_inflate_whole():
         response = await call(big, "POST", "/v2/models/sum/infer", packed, {"Content-Encoding": encoding})
         assert response.status == 200, response.body
         assert response.json()["outputs"][0]["data"] == [64.0] * 6000
-    assert big.bodies.budget.taken == 0  # everything taken was given back
+    assert big.bodies.small.taken == big.bodies.large.taken == 0  # everything taken was given back
 
 
 async def test_a_truncated_gzip_body_is_refused(app):
@@ -462,7 +462,7 @@ async def test_bodies_waiting_for_the_budget_do_not_wait_for_each_other():
     from tests.models import RowSumModel
 
     big = InferenceApp([RowSumModel("sum")], ServingState(), max_body_size=8 << 20)
-    big.bodies.budget.capacity = 8 << 20
+    big.bodies.large.capacity = 8 << 20
     rows = json.dumps(
         {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [20000, 64], "data": [1.0] * 20000 * 64}]}
     ).encode()

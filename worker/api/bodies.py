@@ -1,13 +1,14 @@
-"""Request bodies: read whole, decompressed, within the worker's byte budget, or refused.
+"""Request bodies: read whole, decompressed, within the worker's byte budgets, or refused.
 
 :class:`Bodies` reads a body for an endpoint (413 over its limit, 408 when it is too slow, 415
-for an encoding it does not know) and holds it within a :class:`ByteBudget` until the endpoint
-is done with it; :class:`Inflater` undoes gzip and deflate a piece at a time; :class:`RequestBody`
+for an encoding it does not know) and holds it within two :class:`ByteBudget` until the
+endpoint is done with it; :class:`Inflater` undoes gzip and deflate a piece at a time; :class:`RequestBody`
 notes whether a request's body has been read to the end, for the connection's sake.
 """
 
 from __future__ import annotations
 
+import collections
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,8 +22,11 @@ from .errors import HTTPError, bad_request
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
-#: The first bytes of every body, which the worker's body budget does not count.
+#: A small body: the most a body takes from the small budget, and the most a compressed one
+#: inflates to on the event loop.
 SMALL_BODY = 1024 * 1024
+#: The small budget: at most 64 bodies of 1 MiB at once, 65,536 of 1 KB.
+SMALL_BODIES = 64 * SMALL_BODY
 
 
 def request_headers(scope: Scope) -> dict[str, str]:
@@ -30,27 +34,37 @@ def request_headers(scope: Scope) -> dict[str, str]:
 
 
 class Bodies:
-    """The bodies of a worker's requests, ``max_size`` bytes each at most."""
+    """The bodies of a worker's requests, ``max_size`` bytes each at most, read within two
+    byte budgets so that the worker's memory for them is bounded whatever the number of
+    clients: ``small`` (SMALL_BODIES) plus ``large`` (``max_size``).
+
+    Each body takes its first SMALL_BODY bytes (its Content-Length, when that is less) from
+    ``small`` before any of it is read, and what it may grow to past that from ``large`` once
+    it has sent them. Either is taken whole at once, and a request waiting for one holds
+    nothing of that one: requests cannot wait for each other. A body announced larger than
+    SMALL_BODY takes from the first half of ``small`` only, so that however many of them wait
+    for ``large``, requests of a few KB find room; one of unknown length or compressed is
+    most likely small, and takes from all of it. A client that announces a large body and
+    sends nothing holds SMALL_BODY of ``small`` for ``timeout`` at most, none of ``large``.
+    """
 
     def __init__(self, max_size: int, timeout: float) -> None:
         self.max_size = max_size
         self.timeout = timeout
-        #: Request bodies this worker holds at once, in bytes: as much as the largest allowed.
-        #: Decoding holds the GIL, so big bodies gain nothing from being decoded side by side;
-        #: they would only multiply the memory their Python objects take.
-        self.budget = ByteBudget(max_size)
+        self.small = ByteBudget(SMALL_BODIES)
+        #: Bodies past their first SMALL_BODY bytes: as much as the largest allowed. Decoding
+        #: holds the GIL, so big bodies gain nothing from being decoded side by side; they would
+        #: only multiply the memory their Python objects take.
+        self.large = ByteBudget(max_size)
 
     @asynccontextmanager
     async def read(self, scope: Scope, receive: Receive, limit: int | None = None) -> AsyncIterator[bytes]:
-        """The request body, decompressed, held within the worker's byte budget until the block
-        ends; 413 over ``limit`` (``max_size`` at most), 408 when it does not arrive within
-        ``timeout``.
+        """The request body, decompressed, held within the budgets until the block ends; 413
+        over ``limit`` (``max_size`` at most), 408 when it does not arrive within ``timeout``
+        of its turn (a wait for ``small`` comes first, as a wait for a thread would).
 
-        A body counts against the budget only beyond its first SMALL_BODY bytes, so small
-        requests never queue behind large ones and a client that announces a large body and
-        sends nothing holds nothing. Past that, the whole body it may become (its Content-Length,
-        else ``limit``; ``limit`` when compressed, for what it inflates to) is taken at once:
-        requests that wait for the budget hold none of it, so they cannot wait for each other."""
+        What it takes is its size once known: a body's Content-Length, else ``limit`` until it
+        ends; ``limit`` when compressed, for what it inflates to, until it is inflated."""
         limit = min(limit or self.max_size, self.max_size)
         fields = request_headers(scope)
         declared = fields.get("content-length")
@@ -63,8 +77,12 @@ class Bodies:
         expected = limit  # what the body may become
         if declared is not None and declared.isdigit() and not compressed:
             expected = int(declared)
-        held = 0
+        announced_large = declared is not None and declared.isdigit() and int(declared) > SMALL_BODY
+        small = large = 0
         try:
+            small = await self.small.take(
+                min(expected, SMALL_BODY), within=self.small.capacity // 2 if announced_large else None
+            )
             chunks = []
             with anyio.fail_after(self.timeout):
                 size = 0
@@ -77,8 +95,8 @@ class Bodies:
                     if size > limit:
                         raise HTTPError(413, f"request body is over the limit of {limit} bytes")
                     chunks.append(chunk)
-                    if not held and size > SMALL_BODY:
-                        held = await self.budget.take(expected - SMALL_BODY)
+                    if not large and size > SMALL_BODY:
+                        large = await self.large.take(expected - SMALL_BODY)
                     if not message.get("more_body", False):
                         break
             body = b"".join(chunks)
@@ -88,23 +106,25 @@ class Bodies:
                 # event loop (zlib lets go of the GIL): 71 KB of gzip can be 64 MiB of zeros,
                 # and health must keep answering meanwhile.
                 inflater = Inflater(encoding, limit)
-                small = len(body) <= SMALL_BODY
-                inflated = inflater.inflate(body, SMALL_BODY) if small else b""
-                if not (small and inflater.done):
-                    if not held:
-                        held = await self.budget.take(limit - SMALL_BODY)
-                    rest, most = (b"", limit - len(inflated)) if small else (body, limit)
+                fits = len(body) <= SMALL_BODY
+                inflated = inflater.inflate(body, SMALL_BODY) if fits else b""
+                if not (fits and inflater.done):
+                    if not large:
+                        large = await self.large.take(limit - SMALL_BODY)
+                    rest, most = (b"", limit - len(inflated)) if fits else (body, limit)
                     inflated += await anyio.to_thread.run_sync(inflater.inflate, rest, most)
                 body = inflated
-            elif held > len(body) - SMALL_BODY:  # a chunked body shorter than its limit
-                unused = held - max(len(body) - SMALL_BODY, 0)
-                self.budget.give_back(unused)
-                held -= unused
+            # What a chunked or compressed body turned out to be: the rest goes back.
+            small, large = (
+                self.small.keep(small, min(len(body), SMALL_BODY)),
+                self.large.keep(large, len(body) - SMALL_BODY),
+            )
             yield body
         except TimeoutError:
             raise HTTPError(408, f"the request body did not arrive within {self.timeout:g}s") from None
         finally:
-            self.budget.give_back(held)
+            self.small.give_back(small)
+            self.large.give_back(large)
 
 
 class RequestBody:
@@ -142,25 +162,63 @@ class RequestBody:
 class ByteBudget:
     """At most ``capacity`` bytes taken at once; ``take`` waits (back-pressure on the client:
     its body is not read meanwhile) until enough has been given back. One request larger than
-    the whole budget takes all of it."""
+    the whole budget takes all of it.
+
+    Waiters are served in turn, first come first served under each ceiling (``within``), the
+    whole budget's before the others', and bytes given back wake only those they serve: a MiB
+    waiting is not passed forever by a stream of KBs, and 2,000 waiters are not all woken each
+    time a body is done with. 2,000 takers of 1 MiB through 64 MiB, done one loop turn apart,
+    took 3.7 s of CPU when every give-back woke every waiter, 0.36 s served in turn (measured
+    here)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.taken = 0
-        self._returned = anyio.Event()
+        #: Who waits, in turn, by the most that may be taken for them: (amount, woken when served).
+        self._waiting: dict[int, collections.deque[tuple[int, anyio.Event]]] = {}
 
-    async def take(self, amount: int) -> int:
-        amount = min(amount, self.capacity)
-        while self.taken + amount > self.capacity:
-            await self._returned.wait()
-        self.taken += amount
+    async def take(self, amount: int, within: int | None = None) -> int:
+        """Take ``amount`` bytes (``capacity`` at most), once no more than ``within`` (else
+        ``capacity``) would then be taken and nobody waiting under the same ceiling is before
+        it; what was taken."""
+        most = self.capacity if within is None else min(within, self.capacity)
+        amount = min(amount, most)
+        queue = self._waiting.setdefault(most, collections.deque())
+        if amount <= 0 or (not queue and self.taken + amount <= most):
+            amount = max(amount, 0)
+            self.taken += amount
+            return amount
+        turn = (amount, anyio.Event())
+        queue.append(turn)
+        try:
+            await turn[1].wait()
+        except BaseException:
+            if turn[1].is_set():
+                self.give_back(amount)  # served as it was cancelled
+            else:
+                queue.remove(turn)
+                self._serve()  # those behind it may fit now
+            raise
         return amount
 
     def give_back(self, amount: int) -> None:
         if amount:
             self.taken -= amount
-            self._returned.set()
-            self._returned = anyio.Event()
+            self._serve()
+
+    def keep(self, held: int, amount: int) -> int:
+        """Of ``held`` bytes taken, keep ``amount`` (at most all, at least none) and give the rest back."""
+        kept = min(held, max(amount, 0))
+        self.give_back(held - kept)
+        return kept
+
+    def _serve(self) -> None:
+        for most in sorted(self._waiting, reverse=True):
+            queue = self._waiting[most]
+            while queue and self.taken + queue[0][0] <= most:
+                amount, served = queue.popleft()
+                self.taken += amount
+                served.set()
 
 
 class Inflater:
