@@ -1,8 +1,9 @@
-"""Models for tests, loaded by workers with ``--model NAME=tests.models:Factory``."""
+"""Models for tests, loaded by workers with ``--model NAME=tests.models:Factory`` (and in-process)."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
@@ -133,6 +134,30 @@ class RowSumModel(Model):
 
     def predict(self, inputs):
         return {"OUTPUT0": np.asarray(inputs["INPUT0"]).sum(axis=1, keepdims=True)}
+
+
+class HeldModel(RowSumModel):
+    """A RowSumModel whose predict waits until ``release`` is set (a minute at most), for
+    in-process tests: ``entered`` is set once a predict is waiting, ``calls`` counts them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+        self._called = threading.Condition()
+
+    def predict(self, inputs):
+        with self._called:
+            self.calls += 1
+            self._called.notify_all()
+        self.entered.set()
+        self.release.wait(60)
+        return super().predict(inputs)
+
+    def wait_for_calls(self, count: int, timeout: float = 30.0) -> bool:
+        """Whether ``count`` predicts have begun within ``timeout``."""
+        with self._called:
+            return self._called.wait_for(lambda: self.calls >= count, timeout)
 
 
 class OrphanMakerModel(RowSumModel):

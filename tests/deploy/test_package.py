@@ -10,7 +10,10 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
+
+from ipc.contract.settings import HTTP_SERVERS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -35,3 +38,11 @@ def test_the_wheel_holds_every_module(tmp_path):
         if path.suffix in (".py", ".typed") and "__pycache__" not in path.parts
     }
     assert sources and sources <= packed, f"missing from the wheel: {sorted(sources - packed)}"
+
+
+def test_the_extras_admit_the_versions_the_start_check_does():
+    """pyproject's extra and the check a pool runs at start (HTTP_SERVERS) bound the same versions."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for server, needs in HTTP_SERVERS.items():
+        declared = {entry.partition(";")[0].strip() for entry in extras.get(server, [])}
+        assert declared == {str(need) for need in needs}, server

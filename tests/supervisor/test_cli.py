@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ipc.contract.settings import WorkerSettings
+from ipc.contract.settings import HTTP_SERVERS, Requirement, WorkerSettings
 from supervisor import cli, commands
 from supervisor.settings import PoolSettings, SettingsError, options, resolve
 from supervisor.sockets import parse_bind
@@ -136,8 +136,40 @@ def test_an_http_server_not_installed_names_its_extra(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert (
         err.count("\n") == 1
-        and "uvicorn is not installed: pip install httptools (in a checkout: pip install '.[uvicorn]')" in err
+        and "uvicorn is not installed: pip install 'httptools>=0.9,<0.10' (in a checkout: pip install '.[uvicorn]')"
+        in err
     )
+
+
+@pytest.mark.parametrize(
+    "installed, bad",
+    [({"uvicorn": "0.54.2"}, "uvicorn"), ({"httptools": "0.10.0"}, "httptools"), ({"uvloop": "0.24.0rc1"}, "uvloop")],
+)
+def test_an_http_server_outside_the_tested_versions_is_one_line(capsys, monkeypatch, installed, bad):
+    """worker/http/uvicorn_server.py builds on uvicorn's internals; a release it was not tested
+    with failed in a worker, or served subtly wrong, instead of saying so at start."""
+    from importlib import metadata
+
+    if importlib.util.find_spec("uvloop") is None and bad == "uvloop":
+        pytest.skip("uvloop is not installed here (never on Windows): it is then not checked")
+    version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: installed.get(name) or version(name))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["start", "--http", "uvicorn"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    (need,) = [str(need) for need in HTTP_SERVERS["uvicorn"] if need.name == bad]
+    assert err.count("\n") == 1
+    assert f"uvicorn needs {need}, not {bad} {installed[bad]}: pip install '{need}'" in err
+
+
+@pytest.mark.parametrize(
+    "version, admitted",
+    [("0.55", True), ("0.55.0", True), ("0.55.17", True), ("0.55.0.post1", True), ("0.54.9", False),
+     ("0.56.0", False), ("0.56.0rc1", False), ("0.56", False), ("1.0", False), ("", False)],
+)  # fmt: skip
+def test_tested_versions_are_one_minor_series(version, admitted):
+    assert Requirement("uvicorn", "0.55", "0.56").admits(version) is admitted
 
 
 def test_a_list_from_the_environment_is_trimmed():

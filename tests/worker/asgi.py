@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -20,9 +21,16 @@ class Response:
 
 
 async def call(
-    app, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, chunk: int = 0
+    app,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    chunk: int = 0,
+    on_receive: Callable[[bytes, bool], None] | None = None,
 ) -> Response:
-    """One request; ``chunk`` > 0 delivers the body in pieces of that size."""
+    """One request; ``chunk`` > 0 delivers the body in pieces of that size, each handed to
+    ``on_receive`` with whether more follows as the app reads it."""
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
     pieces = pieces or [b""]
@@ -38,6 +46,8 @@ async def call(
     async def receive() -> dict[str, Any]:
         await anyio.lowlevel.checkpoint()  # as a server does between reads: other requests run
         piece = pieces.pop(0) if pieces else b""
+        if on_receive is not None:
+            on_receive(piece, bool(pieces))
         return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
 
     sent: list[dict[str, Any]] = []

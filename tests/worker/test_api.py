@@ -395,7 +395,7 @@ async def test_compressed_bodies_larger_than_a_small_body_inflate_whole():
         response = await call(big, "POST", "/v2/models/sum/infer", packed, {"Content-Encoding": encoding})
         assert response.status == 200, response.body
         assert response.json()["outputs"][0]["data"] == [64.0] * 6000
-    assert big.bodies.taken == 0  # everything taken was given back
+    assert big.bodies.small.taken == big.bodies.large.taken == 0  # everything taken was given back
 
 
 async def test_a_truncated_gzip_body_is_refused(app):
@@ -428,19 +428,19 @@ async def test_bytes_after_a_compressed_body_are_refused(app, encoding, body):
 async def test_health_answers_while_a_large_body_inflates(monkeypatch):
     """71 KB of gzip inflating to 64 MiB held the event loop, and with it every request of the
     worker, health checks too, for seconds (found in review)."""
-    from worker.api import app as app_module
+    from worker.api import bodies
 
     big = InferenceApp([demo_model()], ServingState(), max_body_size=8 << 20)
     inflating, release = threading.Event(), threading.Event()
-    inflate = app_module.Inflater.inflate
+    inflate = bodies.Inflater.inflate
 
     def held_until_released(self, data, most):
-        if most > app_module.SMALL_BODY:  # the large part: it waits for health to be answered
+        if most > bodies.SMALL_BODY:  # the large part: it waits for health to be answered
             inflating.set()
             release.wait(10)
         return inflate(self, data, most)
 
-    monkeypatch.setattr(app_module.Inflater, "inflate", held_until_released)
+    monkeypatch.setattr(bodies.Inflater, "inflate", held_until_released)
     bomb = gzip.compress(b"\x00" * (16 << 20))
     answers: list[int] = []
 
@@ -462,7 +462,7 @@ async def test_bodies_waiting_for_the_budget_do_not_wait_for_each_other():
     from tests.models import RowSumModel
 
     big = InferenceApp([RowSumModel("sum")], ServingState(), max_body_size=8 << 20)
-    big.bodies.capacity = 8 << 20
+    big.bodies.large.capacity = 8 << 20
     rows = json.dumps(
         {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [20000, 64], "data": [1.0] * 20000 * 64}]}
     ).encode()
@@ -602,7 +602,7 @@ async def test_a_bug_in_a_route_is_a_json_500(app, monkeypatch):
     def broken(model, *args):
         raise KeyError("oops")
 
-    monkeypatch.setattr("worker.api.tensors.model_config", broken)
+    monkeypatch.setattr("worker.api.metadata.model_config", broken)
     response = await call(app, "GET", "/v2/models/mlp/config")
     assert response.status == 500 and response.json() == {"error": "internal error: KeyError"}
     assert (await call(app, "GET", "/v2/health/live")).status == 200

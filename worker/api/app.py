@@ -1,4 +1,4 @@
-"""The ASGI application: routing, bodies, errors, draining and in-flight accounting."""
+"""The ASGI application: routing, errors, draining and in-flight accounting (bodies: :mod:`.bodies`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import logging
 import os
 import re
 import time
-import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import anyio
@@ -18,8 +16,9 @@ import anyio.to_thread
 import ipc
 
 from ..models import Model
-from . import inference, jsonio, openapi, tensors
+from . import inference, jsonio, metadata, openapi, tensors
 from .batching import Batcher
+from .bodies import SMALL_BODY, Bodies, Receive, RequestBody, Scope, request_headers
 from .errors import HTTPError, bad_request, not_found
 from .metrics import Metrics
 from .stats import ModelStats, as_triton, highest
@@ -28,8 +27,6 @@ from .tensors import REQUEST_OVERHEAD
 logger = logging.getLogger("worker.api")
 access = logging.getLogger("worker.access")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: Returns the pool-wide snapshots per model name, given this worker's own.
 PoolStats = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -39,8 +36,6 @@ SERVER_VERSION = ipc.__version__
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 JSON = [(b"content-type", b"application/json")]
 
-#: The first bytes of every body, which the worker's body budget does not count.
-SMALL_BODY = 1024 * 1024
 FIXED_PATHS = frozenset(
     ("/v2/health/live", "/v2/health/ready", "/", "/v2", "/v1/models", "/v2/models/stats", "/openapi.json")
 )
@@ -94,13 +89,8 @@ class InferenceApp:
         #: Statistics of every model version, by its key (see ``_key``).
         self.stats = {_key(model): ModelStats(model.name, model.version) for model in models}
         self.state = state
-        self.max_body_size = max_body_size
-        self.body_timeout = body_timeout
         self.access_log = access_log
-        #: Request bodies this worker holds at once, in bytes: as much as the largest allowed.
-        #: Decoding holds the GIL, so big bodies gain nothing from being decoded side by side;
-        #: they would only multiply the memory their Python objects take.
-        self.bodies = ByteBudget(max_body_size)
+        self.bodies = Bodies(max_body_size, body_timeout)
         self._pool_stats = pool_stats
         #: Dynamic batching, by model name: the models given a delay (in seconds) that can batch.
         delays = batch_delays or {}
@@ -149,7 +139,7 @@ class InferenceApp:
                 logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
                 status, body, headers = 500, _error_body(f"internal error: {type(exc).__name__}"), JSON
             headers = [*headers, (b"content-length", str(len(body)).encode()), (b"x-worker-pid", self._pid)]
-            if not request_body.done and not await request_body.drain(SMALL_BODY, min(self.body_timeout, 2.0)):
+            if not request_body.done and not await request_body.drain(SMALL_BODY, min(self.bodies.timeout, 2.0)):
                 # Refused before its body was read, and the body is too large or too slow to
                 # read now: the connection cannot carry another request. Say so, not just close it.
                 headers.append((b"connection", b"close"))
@@ -210,13 +200,13 @@ class InferenceApp:
                 return await self._infer(model, scope, receive)
             _allow(method, "GET")
             if action is None:
-                return _json(tensors.model_metadata(model, self._versions_of(model.name)))
+                return _json(metadata.model_metadata(model, self._versions_of(model.name)))
             if action == "/ready":
                 return self._ready(model)
             if action == "/config":
                 batcher = self.batchers.get(_key(model))
                 versions = self._versions_of(model.name)
-                return _json(tensors.model_config(model, batcher.delay if batcher else 0.0, len(versions)))
+                return _json(metadata.model_config(model, batcher.delay if batcher else 0.0, len(versions)))
             # Triton's: a model's statistics are those of all its versions, unless one is named.
             chosen = (
                 [model] if match["version"] else [self.versions[model.name, v] for v in self._versions_of(model.name)]
@@ -260,7 +250,7 @@ class InferenceApp:
         """The repository index (``POST /v2/repository/index``): every version served, READY, or
         UNAVAILABLE once this worker drains (as its readiness says). Its body may be empty, or
         ``{"ready": true}``: only the ready ones."""
-        async with self._body(scope, receive, REQUEST_OVERHEAD) as body:
+        async with self.bodies.read(scope, receive, REQUEST_OVERHEAD) as body:
             request = jsonio.loads(body) if body.strip() else {}
         if not isinstance(request, dict) or not isinstance(request.get("ready", False), bool):
             raise bad_request('the index request must be empty or a JSON object such as {"ready": true}')
@@ -286,81 +276,15 @@ class InferenceApp:
         self._pool_seen = highest(self._pool_seen, highest(own, pool))
         return [as_triton(model.name, self._pool_seen[_key(model)]) for model in models]
 
-    @asynccontextmanager
-    async def _body(self, scope: Scope, receive: Receive, limit: int | None = None) -> AsyncIterator[bytes]:
-        """The request body, decompressed, held within the worker's byte budget until the block
-        ends; 413 over ``limit`` (``--max-body-size`` at most), 408 when it does not arrive
-        within ``body_timeout``.
-
-        A body counts against the budget only beyond its first SMALL_BODY bytes, so small
-        requests never queue behind large ones and a client that announces a large body and
-        sends nothing holds nothing. Past that, the whole body it may become (its Content-Length,
-        else ``limit``; ``limit`` when compressed, for what it inflates to) is taken at once:
-        requests that wait for the budget hold none of it, so they cannot wait for each other."""
-        limit = min(limit or self.max_body_size, self.max_body_size)
-        headers = _headers(scope)
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit}")
-        encoding = headers.get("content-encoding", "identity").lower()
-        if encoding not in ("identity", "gzip", "deflate"):
-            raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}")
-        compressed = encoding != "identity"
-        expected = limit  # what the body may become
-        if declared is not None and declared.isdigit() and not compressed:
-            expected = int(declared)
-        held = 0
-        try:
-            chunks = []
-            with anyio.fail_after(self.body_timeout):
-                size = 0
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise HTTPError(400, "client disconnected")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise HTTPError(413, f"request body is over the limit of {limit} bytes")
-                    chunks.append(chunk)
-                    if not held and size > SMALL_BODY:
-                        held = await self.bodies.take(expected - SMALL_BODY)
-                    if not message.get("more_body", False):
-                        break
-            body = b"".join(chunks)
-            del chunks
-            if compressed:
-                # A small body that inflates to a small one at once; anything more off the
-                # event loop (zlib lets go of the GIL): 71 KB of gzip can be 64 MiB of zeros,
-                # and health must keep answering meanwhile.
-                inflater = Inflater(encoding, limit)
-                small = len(body) <= SMALL_BODY
-                inflated = inflater.inflate(body, SMALL_BODY) if small else b""
-                if not (small and inflater.done):
-                    if not held:
-                        held = await self.bodies.take(limit - SMALL_BODY)
-                    rest, most = (b"", limit - len(inflated)) if small else (body, limit)
-                    inflated += await anyio.to_thread.run_sync(inflater.inflate, rest, most)
-                body = inflated
-            elif held > len(body) - SMALL_BODY:  # a chunked body shorter than its limit
-                unused = held - max(len(body) - SMALL_BODY, 0)
-                self.bodies.give_back(unused)
-                held -= unused
-            yield body
-        except TimeoutError:
-            raise HTTPError(408, f"the request body did not arrive within {self.body_timeout:g}s") from None
-        finally:
-            self.bodies.give_back(held)
-
     async def _infer(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         arrived = time.perf_counter_ns()
         stats = self.stats[_key(model)]
-        header_length = _headers(scope).get(tensors.HEADER_LENGTH)
+        header_length = request_headers(scope).get(tensors.HEADER_LENGTH)
         batcher = self.batchers.get(_key(model))
         try:
-            async with self._body(scope, receive, tensors.largest_body(model)) as body:
+            async with self.bodies.read(scope, receive, tensors.largest_body(model)) as body:
                 if batcher is not None and len(body) <= SMALL_BODY:
                     answer = await batcher.infer(body, header_length)
                 else:
@@ -383,7 +307,7 @@ class InferenceApp:
     async def _predict_v1(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        async with self._body(scope, receive, tensors.largest_body(model)) as body:
+        async with self.bodies.read(scope, receive, tensors.largest_body(model)) as body:
             payload = await anyio.to_thread.run_sync(inference.predict_v1, model, body)
         return 200, payload, JSON
 
@@ -391,96 +315,6 @@ class InferenceApp:
         """The worker drains: run every waiting batch now, and later ones without waiting."""
         for batcher in self.batchers.values():
             batcher.flush()
-
-
-class RequestBody:
-    """A request's ``receive``, noting whether its body has been read to the end.
-
-    A refusal (an unknown model, a wrong method) comes before the body is read; the connection
-    can carry the client's next request only once the rest is read, so a small one is drained:
-    a kept-alive client that asked for a version removed by a reload goes on, not reset."""
-
-    def __init__(self, scope: Scope, receive: Receive) -> None:
-        headers = _headers(scope)
-        length = headers.get("content-length")
-        self.length = int(length) if length is not None and length.isdigit() else None
-        self.done = self.length == 0 or (length is None and "transfer-encoding" not in headers)
-        self._receive = receive
-
-    async def receive(self) -> dict[str, Any]:
-        message = await self._receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            self.done = True
-        return message
-
-    async def drain(self, limit: int, timeout: float) -> bool:
-        """Read and drop the rest of the body, if it is at most ``limit`` bytes and arrives
-        within ``timeout``; whether it is all read."""
-        if self.length is not None and self.length > limit:
-            return False
-        read = 0
-        with anyio.move_on_after(timeout):
-            while not self.done and read <= limit:
-                read += len((await self.receive()).get("body", b""))
-        return self.done
-
-
-class ByteBudget:
-    """At most ``capacity`` bytes taken at once; ``take`` waits (back-pressure on the client:
-    its body is not read meanwhile) until enough has been given back. One request larger than
-    the whole budget takes all of it."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.taken = 0
-        self._returned = anyio.Event()
-
-    async def take(self, amount: int) -> int:
-        amount = min(amount, self.capacity)
-        while self.taken + amount > self.capacity:
-            await self._returned.wait()
-        self.taken += amount
-        return amount
-
-    def give_back(self, amount: int) -> None:
-        if amount:
-            self.taken -= amount
-            self._returned.set()
-            self._returned = anyio.Event()
-
-
-class Inflater:
-    """A gzip or deflate body, inflated a piece at a time: 413 past ``limit`` bytes, 400 when
-    it is not valid, ends early or has bytes after its end (a second gzip member among them:
-    concatenated members are refused, not cut to the first; inflating them one by one would let
-    a megabyte of empty members hold the event loop for a second)."""
-
-    def __init__(self, encoding: str, limit: int) -> None:
-        self.encoding = encoding
-        self.room = limit
-        self._decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        self._pending = b""
-
-    @property
-    def done(self) -> bool:
-        return self._decompressor.eof
-
-    def inflate(self, data: bytes, most: int) -> bytes:
-        """Up to ``most`` more bytes of the body, from ``data`` and what was left over."""
-        try:
-            out = self._decompressor.decompress(self._pending + data, min(most, self.room) + 1)
-        except zlib.error as exc:
-            raise bad_request(f"body is not valid {self.encoding}: {exc}") from None
-        self._pending = self._decompressor.unconsumed_tail
-        if self._decompressor.unused_data:
-            after = len(self._decompressor.unused_data)
-            raise bad_request(f"body is not valid {self.encoding}: {after} bytes follow its end (one member only)")
-        if len(out) > self.room:
-            raise HTTPError(413, f"decompressed request body is over the limit of {self.room} bytes")
-        self.room -= len(out)
-        if not self.done and not self._pending and len(out) <= most:
-            raise bad_request(f"body is not valid {self.encoding}: it ends early")
-        return out
 
 
 def _key(model: Model) -> str:
@@ -502,10 +336,6 @@ def _version_order(model: Model) -> tuple[str, bool, int, str]:
 def _model_of(path: str) -> str | None:
     match = _V2_MODEL.fullmatch(path) or _V1_MODEL.fullmatch(path)
     return match["model"] if match else None
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..models import Model, ModelError
-from . import tensors
+from . import outputs, tensors
 from .errors import HTTPError, bad_request
 
 logger = logging.getLogger("worker.api")
@@ -54,7 +54,7 @@ def infer(model: Model, body: bytes, header_length: str | None) -> Answer:
     if model.max_batch_size > 0:
         _split(model, results, [_rows(model, request.inputs)])  # one row out per row in
     predicted = time.perf_counter_ns()
-    payload, headers = tensors.encode_infer(model, request, results)
+    payload, headers = outputs.encode_infer(model, request, results)
     timings.decode, timings.infer = decoded - timings.started, predicted - decoded
     timings.encode = time.perf_counter_ns() - predicted
     return Answer(payload, headers, _rows(model, request.inputs), timings)
@@ -147,7 +147,7 @@ def _split(model: Model, results: Mapping[str, Any], sizes: list[int]) -> list[M
     that does not answer one row per row."""
     total = sum(sizes)
     specs = {spec.name: spec for spec in model.outputs}
-    arrays = {name: tensors.output_array(model, specs[name], value) for name, value in results.items()}
+    arrays = {name: outputs.output_array(model, specs[name], value) for name, value in results.items()}
     for name, array in arrays.items():
         if not array.ndim or array.shape[0] != total:
             raise HTTPError(500, f"model {model.name!r} returned output {name!r} without one row per input row")
@@ -160,7 +160,7 @@ def _encode(model: Model, job: Job) -> None:
         return
     begun = time.perf_counter_ns()
     try:
-        payload, headers = tensors.encode_infer(model, job.request, job.results)
+        payload, headers = outputs.encode_infer(model, job.request, job.results)
     except Exception as exc:
         job.outcome = _refusal(model, exc)
         return
@@ -185,7 +185,7 @@ def predict_v1(model: Model, body: bytes) -> bytes:
     """One KServe V1 ``:predict``."""
     array = tensors.v1_instances(model, body)
     results = predict(model, {model.inputs[0].name: array})
-    return tensors.v1_predictions(model, results[model.outputs[0].name])
+    return outputs.v1_predictions(model, results[model.outputs[0].name])
 
 
 def predict(model: Model, inputs: Mapping[str, Any]) -> Mapping[str, Any]:

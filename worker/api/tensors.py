@@ -1,7 +1,8 @@
-"""Inference requests in, inference responses out: JSON and Triton's binary tensor extension.
+"""Inference requests in: JSON, Triton's binary tensor extension and KServe V1, decoded to arrays.
 
-Sans-IO, like the codec in ``ipc``: bytes and headers in, arrays out; arrays in, bytes and
-headers out. Every refusal is an :class:`~worker.api.errors.HTTPError` with a one-line reason.
+Sans-IO, like the codec in ``ipc``: bytes and headers in, arrays out (the way back is
+:mod:`.outputs`). Every refusal is an :class:`~worker.api.errors.HTTPError` with a one-line
+reason, and a request is checked against its model's inputs before its data is decoded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..models import Model, TensorSpec
 from . import jsonio, strings
-from .errors import HTTPError, bad_request
+from .errors import bad_request
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -43,20 +44,6 @@ def _shape(raw: object, where: str) -> tuple[int, ...]:
     if math.prod(max(d, 1) for d in raw) > MAX_NOMINAL_ELEMENTS:
         raise bad_request(f"{where}: shape {raw} is too large")
     return tuple(raw)
-
-
-def output_array(model: Model, spec: TensorSpec, value: Any) -> np.ndarray:
-    """A model's output as an array: BYTES as objects (numpy's own strings would drop trailing
-    NUL bytes); a 500 for what is no array (ragged lists) or not of the shape the model declares."""
-    try:
-        array = np.asarray(value, dtype=object) if spec.datatype == "BYTES" else np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise HTTPError(500, f"model {model.name!r} returned output {spec.name!r} that is no array: {exc}") from None
-    # A shape of [] is a scalar or, as onnxruntime reports it too, a tensor of unknown rank.
-    if spec.shape and not spec.accepts(array.shape):
-        shape, declared = list(array.shape), list(spec.shape)
-        raise HTTPError(500, f"model {model.name!r} returned output {spec.name!r} of shape {shape}, not {declared}")
-    return array
 
 
 def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: str) -> np.ndarray:
@@ -322,102 +309,6 @@ def _check_batch(model: Model, inputs: Mapping[str, np.ndarray]) -> None:
             raise bad_request(f"input {name!r}: batch of {size} is over max_batch_size {model.max_batch_size}")
 
 
-def encode_infer(
-    model: Model, request: InferRequest, results: Mapping[str, np.ndarray]
-) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """The response body and its extra headers."""
-    outputs = []
-    blobs: list[bytes] = []
-    for spec, binary in request.outputs:
-        shape, blob, data = _output(model, spec, results[spec.name], binary)
-        entry: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": shape}
-        if blob is not None:
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = data
-        outputs.append(entry)
-    response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-    if request.id is not None:
-        response["id"] = request.id
-    response["outputs"] = outputs
-    header = jsonio.dumps(response)
-    if not blobs:
-        return header, [(b"content-type", b"application/json")]
-    return header + b"".join(blobs), [
-        (b"content-type", b"application/octet-stream"),
-        (HEADER_LENGTH.encode(), str(len(header)).encode()),
-    ]
-
-
-def _output(model: Model, spec: TensorSpec, value: Any, binary: bool) -> tuple[list[int], bytes | None, Any]:
-    """One output's shape, and its binary data (when ``binary``) or its values for JSON (flat);
-    a 500 for what JSON cannot carry."""
-    if spec.datatype == "BYTES":
-        array = output_array(model, spec, value)
-        elements = strings.as_bytes(array, model.name, spec.name)
-        if binary:
-            return list(array.shape), strings.to_binary(elements), None
-        return list(array.shape), None, strings.to_json(elements, model.name, spec.name)
-    array = output_array(model, spec, value)
-    try:
-        array = np.require(array, dtype=spec.dtype, requirements="C")  # a scalar stays one
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise HTTPError(
-            500, f"model {model.name!r} returned output {spec.name!r} that is no {spec.datatype} array: {exc}"
-        ) from None
-    if binary:
-        return list(array.shape), array.tobytes(), None
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        message = f"model {model.name!r} returned NaN or infinity, which JSON cannot carry"
-        raise HTTPError(500, f"{message}; ask for binary outputs")
-    return list(array.shape), None, array.ravel()
-
-
-def model_metadata(model: Model, versions: list[str]) -> dict[str, Any]:
-    """V2 model metadata; ``versions``: every version of the model served."""
-    return {
-        "name": model.name,
-        "versions": versions,
-        "platform": model.platform,
-        "inputs": [spec.as_json() for spec in model.inputs],
-        "outputs": [spec.as_json() for spec in model.outputs],
-    }
-
-
-def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
-    dims = list(spec.shape[1:] if batched else spec.shape)
-    return {
-        "name": spec.name,
-        "data_type": f"TYPE_{'STRING' if spec.datatype == 'BYTES' else spec.datatype}",
-        "dims": dims,
-    }
-
-
-#: Triton's backend for a platform: what its model configuration would say.
-BACKENDS = {"onnxruntime_onnx": "onnxruntime"}
-
-
-def model_config(model: Model, batch_delay: float = 0.0, versions: int = 1) -> dict[str, Any]:
-    """Triton's ModelConfig, as perf_analyzer reads it; ``batch_delay`` (seconds) when the
-    model is dynamically batched; ``versions``: how many of the model's are served (all)."""
-    batched = model.max_batch_size > 0
-    config: dict[str, Any] = {
-        "name": model.name,
-        "platform": model.platform,
-        "backend": BACKENDS.get(model.platform, "python"),
-        "version_policy": {"latest": {"num_versions": 1}} if versions == 1 else {"all": {}},
-        "max_batch_size": model.max_batch_size,
-        "input": [_config_tensor(spec, batched) for spec in model.inputs],
-        "output": [_config_tensor(spec, batched) for spec in model.outputs],
-        "model_transaction_policy": {"decoupled": False},
-        "response_cache": {"enable": False},
-    }
-    if batch_delay > 0:
-        config["dynamic_batching"] = {"max_queue_delay_microseconds": round(batch_delay * 1e6)}
-    return config
-
-
 def v1_instances(model: Model, body: bytes) -> np.ndarray:
     """The single input of a V1 ``:predict`` request, from ``instances`` (or ``inputs``)."""
     request = jsonio.loads(body)
@@ -444,15 +335,3 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
     array = flat.reshape(shape)
     _check_batch(model, {spec.name: array})
     return array
-
-
-def v1_predictions(model: Model, output: Any) -> bytes:
-    """A V1 ``:predict`` response: the first output's values as ``predictions``."""
-    spec = model.outputs[0]
-    array = output_array(model, spec, output)
-    if spec.datatype == "BYTES":
-        texts = strings.to_v1(strings.as_bytes(array, model.name, spec.name))
-        return jsonio.dumps({"predictions": np.array(texts, dtype=object).reshape(array.shape).tolist()})
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise HTTPError(500, f"model {model.name!r} returned NaN or infinity, which JSON cannot carry")
-    return jsonio.dumps({"predictions": array})

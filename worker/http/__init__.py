@@ -5,11 +5,11 @@ the pool was started with (``--http``): hypercorn's h11 protocol (:mod:`.hyperco
 the default) or uvicorn's httptools protocol (:mod:`.uvicorn_server`, the fast path). The rest
 is the same whichever serves, and it is here:
 
-- Ownership: every connection is a task in a task group :func:`serve` owns, so when it
-  returns no connection of this worker is left running anywhere.
+- Ownership: every connection, and the app's lifespan, is a task in a task group
+  :func:`serve` owns, so when it returns none of them is left running anywhere.
 - Start and end: the app's ASGI lifespan (hypercorn's runner, for both servers), then accept
   until ``shutdown_trigger`` returns, then up to the grace period for open connections.
-- Draining loses nothing: see the comment in :func:`serve`.
+- Draining loses nothing: see the comment in :func:`_serve_connections`.
 """
 
 from __future__ import annotations
@@ -63,8 +63,23 @@ async def serve(
     # ready, and from then on it must accept at once.
     server = make_server(settings, app, wrapped, lifespan_state)
     lifespan = Lifespan(wrapped, hypercorn_config(settings), loop, lifespan_state)
-    lifespan_task = loop.create_task(lifespan.handle_lifespan())
-    await lifespan.wait_for_startup()
+    async with anyio.create_task_group() as lifespan_group:
+        # The app's lifespan runs beside the serving, in a task of serve()'s own: whatever ends
+        # serve() ends it too (its app may not return after its shutdown, or serve() is cancelled).
+        lifespan_group.start_soon(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        try:
+            await _serve_connections(server, sock, shutdown_trigger, grace)
+        finally:
+            await lifespan.wait_for_shutdown()
+            lifespan_group.cancel_scope.cancel()
+
+
+async def _serve_connections(
+    server: HTTPServer, sock: socket.socket, shutdown_trigger: Callable[[], Awaitable[Any]], grace: Callable[[], float]
+) -> None:
+    """Accept on ``sock`` and serve each connection until ``shutdown_trigger`` returns, then
+    drain for ``grace()`` and cut off what is left."""
     open_connections = 0
     all_closed = anyio.Event()
 
@@ -82,38 +97,30 @@ async def serve(
                 all_closed.set()
                 all_closed = anyio.Event()
 
-    try:
-        async with anyio.create_task_group() as connections:
+    async with anyio.create_task_group() as connections:
 
-            def on_connection(conn: socket.socket) -> None:
-                connections.start_soon(serve_connection, conn)
+        def on_connection(conn: socket.socket) -> None:
+            connections.start_soon(serve_connection, conn)
 
-            def load() -> int:
-                return open_connections
+        def load() -> int:
+            return open_connections
 
-            acceptor = ThreadAcceptor(sock, load) if sys.platform == "win32" else LoopAcceptor(sock, load)
-            acceptor.start(on_connection)
-            try:
-                await shutdown_trigger()
-            finally:
-                await acceptor.stop()
-            # The drain. Kept-alive connections are not closed here: closing an idle one races
-            # a request its client may be sending at that very moment, and that request would
-            # be lost. Each connection instead closes after its next response, which says
-            # `Connection: close` (the app adds it while draining), so its client reconnects,
-            # to a worker that still accepts. A connection that stays idle ends at the
-            # keep-alive timeout, as it would on any day. What is still open when the grace
-            # period ends is cut off.
-            with anyio.move_on_after(grace()):
-                while open_connections:
-                    await all_closed.wait()
-            with anyio.CancelScope(shield=True):
-                await server.cut_off()
-            connections.cancel_scope.cancel()
-    finally:
-        await lifespan.wait_for_shutdown()
-        lifespan_task.cancel()
+        acceptor = ThreadAcceptor(sock, load) if sys.platform == "win32" else LoopAcceptor(sock, load)
+        acceptor.start(on_connection)
         try:
-            await lifespan_task
-        except asyncio.CancelledError:
-            pass
+            await shutdown_trigger()
+        finally:
+            await acceptor.stop()
+        # The drain. Kept-alive connections are not closed here: closing an idle one races
+        # a request its client may be sending at that very moment, and that request would
+        # be lost. Each connection instead closes after its next response, which says
+        # `Connection: close` (the app adds it while draining), so its client reconnects,
+        # to a worker that still accepts. A connection that stays idle ends at the
+        # keep-alive timeout, as it would on any day. What is still open when the grace
+        # period ends is cut off.
+        with anyio.move_on_after(grace()):
+            while open_connections:
+                await all_closed.wait()
+        with anyio.CancelScope(shield=True):
+            await server.cut_off()
+        connections.cancel_scope.cancel()

@@ -24,10 +24,15 @@ protocol does that a pool must not is changed in :class:`PoolHttpToolsProtocol`:
 uvicorn runs each request in an asyncio task of its own, outside any task group; the
 :class:`UvicornServer` holds them (``ServerState.tasks``), and at the end of the grace period
 cancels them and waits for them, so none outlives :func:`worker.http.serve` either. A request
-cancelled so answers 503 (the app does that), and its cancellation goes no further: the task
-ends quietly instead of uvicorn logging a traceback for it. Connections whose client stopped
-reading are aborted first: nothing more can reach it, and a request blocked writing to it
-would otherwise hold the cut-off up.
+cancelled so answers 503 (the app does that), and the cut-off ends there: the task ends quietly
+instead of uvicorn logging a traceback for it. Only the cut-off's own cancellation ends there,
+counted as ``asyncio.timeout`` counts its own (``Task.uncancel``): a task cancelled by anyone
+else as well (the loop's shutdown) stays cancelled. The cancellation is asyncio's, not an anyio
+``CancelScope``'s, as hypercorn's requests are cut off (their connections' tasks cancel theirs):
+a scope's cancellation waits for every shield, and each ``to_thread.run_sync`` holds one, so a
+request inside its model would wait for the model instead of answering 503. Connections whose
+client stopped reading are aborted first: nothing more can reach it, and a request blocked
+writing to it would otherwise hold the cut-off up.
 """
 
 from __future__ import annotations
@@ -61,18 +66,20 @@ class UvicornServer:
     """Serves each connection with uvicorn's httptools protocol."""
 
     def __init__(self, app: Any, settings: WorkerSettings, lifespan_state: dict[str, Any]) -> None:
-        self.cutting_off = False
+        #: The request tasks the cut-off cancelled.
+        self._cut_off: set[asyncio.Task[None]] = set()
 
-        async def quiet_when_cut_off(scope: Any, receive: Any, send: Any) -> None:
+        async def ends_at_its_cut_off(scope: Any, receive: Any, send: Any) -> None:
             try:
                 await app(scope, receive, send)
             except asyncio.CancelledError:
-                if not self.cutting_off:
-                    raise
-                # The app has answered 503 already; uvicorn would log the cancellation as a crash.
+                task = asyncio.current_task()
+                if task not in self._cut_off or task.uncancel():
+                    raise  # not ours, or not ours alone
+                # Cut off: the app has answered 503; uvicorn would log the cancellation as a crash.
 
         self.config = Config(
-            quiet_when_cut_off,
+            ends_at_its_cut_off,
             http="httptools",
             ws="none",
             lifespan="off",
@@ -108,11 +115,11 @@ class UvicornServer:
             transport.close()  # cut off: what it wrote is still sent, then it closes
 
     async def cut_off(self) -> None:
-        self.cutting_off = True
         for connection in list(self.state.connections):
             if isinstance(connection, PoolHttpToolsProtocol) and connection.flow.write_paused:
                 connection.transport.abort()  # its client reads nothing: nothing more can reach it
         tasks = list(self.state.tasks)
+        self._cut_off.update(tasks)
         for task in tasks:
             task.cancel()
         if tasks:
