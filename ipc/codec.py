@@ -9,7 +9,8 @@ the same error, and its owner closes the connection.
 from __future__ import annotations
 
 import struct
-from typing import NoReturn
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
 
 import msgpack
 
@@ -24,6 +25,23 @@ def encode(message: Message) -> bytes:
     """The frame that carries ``message``."""
     payload: bytes = msgpack.packb(message.to_wire(), use_bin_type=True)
     return HEADER.pack(len(payload)) + payload
+
+
+def split(sections: Mapping[str, Mapping[str, Any]], budget: int) -> Iterator[dict[str, dict[str, Any]]]:
+    """The entries of ``sections`` in maps of at most about ``budget`` packed bytes each, so that
+    each fits one frame however many entries there are (an entry over ``budget`` goes alone)."""
+    chunk: dict[str, dict[str, Any]] = {}
+    size = 0
+    for section, entries in sections.items():
+        for key, value in entries.items():
+            entry = len(msgpack.packb(value, use_bin_type=True)) + len(key) + len(section)
+            if chunk and size + entry > budget:
+                yield chunk
+                chunk, size = {}, 0
+            chunk.setdefault(section, {})[key] = value
+            size += entry
+    if chunk:
+        yield chunk
 
 
 def _refuse_ext(code: int, data: bytes) -> NoReturn:

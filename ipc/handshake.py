@@ -27,9 +27,10 @@ from typing import Protocol
 from .errors import AuthenticationError, MalformedFrameError, RefusedError, VersionMismatchError
 from .messages import Challenge, Error, Hello, Message, Proof, Welcome
 
-#: 3: the handshake proves the pool's key both ways (Challenge, Proof).
-PROTOCOL_VERSION = 3
-SUPPORTED_VERSIONS = frozenset({3})
+#: 3: the handshake proves the pool's key both ways (Challenge, Proof). 4: counters travel as the
+#: entries that changed, in bounded messages (StatsReport), not as whole snapshots.
+PROTOCOL_VERSION = 4
+SUPPORTED_VERSIONS = frozenset({4})
 ROLES = frozenset({"worker", "client"})
 NONCE_SIZE = 32
 #: How long either side waits for the other to complete the handshake (and, for a worker, for

@@ -150,10 +150,11 @@ class Ready(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
-    """Sent by the worker's event loop every ``heartbeat_interval``: it is alive and how busy.
+    r"""Sent by the worker's event loop every ``heartbeat_interval``: it is alive and how busy.
 
     ``loop_lag`` is how late, in seconds, the loop woke up to send it; ``rss`` the worker's
-    resident memory in bytes (0 where the platform does not say).
+    resident memory in bytes (0 where the platform does not say). The counters that changed
+    since the last heartbeat go just before it, in ``StatsReport``\ s.
     """
 
     kind: ClassVar[str] = "heartbeat"
@@ -162,9 +163,6 @@ class Heartbeat(Message):
     rss: int = 0
     #: Requests answered so far: what recycling after --max-requests counts.
     served: int = 0
-    #: The worker's cumulative metrics (worker.api.metrics), numbered like statistics snapshots.
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,7 +181,7 @@ class Stop(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Stopped(Message):
-    """How a worker's drain ended, sent just before it exits.
+    """How a worker's drain ended, sent just before it exits (its last counters just before this).
 
     ``completed`` requests finished during the drain; ``dropped`` were cut off by the grace
     period.
@@ -195,17 +193,17 @@ class Stopped(Message):
     reason: str = "stop"
     #: Requests answered over the worker's whole life.
     served: int = 0
-    #: Final statistics, as in StatsReport, so the pool's totals lose nothing at exit.
-    models: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: Orders this worker's statistics snapshots (see StatsReport).
-    seq: int = 0
-    #: Final metrics, as in Heartbeat.
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: Counters travel as entries by section: ``{"stats": {"NAME/VERSION": {...}, ...}, "requests":
+#: {...}, ...}`` (``worker.api.counters``). However many there are, they go in as many messages as
+#: it takes, each holding at most this many bytes of entries: well inside a frame (1 MiB).
+COUNTERS_BUDGET = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatsRequest(Message):
-    """Supervisor asks a worker for its current (cumulative) statistics."""
+    """The supervisor asks a worker for the counters that changed since it last sent them."""
 
     kind: ClassVar[str] = "stats_request"
     request_id: int
@@ -213,15 +211,16 @@ class StatsRequest(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatsReport(Message):
-    """A worker's cumulative statistics per model; ``request_id`` 0 when unsolicited.
+    """Some of a worker's cumulative counters, by section (at most ``COUNTERS_BUDGET`` bytes).
 
-    ``seq`` grows with every snapshot a worker takes, so the supervisor keeps the newest
-    whatever order the snapshots arrive in.
+    ``seq`` grows with every report a worker makes, so the supervisor keeps each entry's newest
+    value whatever order reports arrive in. ``request_id`` is 0, except on the last report
+    answering a ``StatsRequest``: every counter that had changed by then has been sent.
     """
 
     kind: ClassVar[str] = "stats_report"
     request_id: int
-    models: dict[str, Any]
+    counters: dict[str, dict[str, Any]]
     seq: int = 0
 
 
@@ -232,21 +231,23 @@ STATS_WAIT = 2.0
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PoolStatsRequest(Message):
-    """A worker asks for the pool's statistics, carrying its own as of now."""
+    """A worker asks for the pool's statistics of the model versions ``keys`` (NAME/VERSION;
+    none: all), having sent its own changed counters just before."""
 
     kind: ClassVar[str] = "pool_stats_request"
     request_id: int
-    models: dict[str, Any]
-    seq: int = 0
+    keys: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PoolStatsReply(Message):
-    """The pool's statistics per model, summed over every worker past and present."""
+    """The pool's statistics, summed over every worker past and present, as ``{"stats": {key:
+    entry}}``; in as many replies as they take, each but the last with ``more``."""
 
     kind: ClassVar[str] = "pool_stats_reply"
     request_id: int
-    models: dict[str, Any]
+    counters: dict[str, dict[str, Any]]
+    more: bool = False
 
 
 # --- client <-> supervisor -------------------------------------------------------------------

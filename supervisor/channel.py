@@ -101,6 +101,15 @@ class Channel:
             return False
         return True
 
+    async def send(self, message: ipc.Message) -> bool:
+        """Queue ``message``, waiting for room (for a long answer in many messages); whether the
+        channel was still up."""
+        try:
+            await self._outbox.send(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False
+        return True
+
     async def _serve(self) -> None:
         async with anyio.create_task_group() as task_group, self._outbox:
             task_group.start_soon(self._pump)
@@ -127,15 +136,12 @@ class Channel:
         process, pool = self.process, self.pool
         if isinstance(message, Heartbeat):
             process.heartbeat = message
-            pool.counters.record_metrics(process, message.seq, message.metrics)
         elif isinstance(message, Ready):
             if process.state is State.READY:
                 raise ipc.MalformedFrameError("a second Ready")
             pool.ready(process)
         elif isinstance(message, Stopped):
             process.report = message
-            pool.counters.record_stats(process, message.seq, message.models)
-            pool.counters.record_metrics(process, message.seq, message.metrics)
             pool.changed()
         elif isinstance(message, Error):
             process.reason = message.message
@@ -144,10 +150,9 @@ class Channel:
         elif isinstance(message, StatsReport):
             pool.counters.reported(process, message)
         elif isinstance(message, PoolStatsRequest):
-            pool.counters.record_stats(process, message.seq, message.models)
             # Its own task: the answer waits for the other workers' counters, and this
             # connection must keep being read meanwhile.
-            pool.task_group.start_soon(pool.counters.answer, process, message.request_id)
+            pool.task_group.start_soon(pool.counters.answer, process, message.request_id, message.keys)
         else:
             logger.warning("worker %d sent an unexpected %s", process.slot, message.kind)
 

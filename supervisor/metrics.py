@@ -38,7 +38,7 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         pool = self.pool
-        totals = pool.counters.metrics.total()
+        totals = {section: pool.counters.totals(section) for section in ("requests", "rows", "latency", "queue")}
         requests = CounterMetricFamily(PREFIX + "requests", "HTTP requests answered", labels=["model", "status"])
         for key, count in sorted(totals.get("requests", {}).items()):
             model, _, status = key.rpartition("|")

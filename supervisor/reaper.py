@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 import anyio
+import anyio.to_thread
 
 logger = logging.getLogger("supervisor")
 
@@ -58,8 +59,11 @@ def reap(ours: set[int]) -> list[int]:
 
 
 async def reap_orphans(ours: Callable[[], set[int]]) -> None:
-    """Reap orphans, once a second, until cancelled; ``ours`` names the children to leave alone."""
+    """Reap orphans, once a second, until cancelled; ``ours`` names the children to leave alone.
+
+    The scan reads a file per process in the container: off the event loop, which a busy
+    container's thousands of processes would otherwise hold up."""
     while True:
-        for pid in reap(ours()):
+        for pid in await anyio.to_thread.run_sync(reap, ours()):
             logger.debug("reaped orphan %d", pid)
         await anyio.sleep(INTERVAL)

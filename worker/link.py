@@ -1,10 +1,11 @@
-"""The worker's end of the control channel: handshake, then messages both ways.
+r"""The worker's end of the control channel: handshake, then messages both ways.
 
 The supervisor speaks first after the handshake (``Configure``), then at any time sends
 ``Stop`` or ``StatsRequest``; the worker sends ``Ready``, a ``Heartbeat`` every interval from
 its event loop (never from a side thread, which a busy process could keep answering while its
-loop is stuck), ``Stopped``, and asks for pool-wide statistics with ``PoolStatsRequest``. Every
-statistics snapshot carries a sequence number, so the supervisor keeps the newest. The channel
+loop is stuck), ``Stopped``, and asks for pool-wide statistics with ``PoolStatsRequest``. Before
+each of those, the counters that changed since they were last sent go in ``StatsReport``\ s of
+bounded size, each numbered, so the supervisor keeps every entry's newest value. The channel
 closing is itself a message: the supervisor is gone, so the worker drains and exits rather
 than live on as an orphan.
 """
@@ -21,7 +22,9 @@ import anyio
 
 import ipc
 from ipc import handshake, keys
+from ipc.codec import split
 from ipc.messages import (
+    COUNTERS_BUDGET,
     STATS_WAIT,
     Configure,
     Error,
@@ -52,12 +55,21 @@ class PoolStoppingError(HandshakeError):
     """The pool began to stop before this worker joined it: nothing to do but exit."""
 
 
+#: The counters that changed since last asked, by section (``worker.api.counters``).
+ChangedCounters = Callable[[], dict[str, dict[str, Any]]]
+
+
 class SupervisorLink:
     def __init__(self, connection: ipc.Connection) -> None:
         self.connection = connection
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self._replies: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
+        self._replies: dict[int, tuple[anyio.Event, dict[str, Any]]] = {}
+        #: One flush of the counters at a time: a report answering a request comes after every
+        #: counter that had changed by then.
+        self._flushing = anyio.Lock()
+        #: Where the changed counters come from, once the worker serves.
+        self.changed_counters: ChangedCounters = dict
 
     async def handshake(self, address: str, slot: int, generation: int) -> Configure:
         """Prove we are of this pool, be welcomed; return the supervisor's configuration for us."""
@@ -80,43 +92,55 @@ class SupervisorLink:
             return False
         return True
 
-    async def send_stopped(
-        self, completed: int, dropped: int, served: int, models: dict[str, Any], metrics: dict[str, Any], why: str
-    ) -> None:
-        await self.send(Stopped(completed, dropped, why, served, models, next(self._seq), metrics))
+    async def flush(self, request_id: int = 0) -> bool:
+        """Send the counters that changed since they were last sent, in reports of bounded size;
+        with ``request_id``, the last report (an empty one if nothing changed) answers that
+        request. Whether the channel is up."""
+        async with self._flushing:
+            chunks = list(split(self.changed_counters(), COUNTERS_BUDGET))
+            if request_id and not chunks:
+                chunks = [{}]
+            for number, chunk in enumerate(chunks, 1):
+                answer = request_id if number == len(chunks) else 0
+                if not await self.send(StatsReport(answer, chunk, next(self._seq))):
+                    return False
+        return True
 
-    async def pool_stats(self, own: dict[str, Any]) -> dict[str, Any]:
-        """The pool's statistics; this worker's own if the supervisor cannot answer in time."""
+    async def send_stopped(self, completed: int, dropped: int, served: int, why: str) -> None:
+        if await self.flush():
+            await self.send(Stopped(completed, dropped, why, served))
+
+    async def pool_stats(self, keys: list[str]) -> dict[str, Any] | None:
+        """The pool's statistics of the model versions ``keys`` (none: all); ``None`` if the
+        supervisor does not answer in time."""
         request_id = next(self._ids)
         event = anyio.Event()
-        slot: list[dict[str, Any]] = []
-        self._replies[request_id] = (event, slot)
+        received: dict[str, Any] = {}
+        self._replies[request_id] = (event, received)
         try:
-            if not await self.send(PoolStatsRequest(request_id, own, next(self._seq))):
-                return own
+            if not await self.flush() or not await self.send(PoolStatsRequest(request_id, keys)):
+                return None
             with anyio.move_on_after(POOL_STATS_TIMEOUT):
                 await event.wait()
         finally:
             del self._replies[request_id]
-        return slot[0] if slot else own
+        return received if event.is_set() else None
 
-    async def heartbeats(
-        self, interval: float, counts: Callable[[], tuple[int, int]], metrics: Callable[[], dict[str, Any]]
-    ) -> None:
-        """A heartbeat every ``interval`` seconds, with how late the loop woke up to send it;
-        ``counts`` gives the requests in flight and those answered so far, ``metrics`` the
-        cumulative metrics."""
+    async def heartbeats(self, interval: float, counts: Callable[[], tuple[int, int]]) -> None:
+        """A heartbeat every ``interval`` seconds, with how late the loop woke up to send it,
+        after the counters that changed; ``counts`` gives the requests in flight and those
+        answered so far."""
         due = anyio.current_time() + interval
         while True:
             await anyio.sleep(max(0.0, due - anyio.current_time()))
             now = anyio.current_time()
             in_flight, served = counts()
             lag = round(max(0.0, now - due), 6)
-            if not await self.send(Heartbeat(in_flight, lag, rss(), served, metrics(), next(self._seq))):
+            if not await self.flush() or not await self.send(Heartbeat(in_flight, lag, rss(), served)):
                 return
             due = now + interval
 
-    async def serve(self, on_stop: Callable[[Stop | None], None], own_stats: Callable[[], dict[str, Any]]) -> None:
+    async def serve(self, on_stop: Callable[[Stop | None], None]) -> None:
         """Handle the supervisor's messages until the channel closes; ``on_stop(None)`` then."""
         try:
             while True:
@@ -124,12 +148,13 @@ class SupervisorLink:
                 if isinstance(message, Stop):
                     on_stop(message)
                 elif isinstance(message, StatsRequest):
-                    await self.send(StatsReport(message.request_id, own_stats(), next(self._seq)))
+                    await self.flush(message.request_id)
                 elif isinstance(message, PoolStatsReply):
                     pending = self._replies.get(message.request_id)
                     if pending is not None:
-                        pending[1].append(message.models)
-                        pending[0].set()
+                        pending[1].update(message.counters.get("stats", {}))
+                        if not message.more:
+                            pending[0].set()
                 else:
                     logger.warning("ignoring unexpected %s from the supervisor", message.kind)
         except ipc.ConnectionClosedError:

@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import sys
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -126,19 +125,11 @@ class Worker:
     def _counts(self) -> tuple[int, int]:
         return self.state.in_flight, self.state.completed
 
-    def own_stats(self) -> dict[str, Any]:
-        return self.app.own_stats() if self.app is not None else {}
-
-    def own_metrics(self) -> dict[str, Any]:
-        return self.app.metrics.snapshot() if self.app is not None else {}
-
     async def run(self) -> Outcome:
         outcome = Outcome(0)
         async with anyio.create_task_group() as task_group:
-            task_group.start_soon(self.link.serve, self.on_stop, self.own_stats)
-            task_group.start_soon(
-                self.link.heartbeats, self.settings.heartbeat_interval, self._counts, self.own_metrics
-            )
+            task_group.start_soon(self.link.serve, self.on_stop)
+            task_group.start_soon(self.link.heartbeats, self.settings.heartbeat_interval, self._counts)
             models: list[Model] | None = None
             with self._loading:
                 try:
@@ -159,7 +150,7 @@ class Worker:
                         logger.error("cannot load models: %s", message)  # else the supervisor says it
                     outcome = Outcome(1)
             if self._loading.cancelled_caught:
-                await self.link.send_stopped(0, 0, 0, {}, {}, "stopped while loading")
+                await self.link.send_stopped(0, 0, 0, "stopped while loading")
                 outcome = Outcome(0, wait_for_threads=False)
             elif models is not None:
                 try:
@@ -183,6 +174,7 @@ class Worker:
             gone=set(settings.model_versions) - {f"{model.name}/{model.version}" for model in models},
         )
         self.app = app
+        self.link.changed_counters = lambda: app.counters(app.changes.take())
         shutdown = anyio.Event()
         completed_before_drain = 0
 
@@ -206,6 +198,4 @@ class Worker:
             task_group.cancel_scope.cancel()
         completed = self.state.completed - completed_before_drain
         logger.info("drained: %d in-flight requests finished, %d dropped", completed, self.state.dropped)
-        await self.link.send_stopped(
-            completed, self.state.dropped, self.state.completed, app.own_stats(), app.metrics.snapshot(), "stop"
-        )
+        await self.link.send_stopped(completed, self.state.dropped, self.state.completed, "stop")

@@ -150,3 +150,37 @@ def test_a_worker_started_after_the_default_version_was_removed_answers_503_for_
     for _ in range(4):
         status, _, answer = http("POST", f"{url}/v2/models/scorer/infer", BODY)
         assert status == 200 and np.allclose(json.loads(answer)["outputs"][0]["data"], answers["1"].ravel(), atol=1e-5)
+
+
+def test_a_repository_of_5000_tiny_models_starts_serves_reloads_and_stops(launch, platform, tmp_path):
+    """Every model's counters once travelled in each heartbeat and in one Stopped frame: past
+    ~1,450 model versions a frame was over the 1 MiB limit, each worker was killed for breaking
+    the protocol as soon as it served, and the pool went down in a crash loop (found in review)."""
+    repository = tmp_path / "repository"
+    count = 5000
+    mlp(repository / "m0" / "model.npz", 1)
+    weights = (repository / "m0" / "model.npz").read_bytes()
+    for i in range(1, count):
+        (repository / f"m{i}").mkdir()
+        (repository / f"m{i}" / "model.npz").write_bytes(weights)
+    pool = launch("--model-dir", platform.path(str(repository)), workers=2)
+    url = pool.wait_ready(timeout=180)
+    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [2, 8], "datatype": "FP32", "data": X.ravel().tolist()}]})
+    for name in ("m0", f"m{count // 2}", f"m{count - 1}") * 2:
+        status, _, _ = http("POST", f"{url}/v2/models/{name}/infer", body.encode())
+        assert status == 200
+
+    def rows() -> tuple[int, int]:
+        status, _, answer = http("GET", f"{url}/v2/models/stats")
+        assert status == 200
+        stats = json.loads(answer)["model_stats"]
+        return len(stats), sum(entry["inference_count"] for entry in stats)
+
+    assert rows() == (count, 12)  # 6 requests of 2 rows, summed over both workers
+    reload = pool.cli("reload", timeout=300)
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+    assert rows() == (count, 12)  # the old workers' counters are kept
+    stop = pool.cli("stop", timeout=120)
+    assert stop.returncode == 0 and "stopped cleanly" in stop.stdout, stop.stdout + stop.stderr
+    assert pool.wait_exit() == 0
+    assert "broke the control protocol" not in pool.output

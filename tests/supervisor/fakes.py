@@ -137,10 +137,10 @@ class FakeWorker:
                 self.received.append(message)
                 if isinstance(message, Stop):
                     self.stopped_at = anyio.current_time()
-                    await self.send(Stopped(0, 0, served=0, models=stats or {}, seq=next(seq)))
+                    await self.send(Stopped(0, 0, served=0))
                     self.exit(0)
                 elif isinstance(message, StatsRequest):
-                    await self.send(StatsReport(message.request_id, stats or {}, next(seq)))
+                    await self.send(StatsReport(message.request_id, {"stats": stats or {}}, next(seq)))
             task_group.cancel_scope.cancel()
         self.exit(0)  # the supervisor went away
 
@@ -252,11 +252,12 @@ async def running(
     script: Callable[[SpawnRequest], Script],
     workers: int = 2,
     spawn_cost: float = 0.0,
+    worker: WorkerSettings | None = None,
     **pool: object,
 ) -> AsyncIterator[Running]:
     settings = Settings(
         PoolSettings(workers=workers, bind="127.0.0.1:0", **{"heartbeat_timeout": 1.0, **pool}),  # type: ignore[arg-type]
-        WorkerSettings(grace=1.0),
+        worker or WorkerSettings(grace=1.0),
         {},
     )
     async with anyio.create_task_group() as task_group:

@@ -40,6 +40,8 @@ def build(cls: type[Message]) -> st.SearchStrategy[Message]:
     hints = typing.get_type_hints(cls)
     free_form = {name: st.dictionaries(st.text(max_size=6), plain, max_size=3) for name, hint in hints.items()
                  if hint == dict[str, typing.Any]}  # fmt: skip
+    sections = st.dictionaries(st.text(max_size=6), st.dictionaries(st.text(max_size=6), plain, max_size=3), max_size=2)
+    free_form |= {name: sections for name, hint in hints.items() if hint == dict[str, dict[str, typing.Any]]}
     return st.builds(cls, **free_form)
 
 

@@ -12,7 +12,7 @@ import pytest
 import ipc
 from ipc import handshake, keys
 from ipc.contract.settings import WorkerSettings
-from ipc.messages import Challenge, Error, Hello, PoolStatsRequest, Proof, Ready, StatsRequest, Stop
+from ipc.messages import Challenge, Error, Hello, Proof, Ready, StatsReport, StatsRequest, Stop
 from supervisor import client, exits
 from supervisor.lifecycle import PoolState
 from supervisor.pool import open_pool
@@ -162,14 +162,14 @@ async def test_stop_during_start_up_ends_the_unready_workers_at_once(control_add
     assert await pool.finished() == exits.OK
 
 
-async def test_a_stale_or_bad_statistics_snapshot_never_lowers_the_counters(control_address):
+async def test_a_stale_or_bad_statistics_report_never_lowers_the_counters(control_address):
     snapshot = {"fake": {"inference_count": 10}}
 
     async def reporter(worker: FakeWorker) -> None:
         await worker.join()
-        await worker.send(PoolStatsRequest(1, snapshot, seq=5))
-        await worker.send(PoolStatsRequest(2, {"fake": {"inference_count": 3}}, seq=4))  # late
-        await worker.send(PoolStatsRequest(3, {"fake": {"inference_count": float("inf")}}, seq=6))  # bad
+        await worker.send(StatsReport(0, {"stats": snapshot}, seq=5))
+        await worker.send(StatsReport(0, {"stats": {"fake": {"inference_count": 3}}}, seq=4))  # late
+        await worker.send(StatsReport(0, {"stats": {"fake": {"inference_count": float("inf")}}}, seq=6))  # bad
         await worker.serve(stats=snapshot)
 
     async with running(control_address, by_generation(s0g1=reporter), workers=1) as pool:
@@ -242,7 +242,7 @@ async def test_a_large_pool_answers_while_it_spawns(control_address):
     """512 workers were spawned in one go on the event loop: for as long as that took nobody
     was served, not the first workers' Hellos nor a `supervisor stop` (found in review)."""
     workers = 300
-    async with running(control_address, by_generation(), workers=workers, spawn_cost=0.02) as pool:
+    async with running(control_address, by_generation(), workers=workers, spawn_cost=0.005) as pool:
         with anyio.fail_after(DEADLINE):
             await pool.supervisor.opened.wait()
             reply = await client.status(control_address)

@@ -19,6 +19,7 @@ from ..models import Model
 from . import inference, jsonio, metadata, openapi, tensors
 from .batching import Batcher
 from .bodies import SMALL_BODY, Bodies, Receive, RequestBody, Scope, request_headers
+from .counters import Changes
 from .errors import HTTPError, bad_request, not_found
 from .metrics import Metrics
 from .stats import ModelStats, as_triton, highest
@@ -28,8 +29,9 @@ logger = logging.getLogger("worker.api")
 access = logging.getLogger("worker.access")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-#: Returns the pool-wide snapshots per model name, given this worker's own.
-PoolStats = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+#: The pool-wide statistics of the model versions named (NAME/VERSION; none: all), or None when
+#: the supervisor does not answer in time.
+PoolStats = Callable[[list[str]], Awaitable[dict[str, Any] | None]]
 
 SERVER_NAME = "inference-supervisor"
 SERVER_VERSION = ipc.__version__
@@ -87,7 +89,9 @@ class InferenceApp:
             if name not in self.models or _number(version) > _number(self.models[name].version):
                 self._gone_defaults[name] = version
         #: Statistics of every model version, by its key (see ``_key``).
-        self.stats = {_key(model): ModelStats(model.name, model.version) for model in models}
+        #: Which counters changed since the supervisor was last sent them.
+        self.changes = Changes()
+        self.stats = {_key(model): ModelStats(model.name, model.version, self.changes) for model in models}
         self.state = state
         self.access_log = access_log
         self.bodies = Bodies(max_body_size, body_timeout)
@@ -103,10 +107,21 @@ class InferenceApp:
         self._pool_seen: dict[str, Any] = {}
         self._pid = str(os.getpid()).encode()
         self.openapi = openapi.document(list(self.models.values()))
-        self.metrics = Metrics(list(self.models))
+        self.metrics = Metrics(list(self.models), self.changes)
 
-    def own_stats(self) -> dict[str, Any]:
-        return {name: stats.snapshot() for name, stats in self.stats.items()}
+    def own_stats(self, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """This worker's statistics of the model versions ``keys`` (NAME/VERSION), else of all."""
+        chosen = self.stats if keys is None else {key: self.stats[key] for key in keys}
+        return {key: stats.snapshot() for key, stats in chosen.items()}
+
+    def counters(self, entries: Mapping[str, Collection[str]]) -> dict[str, dict[str, Any]]:
+        """The current values of ``entries`` (keys by section), as the supervisor keeps them."""
+        return {
+            section: {key: self.stats[key].snapshot() for key in keys}
+            if section == "stats"
+            else {key: self.metrics.entry(section, key) for key in keys}
+            for section, keys in entries.items()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -268,8 +283,12 @@ class InferenceApp:
         return _json({"name": model.name, "ready": not self.state.draining}, 503 if self.state.draining else 200)
 
     async def _model_stats(self, models: list[Model]) -> list[dict[str, Any]]:
-        own = self.own_stats()
-        pool = own if self._pool_stats is None else await self._pool_stats(own)
+        keys = [_key(model) for model in models]
+        own = self.own_stats(keys)
+        every = len(keys) == len(self.stats)  # ask for all, rather than name thousands
+        pool = await self._pool_stats([] if every else keys) if self._pool_stats is not None else None
+        if pool is None:
+            pool = own
         # When the supervisor cannot answer in time the link falls back to this worker's own
         # counters, a fraction of the pool's. Clients poll these counters and subtract: none may
         # ever be less than it was in an earlier answer.

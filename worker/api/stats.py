@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any
 
+from .counters import Changes
+
 #: The eight duration counters perf_analyzer reads without checking they exist.
 DURATIONS = (
     "success",
@@ -27,9 +29,12 @@ DURATIONS = (
 class ModelStats:
     """Cumulative counters of one model in one worker (thread-safe)."""
 
-    def __init__(self, name: str, version: str) -> None:
+    def __init__(self, name: str, version: str, changes: Changes | None = None) -> None:
         self.name = name
         self.version = version
+        #: Its entry in the pool's statistics: NAME/VERSION (no name holds a /).
+        self.key = f"{name}/{version}"
+        self._changes = changes if changes is not None else Changes()
         self._lock = threading.Lock()
         self.last_inference = 0
         self.inference_count = 0
@@ -45,6 +50,7 @@ class ModelStats:
             self.last_inference = int(time.time() * 1000)
             self.inference_count += batch
             self.execution_count += executions
+            self._changes.mark("stats", self.key)
             for key, ns in (
                 ("queue", queue_ns),
                 ("compute_input", input_ns),
@@ -57,6 +63,7 @@ class ModelStats:
 
     def record_failure(self, ns: int) -> None:
         with self._lock:
+            self._changes.mark("stats", self.key)
             self.durations["fail"][0] += 1
             self.durations["fail"][1] += ns
 
