@@ -38,6 +38,7 @@ from .launcher import Launcher
 from .lifecycle import Event, PoolEvent, PoolLifecycle, PoolState, SlotEvent, SlotState, State
 from .operations import Operation, Operations
 from .policy import RestartRules, Restarts, Timeouts
+from .replace import take_over
 from .settings import Settings
 from .slots import Slot
 from .spawn import Spawner
@@ -226,10 +227,7 @@ class Pool:
         if slot.current is process and slot.state is SlotState.STARTING:
             slot.fire(SlotEvent.READY)
         elif slot.incoming is process:
-            old, slot.current, slot.incoming = slot.current, process, None
-            slot.fire(SlotEvent.TAKE_OVER)
-            if old is not None:
-                self.launcher.retire(old)
+            take_over(self, slot, process)
         if self.state is PoolState.STARTING:  # a progress count while the pool starts
             ready = sum(slot.serving for slot in self.slots)
             logger.info("worker %d ready (pid %d): %d of %d", process.slot, process.pid, ready, len(self.slots))

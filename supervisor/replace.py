@@ -58,6 +58,15 @@ async def replace(pool: Pool, slot: Slot) -> str | None:
         )  # fmt: skip
 
 
+def take_over(pool: Pool, slot: Slot, new: WorkerProcess) -> None:
+    """``new``, the slot's replacement, is ready: it takes the slot, and the old process drains
+    away (no request is lost: it finishes what it holds, and the others accept meanwhile)."""
+    old, slot.current, slot.incoming = slot.current, new, None
+    slot.fire(SlotEvent.TAKE_OVER)
+    if old is not None:
+        pool.launcher.retire(old)
+
+
 async def start_process(pool: Pool, slot: Slot, replacement: bool = False) -> WorkerProcess | None:
     """A new process for ``slot``, tried again while the system refuses one for a moment;
     ``None`` if it kept refusing, or the slot no longer wants one."""

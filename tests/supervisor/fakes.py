@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -179,13 +178,12 @@ class FakeSpawner:
     ) -> None:
         self._task_group = task_group
         self._script = script
-        #: Seconds each spawn blocks the loop, as a real one's fork and exec do.
+        #: Seconds each spawn takes, as a real one's fork and exec do (on the spawner's thread).
         self._cost = cost
         self.spawned: list[FakeWorker] = []
 
     async def spawn(self, request: SpawnRequest) -> FakeWorker:
-        if self._cost:
-            await anyio.to_thread.run_sync(time.sleep, self._cost)  # a fork and exec, off the loop
+        await anyio.sleep(self._cost)  # a fork and exec, off the loop as the real spawner's
         script = self._script(request)
         if isinstance(script, Unspawnable) and script.times > 0:
             script.times -= 1

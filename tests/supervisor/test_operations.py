@@ -214,7 +214,7 @@ async def test_a_worker_is_recycled_after_its_requests_with_its_replacement_read
         await healthy(worker)
 
     async with running(control_address, by_generation(s0g1=busy), workers=2, max_requests=100) as pool:
-        await pool.until(lambda: pool.pool.slots[0].generation == 2 and pool.pool.slots[0].serving)
+        await pool.until(lambda: pool.pool.slots[0].current is not None and pool.pool.slots[0].current.generation == 2)
         old, new = [w for w in pool.spawner.spawned if w.slot == 0]
         await pool.until(lambda: old.exited.is_set())
         assert new.ready_at is not None and old.stopped_at is not None and new.ready_at <= old.stopped_at
@@ -253,7 +253,7 @@ async def test_a_recycling_whose_replacement_failed_is_tried_again(control_addre
 
     script = by_generation(s0g1=bloated, s0g2=fail_to_start)  # the first replacement fails
     async with running(control_address, script, workers=1, max_worker_memory=100) as pool:
-        await pool.until(lambda: pool.pool.slots[0].generation == 3 and pool.pool.slots[0].serving)
+        await pool.until(lambda: pool.pool.slots[0].current is not None and pool.pool.slots[0].current.generation == 3)
         assert [w.generation for w in pool.spawner.spawned] == [1, 2, 3]
         await pool.until(lambda: pool.spawner.spawned[0].stopped_at is not None)  # the bloated one retired
 

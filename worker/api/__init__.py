@@ -11,6 +11,7 @@ with Triton's binary tensor, model configuration and statistics extensions.
 - ``metadata``: V2 model metadata and Triton's model configuration.
 - ``stats``: per-model counters in the shape of Triton's statistics extension.
 - ``metrics``: the worker's counters for the pool's Prometheus metrics.
+- ``counters``: which of those counters changed since the supervisor was last sent them.
 - ``openapi``: the OpenAPI document of what the worker serves.
 - ``jsonio``: JSON in and out, with orjson.
 - ``errors``: the one exception an endpoint raises for a request it refuses.

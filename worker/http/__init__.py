@@ -2,7 +2,8 @@
 
 The worker accepts connections itself (:mod:`.accept`) and hands each one to the HTTP server
 the pool was started with (``--http``): hypercorn's h11 protocol (:mod:`.hypercorn_server`,
-the default) or uvicorn's httptools protocol (:mod:`.uvicorn_server`, the fast path). The rest
+the default) or uvicorn's httptools protocol (:mod:`.uvicorn_server`, the fast path); both
+refuse what never reaches the app in the app's JSON shape (:mod:`.refusals`). The rest
 is the same whichever serves, and it is here:
 
 - Ownership: every connection, and the app's lifespan, is a task in a task group
