@@ -7,9 +7,10 @@ Workers are controlled by messages only, never by signals; the supervisor's own 
 
 Modules, from the command line down:
 
-- ``cli``: the ``supervisor`` command; ``commands``: the control commands as one table (the
-  supervisor's answer, the command line's question and printout); ``client``: the command
-  line's end of the control channel; ``exits``: the exit codes.
+- ``cli`` (and ``__main__``, for ``python -m supervisor``): the ``supervisor`` command;
+  ``commands``: the control commands as one table (the supervisor's answer, the command line's
+  question and printout); ``client``: the command line's end of the control channel;
+  ``exits``: the exit codes.
 - ``settings`` (and ``config``, the TOML file): every setting of ``supervisor start``.
 - ``run``: one supervisor's life; ``control``: control connections, admitted and routed;
   ``interrupts``: OS interrupts as calls; ``sockets``: binding the HTTP socket; ``metrics``:

@@ -242,7 +242,9 @@ async def test_a_large_pool_answers_while_it_spawns(control_address):
     """512 workers were spawned in one go on the event loop: for as long as that took nobody
     was served, not the first workers' Hellos nor a `supervisor stop` (found in review)."""
     workers = 300
-    async with running(control_address, by_generation(), workers=workers, spawn_cost=0.005) as pool:
+    async with running(
+        control_address, by_generation(), workers=workers, spawn_cost=0.005, heartbeat_timeout=10.0
+    ) as pool:
         with anyio.fail_after(DEADLINE):
             await pool.supervisor.opened.wait()
             reply = await client.status(control_address)
@@ -253,7 +255,9 @@ async def test_a_large_pool_answers_while_it_spawns(control_address):
 
 async def test_a_stop_while_a_large_pool_spawns_spawns_no_more(control_address):
     workers = 300
-    async with running(control_address, by_generation(), workers=workers, spawn_cost=0.005) as pool:
+    async with running(
+        control_address, by_generation(), workers=workers, spawn_cost=0.005, heartbeat_timeout=10.0
+    ) as pool:
         await pool.until(lambda: len(pool.spawner.spawned) >= 10)
         pool.supervisor.request_stop()
         assert await pool.finished() == exits.OK
