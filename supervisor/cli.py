@@ -4,7 +4,7 @@ command (``stop``, ``status``, ``reload``, ``scale``, ``ping``: ``supervisor.com
 Exit codes: 0 success; 1 an error the message explains (port in use, no supervisor running,
 a worker that failed to start, a reload whose new worker could not start); 2 bad usage; 3 the
 pool stopped but not cleanly (a request was dropped, a worker had to be killed); 4 the pool
-went down (a worker kept failing: a crash loop); 5 a reload or scale was interrupted by a stop;
+went down (no worker could start: a crash loop); 5 a reload or scale was interrupted by a stop;
 130 interrupted while waiting (Ctrl+C).
 """
 

@@ -15,7 +15,7 @@ ERROR = 1
 USAGE = 2
 #: The pool stopped, but not cleanly: a request was dropped, a worker had to be killed.
 UNCLEAN = 3
-#: The pool went down: a worker kept failing (a crash loop), so the supervisor gave up.
+#: The pool went down: no worker could start any more (a crash loop), so the supervisor gave up.
 DOWN = 4
 #: A reload or scale was cut short: the pool began to stop first.
 INTERRUPTED_BY_STOP = 5

@@ -8,8 +8,9 @@ monotonic clock), so the policy is tested as tables without waiting for anything
   recycle (``--max-requests``, ``--max-worker-memory``);
 - :func:`after_loss`, when a slot's process ended or the system refused one: is that the pool's
   failed start, a scale's, a replacement's own business, or a loss to heal;
-- :func:`heal`, once a loss is counted by the slot's restart rules (``supervisor.policy``):
-  give up (a crash loop), let the replacement take the slot, spawn now, or back off.
+- :func:`heal` and :func:`down`, once a loss is counted by the slot's restart rules
+  (``supervisor.policy``): let the replacement take the slot, spawn now, or back off; and
+  whether the pool gives up (no worker can start).
 
 The pool (``supervisor.pool``) asks and acts; nothing here does I/O or keeps state.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .lifecycle import PoolState, SlotState, State
 from .slots import Slot
@@ -155,19 +156,27 @@ def after_loss(loss: Loss) -> Verdict:
     return Verdict.COUNT
 
 
+def down(now: float, state: PoolState, slots: Sequence[Slot]) -> bool:
+    """Whether the pool gives up: while it starts, as soon as a slot cannot start (a crash loop
+    of failed starts: ``supervisor.policy``); once it has served, only when no slot can start at
+    all. A worker that dies while serving never counts towards it: a request that kills its
+    worker is not a worker that cannot start."""
+    live = [slot for slot in slots if slot.live]
+    cannot = [slot.restarts.cannot_start(now) for slot in live]
+    if state is PoolState.STARTING:
+        return any(cannot)
+    return bool(live) and all(cannot)
+
+
 class Heal(enum.Enum):
-    #: Too many losses within the restart window: a crash loop; the pool gives up.
-    GIVE_UP = "give_up"
     #: The slot's replacement was starting already: it takes the slot.
     PROMOTE = "promote"
     RESPAWN = "respawn"
     BACKOFF = "backoff"
 
 
-def heal(delay: float | None, has_incoming: bool) -> Heal:
-    """What to do about a counted loss, given the restart rules' ``delay`` (``None``: too many)."""
-    if delay is None:
-        return Heal.GIVE_UP
+def heal(delay: float, has_incoming: bool) -> Heal:
+    """What to do about a counted loss, given the restart rules' ``delay``."""
     if has_incoming:
         return Heal.PROMOTE
     return Heal.RESPAWN if delay == 0 else Heal.BACKOFF

@@ -42,7 +42,7 @@ class Timeouts:
 
 @dataclasses.dataclass(frozen=True)
 class RestartRules:
-    #: Replacements one slot may need within ``window`` seconds; one more and the pool gives up.
+    #: Failed starts one slot may have within ``window`` seconds; one more and it cannot start.
     max_restarts: int
     window: float
     backoff_base: float
@@ -51,7 +51,15 @@ class RestartRules:
 
 
 class Restarts:
-    """One slot's replacements: the delay before each, and when to give up (a crash loop)."""
+    """One slot's replacements: the delay before each, and whether its workers can start at all.
+
+    Two kinds of loss, told apart as the issue of a query of death taught: a worker that became
+    ready and then died (a request crashed it, it was killed, it hung) started fine, and is
+    replaced after a backoff that doubles while its successors keep dying soon, however long
+    that goes on; a worker that never became ready (its models would not load, the system
+    refused the process) is a failed start, and more than ``max_restarts`` of those within
+    ``window`` mean the slot cannot start (the pool decides what that costs: ``supervisor.health``).
+    """
 
     def __init__(self, rules: RestartRules) -> None:
         self.rules = rules
@@ -59,25 +67,33 @@ class Restarts:
         self.count = 0
         #: Losses since the slot last had a healthy worker.
         self.consecutive = 0
-        self._recent: collections.deque[float] = collections.deque()
+        self._failed_starts: collections.deque[float] = collections.deque()
 
-    def on_lost(self, now: float, served_for: float) -> float | None:
-        """A worker of this slot was lost at ``now`` after serving ``served_for`` seconds.
-
-        Returns how long to wait before its replacement, or ``None``: the slot is in a crash
-        loop and the pool should give up.
-        """
+    def on_lost(self, now: float, served_for: float, started: bool = True) -> float:
+        """A worker of this slot was lost at ``now`` after serving ``served_for`` seconds (it
+        ``started``: became ready). How long to wait before its replacement."""
         rules = self.rules
         if served_for >= rules.healthy_after:
             self.consecutive = 0
-        while self._recent and self._recent[0] <= now - rules.window:
-            self._recent.popleft()
-        if len(self._recent) >= rules.max_restarts:
-            return None
-        self._recent.append(now)
+        if not started:
+            self._failed_starts.append(now)
         delay = 0.0
         if self.consecutive:
             delay = min(rules.backoff_base * 2 ** (self.consecutive - 1), rules.backoff_max)
         self.consecutive += 1
         self.count += 1
         return delay
+
+    def on_started(self) -> None:
+        """A worker of this slot became ready: it can start after all."""
+        self._failed_starts.clear()
+
+    def cannot_start(self, now: float) -> bool:
+        """More than ``max_restarts`` failed starts within the window: its workers cannot start."""
+        while self._failed_starts and self._failed_starts[0] <= now - self.rules.window:
+            self._failed_starts.popleft()
+        return len(self._failed_starts) > self.rules.max_restarts
+
+    @property
+    def failed_starts(self) -> int:
+        return len(self._failed_starts)

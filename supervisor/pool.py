@@ -224,6 +224,7 @@ class Pool:
         process.deadline = None
         if slot.served_at is None:
             slot.served_at = process.ready_at
+        slot.restarts.on_started()
         if slot.current is process and slot.state is SlotState.STARTING:
             slot.fire(SlotEvent.READY)
         elif slot.incoming is process:

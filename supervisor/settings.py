@@ -68,7 +68,11 @@ class PoolSettings:
         30.0, "a worker silent this long is hung: it is killed and replaced", metavar="SECONDS", minimum=0.1
     )
     max_restarts: int = setting(
-        5, "replacements one slot may need within --restart-window before the pool gives up", metavar="N", minimum=0
+        5,
+        "failed starts one slot may have within --restart-window before it cannot start;"
+        " the pool gives up when no slot can start (while it starts: when one cannot)",
+        metavar="N",
+        minimum=0,
     )
     restart_window: float = setting(60.0, "the window --max-restarts counts in", metavar="SECONDS", minimum=0)
     max_requests: int = setting(

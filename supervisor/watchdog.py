@@ -6,9 +6,10 @@ says.
   If the supervisor itself was held up (stopped, swapped out, starved), nobody is judged by it.
 - When a slot's process ends, or the system refuses one, it asks the policy what that means
   (the pool's failed start, a scale's, a replacement's business, or a loss to heal) and heals
-  the slot: at once the first time, then after a doubling backoff (``supervisor.policy``); a
-  slot that needs more than ``--max-restarts`` replacements within ``--restart-window`` is a
-  crash loop, and the pool gives up.
+  the slot: at once the first time, then after a doubling backoff (``supervisor.policy``). A
+  slot whose workers fail to start more than ``--max-restarts`` times within
+  ``--restart-window`` cannot start: it is tried again at the longest backoff while the others
+  serve, and the pool gives up only when no slot can start (or, while it starts, at once).
 """
 
 from __future__ import annotations
@@ -92,23 +93,31 @@ class Watchdog:
 
     def _heal(self, slot: Slot, process: WorkerProcess | None) -> None:
         """A loss counted by the slot's restart rules: spawn now, later, hand the slot to its
-        replacement, or give up."""
+        replacement, or give up (no worker can start)."""
         pool, now = self.pool, self.pool.now()
+        started = process is not None and process.ready_at is not None
         served_for = now - process.ready_at if process is not None and process.ready_at is not None else 0.0
-        delay = slot.restarts.on_lost(now, served_for)
-        if process is None and delay is not None:
+        delay = slot.restarts.on_lost(now, served_for, started)
+        if process is None:
             delay = max(delay, pool.timeouts.backoff_base)  # the system just refused: not at once
-        heal = health.heal(delay, slot.incoming is not None)
         if process is not None:
             pool.fire(PoolEvent.LOST)
-        if heal is health.Heal.GIVE_UP:
-            slot.fire(SlotEvent.FAIL)
-            self._crash_loop(slot, process)
-        elif heal is health.Heal.PROMOTE:
+        if slot.restarts.cannot_start(now):
+            if health.down(now, pool.state, pool.slots):
+                slot.fire(SlotEvent.FAIL)
+                self._crash_loop(slot, process)
+                return
+            delay = pool.rules.backoff_max  # the others serve: try again, slowly
+            why = f" (the last: {process.reason})" if process is not None and process.reason else ""
+            logger.warning(
+                "worker %d cannot start: %d failed starts within %gs%s; tried again every %gs while the others serve",
+                slot.index, slot.restarts.failed_starts, pool.rules.window, why, delay,
+            )  # fmt: skip
+        heal = health.heal(delay, slot.incoming is not None)
+        if heal is health.Heal.PROMOTE:
             slot.fire(SlotEvent.PROMOTE)
             slot.current, slot.incoming = slot.incoming, None
         else:
-            assert delay is not None
             slot.fire(SlotEvent.LOST if process is not None else SlotEvent.REFUSED, due=now + delay)
             if heal is health.Heal.RESPAWN:
                 pool.respawn(slot)
@@ -123,7 +132,8 @@ class Watchdog:
             return
         # Why the last one failed, when it said: its models no longer load, say.
         why = f" (the last: {process.reason})" if process.reason else ""
+        alone = "" if pool.state is PoolState.STARTING else ", and no worker can start"
         pool.give_up(
             f"worker {slot.index} failed {rules.max_restarts + 1} times within {rules.window:g}s{why}: "
-            "a crash loop; the pool is down"
+            f"a crash loop{alone}; the pool is down"
         )

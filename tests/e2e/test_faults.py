@@ -83,14 +83,20 @@ def test_a_crash_loop_ends_the_supervisor_with_its_own_exit_code(launch, platfor
     port = int(url.rsplit(":", 1)[1])
     (gate / "break").touch()  # from now on every new worker fails to load
     platform.kill(slot_row(pool, 0)["pid"])
+    # Slot 0 cannot start; slot 1 serves on, and the pool with it.
+    pool.wait_for_line(r"worker 0 cannot start: 3 failed starts within 60s \(the last: RuntimeError: weights vani")
+    assert pool.process.poll() is None
+    status, _, _ = http("GET", f"{url}/v2/health/ready")
+    assert status == 200
+    platform.kill(slot_row(pool, 1)["pid"])  # and now no worker can start at all
     assert pool.wait_exit(90) == 4, pool.output
     assert re.search(
-        r"worker 0 failed 3 times within 60s \(the last: RuntimeError: weights vanished\): "
-        "a crash loop; the pool is down",
+        r"worker 1 failed 3 times within 60s \(the last: RuntimeError: weights vanished\): "
+        "a crash loop, and no worker can start; the pool is down",
         pool.output,
     ), pool.output
-    # The kill, then two replacements that could not load: 2 restarts allowed, the third loss ends it.
-    assert pool.output.count("failed to start: RuntimeError: weights vanished") == 2
+    # Each slot: the kill (it had served: not a failed start), then three that could not load.
+    assert pool.output.count("failed to start: RuntimeError: weights vanished") == 6
     assert "Traceback" not in pool.output
     # Nobody serves: connections are refused, not left hanging.
     with socket.socket() as probe, pytest.raises(OSError):

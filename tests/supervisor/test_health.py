@@ -134,8 +134,35 @@ def test_what_a_loss_means(loss, verdict):
 
 @pytest.mark.parametrize(
     "delay, incoming, heal",
-    [(None, False, Heal.GIVE_UP), (None, True, Heal.GIVE_UP), (0.0, True, Heal.PROMOTE), (0.0, False, Heal.RESPAWN),
-     (0.5, False, Heal.BACKOFF), (0.5, True, Heal.PROMOTE)],
-)  # fmt: skip
+    [(0.0, True, Heal.PROMOTE), (0.0, False, Heal.RESPAWN), (0.5, False, Heal.BACKOFF), (0.5, True, Heal.PROMOTE)],
+)
 def test_how_a_counted_loss_is_healed(delay, incoming, heal):
     assert health.heal(delay, incoming) is heal
+
+
+def crash_looping(cannot: bool) -> Slot:
+    made = slot(*SERVING)
+    for t in range(6 if cannot else 1):
+        made.restarts.on_lost(float(t), 0.0, started=False)
+    return made
+
+
+@pytest.mark.parametrize(
+    "state, cannot, down",
+    [
+        (PoolState.STARTING, [True, False], True),  # a pool that never served is not half-started
+        (PoolState.STARTING, [False, False], False),
+        (PoolState.DEGRADED, [True, False], False),  # the others serve: it is tried again, slowly
+        (PoolState.DEGRADED, [True, True], True),  # no worker can start at all
+        (PoolState.RELOADING, [True, True], True),
+    ],
+)
+def test_when_the_pool_gives_up(state, cannot, down):
+    slots = [crashing for crashing in map(crash_looping, cannot)]
+    assert health.down(10.0, state, slots) is down
+
+
+def test_a_retired_slot_does_not_count():
+    retired = crash_looping(False)
+    retired.fire(SlotEvent.RETIRE)
+    assert health.down(10.0, PoolState.DEGRADED, [crash_looping(True), retired])

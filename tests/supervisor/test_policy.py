@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from supervisor.policy import RestartRules, Restarts
 
 RULES = RestartRules(max_restarts=3, window=60.0, backoff_base=0.5, backoff_max=4.0, healthy_after=30.0)
@@ -23,20 +21,26 @@ def test_a_worker_that_served_long_enough_resets_the_backoff():
     assert restarts.on_lost(100.0, served_for=45.0) == 0.0  # it served 45 s: healthy
 
 
-def test_more_than_max_restarts_within_the_window_is_a_crash_loop():
-    restarts = Restarts(RULES)
-    assert [restarts.on_lost(t, 0.0) is not None for t in (0.0, 1.0, 2.0)] == [True] * 3
-    assert restarts.on_lost(3.0, 0.0) is None
-
-
-def test_losses_older_than_the_window_are_forgotten():
+def test_more_than_max_restarts_failed_starts_within_the_window_mean_it_cannot_start():
     restarts = Restarts(RULES)
     for t in (0.0, 1.0, 2.0):
-        restarts.on_lost(t, 0.0)
-    assert restarts.on_lost(60.5, 0.0) is not None  # the loss at 0 s has left the window
+        restarts.on_lost(t, 0.0, started=False)
+        assert not restarts.cannot_start(t)
+    restarts.on_lost(3.0, 0.0, started=False)
+    assert restarts.cannot_start(3.0)
+    assert not restarts.cannot_start(60.5)  # the failed start at 0 s has left the window
 
 
-@pytest.mark.parametrize("max_restarts", [0])
-def test_no_restarts_allowed_gives_up_at_the_first_loss(max_restarts):
-    restarts = Restarts(RestartRules(max_restarts, 60.0, 0.5, 4.0, 30.0))
-    assert restarts.on_lost(0.0, 100.0) is None
+def test_workers_that_started_and_died_never_make_it_a_crash_loop_only_back_off():
+    restarts = Restarts(RULES)
+    delays = [restarts.on_lost(float(t), served_for=1.0, started=True) for t in range(20)]
+    assert delays[:5] == [0.0, 0.5, 1.0, 2.0, 4.0] and max(delays) == 4.0
+    assert not restarts.cannot_start(20.0)
+
+
+def test_a_worker_that_starts_clears_the_failed_starts():
+    restarts = Restarts(RestartRules(max_restarts=0, window=60.0, backoff_base=0.5, backoff_max=4.0, healthy_after=30))
+    restarts.on_lost(0.0, 0.0, started=False)
+    assert restarts.cannot_start(0.0)
+    restarts.on_started()
+    assert not restarts.cannot_start(0.0)

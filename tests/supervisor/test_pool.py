@@ -18,7 +18,7 @@ from supervisor.lifecycle import PoolState
 from supervisor.pool import open_pool
 from supervisor.settings import PoolSettings, Settings
 
-from .fakes import DEADLINE, TIMEOUTS, FakeSpawner, FakeWorker, Unspawnable, by_generation, running
+from .fakes import DEADLINE, TIMEOUTS, FakeSpawner, FakeWorker, Unspawnable, by_generation, healthy, running
 
 pytestmark = pytest.mark.anyio
 
@@ -74,15 +74,44 @@ async def fail_to_load(worker: FakeWorker) -> None:
     worker.exit(1)
 
 
-async def test_a_crash_loop_gives_up_with_its_own_exit_code_after_backing_off(control_address):
+async def test_a_crash_loop_of_failed_starts_with_no_worker_left_gives_up_with_its_own_exit_code(control_address):
     script = by_generation(s0g2=fail_to_load, s0g3=fail_to_load, s0g4=fail_to_load, s0g1=crash_after_ready)
-    async with running(control_address, script, max_restarts=2) as pool:
+    async with running(control_address, script, workers=1, max_restarts=2) as pool:
         assert await pool.finished() == exits.DOWN
         assert pool.pool.state is PoolState.DOWN
         assert pool.pool.failure == (
-            "worker 0 failed 3 times within 60s (the last: weights vanished): a crash loop; the pool is down"
+            "worker 0 failed 3 times within 60s (the last: weights vanished): a crash loop, and no worker can start; "
+            "the pool is down"
         )
-        assert [w.generation for w in pool.spawner.spawned if w.slot == 0] == [1, 2, 3]
+        # The first started and then died: not a failed start. The three after it were.
+        assert [w.generation for w in pool.spawner.spawned if w.slot == 0] == [1, 2, 3, 4]
+
+
+async def test_a_slot_that_cannot_start_is_tried_again_slowly_while_the_others_serve(control_address):
+    script = by_generation(s0g1=crash_after_ready, s0g2=fail_to_load, s0g3=fail_to_load, s0g4=fail_to_load)
+    async with running(control_address, script, workers=2, max_restarts=2) as pool:
+        # Slot 0 cannot start for a while (three failed starts); slot 1 serves on, and the pool
+        # does not give up; the fifth generation loads again.
+        await pool.until(lambda: pool.pool.slots[0].current is not None and pool.pool.slots[0].current.generation == 5)
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        assert pool.pool.failure is None
+
+
+async def crash_after_ready_and_a_beat(worker: FakeWorker) -> None:
+    await worker.join()
+    await worker.send(Ready(worker.pid, []))
+    await anyio.sleep(0.05)
+    worker.exit(-9)
+
+
+async def test_workers_that_die_while_serving_are_replaced_for_ever_not_given_up_on(control_address):
+    """A request that kills its worker is not a worker that cannot start: 11 of them once took
+    the pool down (exit 4) as a crash loop (found in review)."""
+    script = lambda request: crash_after_ready_and_a_beat if request.slot == 0 else healthy  # noqa: E731
+    async with running(control_address, script, workers=2, max_restarts=2) as pool:
+        await pool.until(lambda: pool.pool.slots[0].generation >= 8)
+        assert pool.pool.state in (PoolState.READY, PoolState.DEGRADED) and pool.pool.failure is None
+        assert pool.pool.slots[1].current is not None and pool.pool.slots[1].current.generation == 1
 
 
 async def test_a_worker_that_never_becomes_ready_fails_the_start(control_address):
