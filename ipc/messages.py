@@ -13,7 +13,7 @@ check at the handshake.
 Who sends what::
 
     any side               Hello, Challenge, Proof, Welcome, Error (ipc.handshake)
-    supervisor -> worker   Configure, Stop, StatsRequest, PoolStatsReply
+    supervisor -> worker   Configure, Quarantined, Stop, StatsRequest, PoolStatsReply
     worker -> supervisor   Ready, Heartbeat, Stopped, StatsReport, PoolStatsRequest
     client -> supervisor   StatusRequest, StopRequest, ReloadRequest, ScaleRequest, PingRequest
     supervisor -> client   StatusReply, StopReply, Progress, OperationReply, PingReply
@@ -130,13 +130,24 @@ class Configure(Message):
     """What a worker needs to serve: the listening socket and its settings.
 
     On POSIX the socket is inherited and ``listen_fd`` names it; on Windows ``listen_share``
-    carries ``socket.share(worker_pid)``.
+    carries ``socket.share(worker_pid)``. ``inflight`` names the file where it notes the requests
+    it has in flight (``ipc.contract.inflight``).
     """
 
     kind: ClassVar[str] = "configure"
     settings: WorkerSettings
     listen_fd: int | None = None
     listen_share: bytes | None = None
+    inflight: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quarantined(Message):
+    """The model versions (NAME/VERSION) a worker answers 503 for, each with the reason: all of
+    them, replacing what it was told before (none: serve every model again)."""
+
+    kind: ClassVar[str] = "quarantined"
+    models: dict[str, str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -380,7 +391,7 @@ KINDS: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (
         Hello, Challenge, Proof, Welcome, Error,
-        Configure, Ready, Heartbeat, Stop, Stopped,
+        Configure, Quarantined, Ready, Heartbeat, Stop, Stopped,
         StatsRequest, StatsReport, PoolStatsRequest, PoolStatsReply,
         StatusRequest, StatusReply, StopRequest, StopReply,
         ReloadRequest, ScaleRequest, Progress, OperationReply, PingRequest, PingReply,

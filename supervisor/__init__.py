@@ -20,5 +20,6 @@ Modules, from the command line down:
   ``health`` (the clock-free policy) and ``policy`` (restart rules, timeouts), ``watchdog``
   (which acts on the policy), ``launcher`` (spawning, draining, killing, reaping; ``spawn``
   and ``_winjob`` underneath), ``channel`` (each worker's control connection), ``stats``
-  (the pool's counters), ``replace`` and ``operations`` (reload, scale, recycling).
+  (the pool's counters), ``quarantine`` (models whose requests kill their workers),
+  ``replace`` and ``operations`` (reload, scale, recycling).
 """

@@ -28,6 +28,7 @@ from ipc.messages import (
     Heartbeat,
     Hello,
     PoolStatsRequest,
+    Quarantined,
     Ready,
     StatsReport,
     Stopped,
@@ -81,7 +82,9 @@ class Channel:
             # A worker is asked for statistics or told to stop only after its Configure: both
             # go through this one ordered outbox.
             channel.post(Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
-            channel.post(Configure(pool.worker_settings, listen_fd, listen_share))
+            channel.post(Configure(pool.worker_settings, listen_fd, listen_share, pool.launcher.inflight_path(process)))
+            if pool.quarantine.models:
+                channel.post(Quarantined(dict(pool.quarantine.models)))
             try:
                 await channel._serve()
             finally:

@@ -19,6 +19,8 @@ import dataclasses
 import logging
 import os
 import random
+import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 import anyio
@@ -53,6 +55,15 @@ class Launcher:
         )
         #: The stop was forced: whatever is asked to stop is killed instead.
         self.forced = False
+        #: Where each worker notes what it has in flight (``ipc.contract.inflight``).
+        self.inflight_folder = tempfile.mkdtemp(prefix="inference-supervisor-")
+
+    def inflight_path(self, process: WorkerProcess) -> str:
+        return os.path.join(self.inflight_folder, f"{process.slot}-{process.generation}.inflight")
+
+    def close(self) -> None:
+        """Every process is reaped: remove what they left behind."""
+        shutil.rmtree(self.inflight_folder, ignore_errors=True)
 
     async def pin_models(self) -> list[str]:
         """Pin the versions the repositories hold now; those pinned before, for a failed reload
@@ -132,6 +143,10 @@ class Launcher:
             with anyio.move_on_after(self.pool.timeouts.exit_margin):
                 await channel.closed.wait()
         self.pool.exited(slot, process, code)
+        try:
+            os.unlink(self.inflight_path(process))
+        except OSError:
+            pass  # it never joined, or the folder is gone with the pool
 
     def kill(self, process: WorkerProcess, reason: str, cause: str = "killed") -> None:
         if not process.running or process.state is State.KILLED:

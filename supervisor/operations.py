@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ipc.contract.repository import LayoutError
-from ipc.messages import OperationReply
+from ipc.messages import OperationReply, Quarantined
 
 from .lifecycle import PoolEvent, PoolState, SlotEvent, SlotState
 from .policy import Restarts
@@ -170,6 +170,9 @@ class Operations:
             if pool.state is not PoolState.RELOADING:
                 return _interrupted("while the old workers drained")
             done = True
+            if pool.quarantine.models:  # every worker is new: each model has a fresh chance
+                pool.quarantine.clear()
+                pool.broadcast(Quarantined({}))
             # One whose drain failed (killed, crashed, dropping requests) cost requests: say so.
             unclean = [f"worker {p.slot}'s old process {p.how_it_ended()}" for p in retired if not p.drained]
             return Outcome(OperationReply.DONE, "; ".join([f"reloaded {len(pool.slots)} workers", *unclean]))

@@ -38,6 +38,7 @@ from .launcher import Launcher
 from .lifecycle import Event, PoolEvent, PoolLifecycle, PoolState, SlotEvent, SlotState, State
 from .operations import Operation, Operations
 from .policy import RestartRules, Restarts, Timeouts
+from .quarantine import Quarantine
 from .replace import take_over
 from .settings import Settings
 from .slots import Slot
@@ -65,6 +66,7 @@ async def open_pool(
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.launcher.reap_all()
+            pool.launcher.close()
             task_group.cancel_scope.cancel()
 
 
@@ -89,6 +91,7 @@ class Pool:
         self.launcher = Launcher(self, spawner, control_address)
         self.counters = Counters(self)
         self.operations = Operations(self)
+        self.quarantine = Quarantine()
         self.watchdog = Watchdog(self)
         #: Workers lost, by slot and cause (crashed, exited, hung, failed_start, protocol, spawn...).
         self.losses: dict[tuple[int, str], int] = {}
@@ -131,6 +134,12 @@ class Pool:
         if self.lifecycle.fire(event) is not before:
             logger.debug("pool: %s -> %s", before.value, self.state.value)
         self.changed()
+
+    def broadcast(self, message: ipc.Message) -> None:
+        """Tell every worker that has joined."""
+        for process in self.processes():
+            if process.channel is not None:
+                process.channel.post(message)
 
     def now(self) -> float:
         return anyio.current_time()

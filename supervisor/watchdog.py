@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ipc.contract import inflight
+from ipc.messages import Quarantined
+
 from . import health
 from .lifecycle import PoolEvent, PoolState, SlotEvent
 from .slots import Slot
@@ -77,7 +80,9 @@ class Watchdog:
         if verdict is health.Verdict.IGNORE or verdict is health.Verdict.REPLACEMENT:
             return  # a replacement's failure is its replacer's to tell
         if process is not None:
-            if not ready:
+            if ready:
+                self._in_flight(slot, process)
+            else:
                 detail = process.reason or f"exited with code {code} before it was ready"
                 logger.error("worker %d failed to start: %s", slot.index, detail)
             cause = process.cause or ("failed_start" if not ready else "crashed" if code else "exited")
@@ -90,6 +95,26 @@ class Watchdog:
             pool.give_up(f"worker {slot.index} failed to start", failed_to_start, logged=True)
         else:
             self._heal(slot, process)
+
+    def _in_flight(self, slot: Slot, process: WorkerProcess) -> None:
+        """Say what the worker that died had in flight, and quarantine the models whose requests
+        keep being in flight when workers die."""
+        pool = self.pool
+        requests = inflight.read(pool.launcher.inflight_path(process))
+        if not requests:
+            return
+        listed = "; ".join(map(str, requests[:8])) + (f"; and {len(requests) - 8} more" if len(requests) > 8 else "")
+        logger.error(
+            "worker %d (pid %d) died with %d requests in flight: %s", slot.index, process.pid, len(requests), listed
+        )
+        # The requests inside their model's call are the suspects; the others were being read,
+        # decoded or answered, and any of them may have been on a worker a poison request killed.
+        suspects = {f"{request.model}/{request.version}" for request in requests if request.in_model}
+        newly = pool.quarantine.died(pool.now(), suspects)
+        for key in newly:
+            logger.error("%s", pool.quarantine.models[key])
+        if newly:
+            pool.broadcast(Quarantined(dict(pool.quarantine.models)))
 
     def _heal(self, slot: Slot, process: WorkerProcess | None) -> None:
         """A loss counted by the slot's restart rules: spawn now, later, hand the slot to its

@@ -168,3 +168,21 @@ class OrphanMakerModel(RowSumModel):
         import subprocess
 
         subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
+
+
+class PoisonModel(Model):
+    """Doubles its input, unless it holds 666: then it kills its own process on the spot, as a
+    model whose native code crashes on one particular input would (a query of death)."""
+
+    inputs = (TensorSpec("INPUT0", "FP32", (-1, 4)),)
+    outputs = (TensorSpec("OUTPUT0", "FP32", (-1, 4)),)
+    max_batch_size = 8
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def predict(self, inputs):
+        data = np.asarray(inputs["INPUT0"])
+        if (data == 666).any():
+            os._exit(70)
+        return {"OUTPUT0": data * 2}

@@ -33,6 +33,7 @@ from ipc.messages import (
     Message,
     PoolStatsReply,
     PoolStatsRequest,
+    Quarantined,
     StatsReport,
     StatsRequest,
     Stop,
@@ -70,6 +71,10 @@ class SupervisorLink:
         self._flushing = anyio.Lock()
         #: Where the changed counters come from, once the worker serves.
         self.changed_counters: ChangedCounters = dict
+        #: The model versions the pool quarantined, and why (``Quarantined``), as last told; and
+        #: who to tell when that changes, once the worker serves.
+        self.quarantined: dict[str, str] = {}
+        self.on_quarantine: Callable[[dict[str, str]], None] = lambda models: None
 
     async def handshake(self, address: str, slot: int, generation: int) -> Configure:
         """Prove we are of this pool, be welcomed; return the supervisor's configuration for us."""
@@ -149,6 +154,9 @@ class SupervisorLink:
                     on_stop(message)
                 elif isinstance(message, StatsRequest):
                     await self.flush(message.request_id)
+                elif isinstance(message, Quarantined):
+                    self.quarantined = message.models
+                    self.on_quarantine(message.models)
                 elif isinstance(message, PoolStatsReply):
                     pending = self._replies.get(message.request_id)
                     if pending is not None:

@@ -13,6 +13,7 @@ import anyio.to_thread
 
 import ipc
 from ipc import handshake
+from ipc.contract import inflight
 from ipc.contract.settings import WorkerSettings
 from ipc.messages import Configure, Error, Ready, Stop
 
@@ -77,7 +78,12 @@ async def run_worker(address: str, slot: int, generation: int) -> Outcome:
             logger.error("cannot join the pool: %s", exc)
             return Outcome(1)
         allow_imports_from(configure.settings.import_path)
-        return await Worker(link, sock, configure.settings).run()
+        try:
+            record = inflight.Record(configure.inflight) if configure.inflight else None
+        except OSError as exc:  # the supervisor's folder is gone: it is stopping
+            logger.error("cannot open the in-flight record %s: %s", configure.inflight, exc)
+            return Outcome(1)
+        return await Worker(link, sock, configure.settings, record).run()
 
 
 class Worker:
@@ -88,8 +94,12 @@ class Worker:
     the load's thread is abandoned.
     """
 
-    def __init__(self, link: SupervisorLink, sock: socket.socket, settings: WorkerSettings) -> None:
+    def __init__(
+        self, link: SupervisorLink, sock: socket.socket, settings: WorkerSettings, record: inflight.Record | None = None
+    ) -> None:
         self.link = link
+        #: Where this worker notes what it has in flight, for its supervisor to read should it die.
+        self.inflight = record
         self.sock = sock
         self.settings = settings
         self.state = ServingState()
@@ -121,6 +131,12 @@ class Worker:
         if self.app is not None:
             self.app.flush_batches()  # nothing waits for company any more
         self.stop_requested.set()
+
+    def _quarantine(self, models: dict[str, str]) -> None:
+        assert self.app is not None
+        for key in models.keys() - self.app.quarantined.keys():
+            logger.warning("%s", models[key])
+        self.app.quarantined = dict(models)
 
     def _counts(self) -> tuple[int, int]:
         return self.state.in_flight, self.state.completed
@@ -172,9 +188,12 @@ class Worker:
             pool_stats=self.link.pool_stats,
             batch_delays=self.batch_delays,
             gone=set(settings.model_versions) - {f"{model.name}/{model.version}" for model in models},
+            inflight=self.inflight,
         )
         self.app = app
         self.link.changed_counters = lambda: app.counters(app.changes.take())
+        app.quarantined = dict(self.link.quarantined)
+        self.link.on_quarantine = self._quarantine
         shutdown = anyio.Event()
         completed_before_drain = 0
 

@@ -8,6 +8,8 @@
 - ``launch``: the options a worker process is started with, rendered into its command line by
   the supervisor and parsed back by the worker.
 - ``logs``: how every process of a pool writes its log lines.
+- ``inflight``: the record of what a worker has in flight, which its supervisor reads after
+  the worker died.
 
 These modules import nothing from the rest of ``ipc``, nor from ``supervisor`` or ``worker``;
 the protocol's messages carry some of their records (``Configure`` holds ``WorkerSettings``).

@@ -177,3 +177,17 @@ async def test_a_30_mib_json_body_does_not_stall_the_event_loop():
     assert response.status == 200
     assert response.json()["outputs"][0]["shape"] == [rows, 1]
     assert stall < 0.5, f"the loop stalled {stall:.2f}s"  # the goal; 0.11 s measured
+
+
+async def test_a_quarantined_model_is_a_503_with_the_reason_and_the_others_serve():
+    from worker.api import InferenceApp, ServingState
+    from worker.models.mlp import demo_model
+
+    poison, good = demo_model(), demo_model()
+    poison.name = "poison"
+    app = InferenceApp([poison, good], ServingState())
+    app.quarantined = {"poison/1": "model 'poison' version 1 is quarantined: ..."}
+    response = await call(app, "POST", "/v2/models/poison/infer", infer_json())
+    assert response.status == 503 and response.json() == {"error": "model 'poison' version 1 is quarantined: ..."}
+    assert (await call(app, "GET", "/v2/models/poison/ready")).status == 503
+    assert (await call(app, "POST", "/v2/models/mlp/infer", infer_json())).status == 200

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
 import ipc
+from ipc.contract.inflight import Record
 
 from ..models import Model
 from . import inference, jsonio, metadata, openapi, tensors
@@ -73,12 +76,13 @@ class InferenceApp:
         pool_stats: PoolStats | None = None,
         batch_delays: Mapping[str, float] | None = None,
         gone: Collection[str] = (),
+        inflight: Record | None = None,
     ) -> None:
         #: Every version of every model, and by name the default: its highest version.
         self.versions = {(model.name, model.version): model for model in models}
         self.models: dict[str, Model] = {}  # in the order they were given
         for model in models:
-            if model.name not in self.models or _version_order(model) > _version_order(self.models[model.name]):
+            if model.name not in self.models or model.order > self.models[model.name].order:
                 self.models[model.name] = model
         #: The repository versions the pool serves that were gone from the folder when this
         #: worker loaded (``NAME/VERSION``): answered 503, the default too when it is one of
@@ -88,10 +92,10 @@ class InferenceApp:
         for name, version in sorted(self.gone, key=lambda entry: _number(entry[1])):
             if name not in self.models or _number(version) > _number(self.models[name].version):
                 self._gone_defaults[name] = version
-        #: Statistics of every model version, by its key (see ``_key``).
+        #: Statistics of every model version, by its key (``Model.key``).
         #: Which counters changed since the supervisor was last sent them.
         self.changes = Changes()
-        self.stats = {_key(model): ModelStats(model.name, model.version, self.changes) for model in models}
+        self.stats = {model.key: ModelStats(model.name, model.version, self.changes) for model in models}
         self.state = state
         self.access_log = access_log
         self.bodies = Bodies(max_body_size, body_timeout)
@@ -99,7 +103,7 @@ class InferenceApp:
         #: Dynamic batching, by model name: the models given a delay (in seconds) that can batch.
         delays = batch_delays or {}
         self.batchers = {
-            _key(model): Batcher(model, delays[model.name], lambda: self.state.in_flight)
+            model.key: Batcher(model, delays[model.name], lambda: self.state.in_flight)
             for model in models
             if delays.get(model.name, 0) > 0 and model.max_batch_size > 0
         }
@@ -107,6 +111,12 @@ class InferenceApp:
         self._pool_seen: dict[str, Any] = {}
         self._pid = str(os.getpid()).encode()
         self.openapi = openapi.document(list(self.models.values()))
+        #: Where this worker notes the requests it has in flight, for its supervisor to read
+        #: should it die (``ipc.contract.inflight``); the ones without an X-Request-ID are numbered.
+        self._inflight = inflight
+        self._numbers = itertools.count(1)
+        #: Model versions (NAME/VERSION) the pool quarantined, and why: answered 503.
+        self.quarantined: dict[str, str] = {}
         self.metrics = Metrics(list(self.models), self.changes)
 
     def own_stats(self, keys: Collection[str] | None = None) -> dict[str, Any]:
@@ -219,7 +229,7 @@ class InferenceApp:
             if action == "/ready":
                 return self._ready(model)
             if action == "/config":
-                batcher = self.batchers.get(_key(model))
+                batcher = self.batchers.get(model.key)
                 versions = self._versions_of(model.name)
                 return _json(metadata.model_config(model, batcher.delay if batcher else 0.0, len(versions)))
             # Triton's: a model's statistics are those of all its versions, unless one is named.
@@ -250,16 +260,19 @@ class InferenceApp:
         model = self.models.get(name)
         if model is None:
             raise not_found(f"unknown model {name!r}")
-        if version is None:
-            return model
-        versioned = self.versions.get((name, version))
-        if versioned is None:
-            raise not_found(f"model {name!r} has no version {version!r}; it has {self._versions_of(name)}")
-        return versioned
+        if version is not None:
+            versioned = self.versions.get((name, version))
+            if versioned is None:
+                raise not_found(f"model {name!r} has no version {version!r}; it has {self._versions_of(name)}")
+            model = versioned
+        reason = self.quarantined.get(model.key)
+        if reason is not None:
+            raise HTTPError(503, reason)
+        return model
 
     def _versions_of(self, name: str) -> list[str]:
         """The versions of model ``name``, lowest first."""
-        return [model.version for model in sorted(self.versions.values(), key=_version_order) if model.name == name]
+        return [model.version for model in sorted(self.versions.values(), key=_order_of) if model.name == name]
 
     async def _index(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """The repository index (``POST /v2/repository/index``): every version served, READY, or
@@ -275,7 +288,7 @@ class InferenceApp:
             state, reason = "READY", ""
         if request.get("ready") and state != "READY":
             return _json([])
-        ordered = sorted(self.versions.values(), key=_version_order)
+        ordered = sorted(self.versions.values(), key=_order_of)
         return _json([{"name": m.name, "version": m.version, "state": state, "reason": reason} for m in ordered])
 
     def _ready(self, model: Model) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -283,7 +296,7 @@ class InferenceApp:
         return _json({"name": model.name, "ready": not self.state.draining}, 503 if self.state.draining else 200)
 
     async def _model_stats(self, models: list[Model]) -> list[dict[str, Any]]:
-        keys = [_key(model) for model in models]
+        keys = [model.key for model in models]
         own = self.own_stats(keys)
         every = len(keys) == len(self.stats)  # ask for all, rather than name thousands
         pool = await self._pool_stats([] if every else keys) if self._pool_stats is not None else None
@@ -293,23 +306,26 @@ class InferenceApp:
         # counters, a fraction of the pool's. Clients poll these counters and subtract: none may
         # ever be less than it was in an earlier answer.
         self._pool_seen = highest(self._pool_seen, highest(own, pool))
-        return [as_triton(model.name, self._pool_seen[_key(model)]) for model in models]
+        return [as_triton(model.name, self._pool_seen[model.key]) for model in models]
 
     async def _infer(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         arrived = time.perf_counter_ns()
-        stats = self.stats[_key(model)]
-        header_length = request_headers(scope).get(tensors.HEADER_LENGTH)
-        batcher = self.batchers.get(_key(model))
+        stats = self.stats[model.key]
+        headers = request_headers(scope)
+        header_length = headers.get(tensors.HEADER_LENGTH)
+        batcher = self.batchers.get(model.key)
         try:
-            async with self.bodies.read(scope, receive, tensors.largest_body(model)) as body:
-                if batcher is not None and len(body) <= SMALL_BODY:
-                    answer = await batcher.infer(body, header_length)
-                else:
-                    # Decoding, the model and encoding in one hop off the event loop: a large
-                    # body must not stall health checks and the other requests this worker serves.
-                    answer = await anyio.to_thread.run_sync(inference.infer, model, body, header_length)
+            with self._noted(model, headers) as calling:
+                async with self.bodies.read(scope, receive, tensors.largest_body(model)) as body:
+                    if batcher is not None and len(body) <= SMALL_BODY:
+                        answer = await batcher.infer(body, header_length, calling)
+                    else:
+                        # Decoding, the model and encoding in one hop off the event loop: a large body
+                        # must not stall health checks and the other requests this worker serves.
+                        work = inference.infer
+                        answer = await anyio.to_thread.run_sync(work, model, body, header_length, calling)
         except HTTPError:
             stats.record_failure(time.perf_counter_ns() - arrived)
             raise
@@ -326,9 +342,26 @@ class InferenceApp:
     async def _predict_v1(
         self, model: Model, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        async with self.bodies.read(scope, receive, tensors.largest_body(model)) as body:
-            payload = await anyio.to_thread.run_sync(inference.predict_v1, model, body)
+        with self._noted(model, request_headers(scope)) as calling:
+            async with self.bodies.read(scope, receive, tensors.largest_body(model)) as body:
+                payload = await anyio.to_thread.run_sync(inference.predict_v1, model, body, calling)
         return 200, payload, JSON
+
+    @contextmanager
+    def _noted(self, model: Model, headers: Mapping[str, str]) -> Iterator[inference.Calling]:
+        """Note the request in the in-flight record while it is served; what marks it as inside
+        its model's call."""
+        record = self._inflight
+        if record is None:
+            yield nullcontext
+            return
+        request_id = headers.get("x-request-id") or f"#{next(self._numbers)}"
+        length = headers.get("content-length", "")
+        entry = record.begin(model.name, model.version, request_id, int(length) if length.isdigit() else 0)
+        try:
+            yield lambda: record.calling(entry)
+        finally:
+            record.end(entry)
 
     def flush_batches(self) -> None:
         """The worker drains: run every waiting batch now, and later ones without waiting."""
@@ -336,20 +369,12 @@ class InferenceApp:
             batcher.flush()
 
 
-def _key(model: Model) -> str:
-    """A model version's key in the statistics the pool sums: NAME/VERSION (no name holds a /)."""
-    return f"{model.name}/{model.version}"
-
-
 def _number(version: str) -> int:
     return int(version) if version.isascii() and version.isdigit() else -1
 
 
-def _version_order(model: Model) -> tuple[str, bool, int, str]:
-    """Models by name, then version: numbers as numbers, after any other (so the highest
-    number is a model's last version, its default)."""
-    numeric = model.version.isascii() and model.version.isdigit()
-    return model.name, numeric, int(model.version) if numeric else 0, model.version
+def _order_of(model: Model) -> tuple[str, bool, int, str]:
+    return model.order
 
 
 def _model_of(path: str) -> str | None:

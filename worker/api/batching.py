@@ -16,13 +16,14 @@ A drain flushes: from then on, a batch runs as soon as its leader arrives.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import anyio
 import anyio.to_thread
 
 from ..models import Model, ModelError
 from .errors import HTTPError
-from .inference import Answer, Job, infer_batch
+from .inference import Answer, Calling, Job, infer_batch
 
 
 def delays(models: list[Model], default_ms: float, per_model: list[str]) -> dict[str, float]:
@@ -67,8 +68,8 @@ class Batcher:
         self._computing = 0
         self._flushing = False
 
-    async def infer(self, body: bytes, header_length: str | None) -> Answer:
-        job, done = Job(body, header_length), anyio.Event()
+    async def infer(self, body: bytes, header_length: str | None, calling: Calling = nullcontext) -> Answer:
+        job, done = Job(body, header_length, calling), anyio.Event()
         self._pending.append((job, done))
         self._changed.set()
         if len(self._pending) == 1:

@@ -6,11 +6,13 @@ Everything here runs off the event loop, in one thread hop per request (or per b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -45,12 +47,17 @@ class Answer:
     executions: int = 1
 
 
-def infer(model: Model, body: bytes, header_length: str | None) -> Answer:
+#: Marks a request as inside its model's call for a block (``ipc.contract.inflight``).
+Calling = Callable[[], AbstractContextManager[Any]]
+
+
+def infer(model: Model, body: bytes, header_length: str | None, calling: Calling = nullcontext) -> Answer:
     """One V2 inference: decode, predict, encode."""
     timings = Timings(started=time.perf_counter_ns())
     request = tensors.decode_infer(model, body, header_length)
     decoded = time.perf_counter_ns()
-    results = predict(model, request.inputs)
+    with calling():
+        results = predict(model, request.inputs)
     if model.max_batch_size > 0:
         _split(model, results, [_rows(model, request.inputs)])  # one row out per row in
     predicted = time.perf_counter_ns()
@@ -66,6 +73,7 @@ class Job:
 
     body: bytes
     header_length: str | None
+    calling: Calling = nullcontext
     request: tensors.InferRequest | None = None
     results: Mapping[str, Any] | None = None
     rows: int = 0
@@ -126,7 +134,11 @@ def _run(model: Model, call: list[Job]) -> None:
     begun = time.perf_counter_ns()
     sizes = [_rows(model, r.inputs) for r in requests]
     try:
-        parts = _split(model, predict(model, inputs), sizes)
+        with contextlib.ExitStack() as stack:
+            for job in call:
+                stack.enter_context(job.calling())
+            results = predict(model, inputs)
+        parts = _split(model, results, sizes)
     except Exception as exc:
         if len(call) == 1:
             call[0].outcome = _refusal(model, exc)
@@ -181,10 +193,11 @@ def _rows(model: Model, inputs: Mapping[str, np.ndarray]) -> int:
     return next(iter(inputs.values())).shape[0] if model.max_batch_size > 0 else 1
 
 
-def predict_v1(model: Model, body: bytes) -> bytes:
+def predict_v1(model: Model, body: bytes, calling: Calling = nullcontext) -> bytes:
     """One KServe V1 ``:predict``."""
     array = tensors.v1_instances(model, body)
-    results = predict(model, {model.inputs[0].name: array})
+    with calling():
+        results = predict(model, {model.inputs[0].name: array})
     return outputs.v1_predictions(model, results[model.outputs[0].name])
 
 

@@ -87,6 +87,19 @@ class Model:
     #: The dynamic batching delay a repository's config.toml gives this model, in ms.
     batch_delay_ms: float | None = None
 
+    @property
+    def key(self) -> str:
+        """This version's key wherever versions are told apart (statistics, pins, quarantine):
+        NAME/VERSION (no name holds a /)."""
+        return f"{self.name}/{self.version}"
+
+    @property
+    def order(self) -> tuple[str, bool, int, str]:
+        """Models by name, then version: numbers as numbers, after any other (so the highest
+        number is a model's last version, its default)."""
+        numeric = self.version.isascii() and self.version.isdigit()
+        return self.name, numeric, int(self.version) if numeric else 0, self.version
+
     def load(self) -> None:
         """Called once in the worker before it reports ready."""
 
