@@ -52,10 +52,36 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class StderrHandler(logging.StreamHandler[Any]):
+    """Writes to whatever ``sys.stderr`` is when a line is written, as ``logging.lastResort`` does,
+    not to the stream it was given once. ``supervisor.cli.main`` runs in-process in the tests,
+    where pytest swaps ``sys.stderr`` for a capture file per test and closes it after: a handler
+    bound to that file printed a "--- Logging error --- ValueError: I/O operation on closed file"
+    traceback for every later line (1,409 of them in one loaded run of the suite). With no
+    stderr at all (``pythonw``, a closed descriptor) a line is dropped, not turned into one."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler.setStream would rebind it: there is nothing to rebind
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr
+        if stream is None or getattr(stream, "closed", False):
+            return
+        super().emit(record)
+
+
 def configure(log_format: str, level: str, who: str, **fields: Any) -> None:
     """Send every line of this process to stderr in ``log_format``; ``who`` names the process in
     text lines, ``fields`` (``process``, ``slot``, ``pid``...) in JSON ones."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if log_format == "json":
         handler.setFormatter(JSONFormatter(fields))
     else:
