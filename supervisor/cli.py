@@ -2,7 +2,8 @@
 command (``stop``, ``status``, ``reload``, ``scale``, ``ping``: ``supervisor.commands``).
 
 Exit codes: 0 success; 1 an error the message explains (port in use, no supervisor running,
-a worker that failed to start, a reload whose new worker could not start); 2 bad usage; 3 the
+a worker that failed to start, a reload whose new worker could not start); 2 bad usage or a bad
+setting (a wrong value, a model file or folder that does not exist); 3 the
 pool stopped but not cleanly (a request was dropped, a worker had to be killed); 4 the pool
 went down (no worker could start: a crash loop); 5 a reload or scale was interrupted by a stop;
 130 interrupted while waiting (Ctrl+C).
@@ -14,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 
@@ -31,7 +32,12 @@ PROG = "supervisor"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, not a usage dump."""
+    """argparse, but a usage error is one line, not a usage dump, and no abbreviated flag: with
+    abbreviations ``--worker 4`` was ``--workers 4``, and a flag added later (``--workers-max``)
+    would have turned a working command line into an ambiguous one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str) -> NoReturn:
         self.exit(exits.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -171,14 +177,20 @@ def _config(args: argparse.Namespace) -> int:
     ]
     for line in table([("SETTING", "VALUE", "SOURCE"), *shown]):
         print(line)
+    if not resolved.worker.models and not resolved.worker.model_dirs:  # `models []` alone said nothing
+        print(
+            "models: none given, so the built-in demo model 'mlp' is served; give --model NAME=FILE or "
+            "NAME=module:Factory, or --model-dir DIR (or INFERENCE_SUPERVISOR_MODELS, ..._MODEL_DIRS, or the keys "
+            "models, model_dirs of --config)"
+        )
     return exits.OK
 
 
 def _start(args: argparse.Namespace) -> int:
     resolved = _resolve(args)
     problem = _preflight(resolved)
-    if problem:
-        return fail(problem)
+    if problem:  # a setting naming what is not there is a bad setting, as a bad value is
+        return fail(problem, exits.USAGE)
     logs.configure(
         resolved.pool.log_format, resolved.pool.log_level, "supervisor", process="supervisor", pid=os.getpid()
     )

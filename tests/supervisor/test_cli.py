@@ -255,3 +255,33 @@ def test_a_model_name_no_url_reaches_is_bad_usage(capsys, name):
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"model name {name!r} cannot be served" in err
+
+
+def test_config_says_where_models_come_from_when_none_are_given(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("INFERENCE_SUPERVISOR_MODELS", raising=False)
+    monkeypatch.delenv("INFERENCE_SUPERVISOR_MODEL_DIRS", raising=False)
+    assert cli.main(["config"]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert "demo model 'mlp'" in hint and "--model NAME=FILE" in hint and "--model-dir DIR" in hint
+    assert cli.main(["config", "--model-dir", str(tmp_path)]) == 0
+    assert "demo model" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv", [["start", "--worker", "4"], ["config", "--work", "2"], ["stop", "--gra", "1"], ["status", "--js"]]
+)
+def test_abbreviated_flags_are_refused(capsys, argv):
+    # Spelt out, each is a flag of its command (the test of the refusal, not of a typo).
+    full = {"--worker": "--workers", "--work": "--workers", "--gra": "--grace", "--js": "--json"}[argv[1]]
+    cli.build_parser().parse_args([argv[0], full, *argv[2:]])
+    with pytest.raises(SystemExit) as caught:
+        cli.build_parser().parse_args(argv)
+    assert caught.value.code == 2
+    assert f"unrecognized arguments: {argv[1]}" in capsys.readouterr().err
+
+
+def test_a_model_file_that_is_not_there_is_a_bad_setting(capsys, tmp_path):
+    assert cli.main(["start", "--model", f"m={tmp_path / 'none.npz'}"]) == 2
+    assert cli.main(["start", "--model-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "no such file" in err[0] and "no such folder" in err[1]
