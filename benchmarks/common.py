@@ -143,7 +143,7 @@ class Pool:
         self.url = ""
         for line in self.process.stdout:
             self.lines.append(line)
-            match = re.search(r"pool ready: \d+ workers serving (http://\S+)", line)
+            match = re.search(r"pool ready: \d+ workers? serving (http://\S+)", line)
             if match and not self.url:
                 self.url = match.group(1)
                 ready.set()

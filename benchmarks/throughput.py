@@ -157,7 +157,8 @@ def main() -> int:
         for server in sorted(BARE):
             for workers in args.workers:
                 with Pool(workers, "--http", server) as pool:
-                    rows.append({"server": f"supervisor --http {server}, {workers} workers", **load(pool.url)})
+                    label = f"supervisor --http {server}, {workers} worker{'' if workers == 1 else 's'}"
+                    rows.append({"server": label, **load(pool.url)})
     base = rows[0]["rps"] or 1.0
     for row in rows:
         row["vs_bare"] = row["rps"] / base

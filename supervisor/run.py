@@ -176,9 +176,10 @@ class Supervisor:
         """Wait until every worker is ready, or the pool gives up, or a stop comes."""
         await pool.wait_until(lambda: pool.state is not PoolState.STARTING or self._stop_requested.is_set())
         if pool.state is PoolState.READY:
+            n = len(pool.slots)
             logger.info(
-                "pool ready: %d workers serving %s with %s (control: %s, pid %d)",
-                len(pool.slots), address, pool.worker_settings.http, self.control, os.getpid(),
+                "pool ready: %d worker%s serving %s with %s (control: %s, pid %d)",
+                n, "" if n == 1 else "s", address, pool.worker_settings.http, self.control, os.getpid(),
             )  # fmt: skip
 
     async def _shut_down(self, pool: Pool, listener: ipc.Listener, key: bytes, exit_code: int) -> int:

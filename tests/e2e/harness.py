@@ -194,7 +194,7 @@ class Pool:
             raise AssertionError(f"{exc}\n--- supervisor output ---\n{self.output}") from None
 
     def wait_ready(self, timeout: float = DEADLINE) -> str:
-        match = self.wait_for_line(r"pool ready: \d+ workers serving (http://\S+) with (\w+)", timeout)
+        match = self.wait_for_line(r"pool ready: \d+ workers? serving (http://\S+) with (\w+)", timeout)
         self.url, self.http_server = match.group(1), match.group(2)
         return self.url
 

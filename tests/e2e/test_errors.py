@@ -80,6 +80,7 @@ def test_port_in_use(platform, tmp_path):
 def test_control_address_taken(launch, platform):
     first = launch(workers=1)
     first.wait_ready()
+    assert "pool ready: 1 worker serving" in first.output  # not "1 workers"
     second = run(platform, "start", "--bind", "127.0.0.1:0", "--control", first.control)
     assert_one_clear_line(second, 1, f"another supervisor is starting or already running at {first.control}")
     assert first.status()["state"] == "ready"  # the first pool did not notice
@@ -89,7 +90,7 @@ def test_missing_weights_file(platform, tmp_path):
     result = run(
         platform, "start", "--model", "m=does/not/exist.npz", "--control", platform.control_address(str(tmp_path))
     )
-    assert_one_clear_line(result, 1, "no such file")
+    assert_one_clear_line(result, 2, "no such file")  # a bad setting, as the README says
 
 
 def test_model_that_fails_to_load(launch):

@@ -12,7 +12,7 @@ from .harness import Pool, wait_until
 
 def outcome(pool: Pool) -> str | None:
     """How the start went so far: ready (it said so), exited, or None while neither."""
-    if re.search(r"pool ready: \d+ workers serving", pool.output):
+    if re.search(r"pool ready: \d+ workers? serving", pool.output):
         return "ready"
     return "exited" if pool.process.poll() is not None else None
 
