@@ -58,6 +58,21 @@ async def test_statistics_count_successes_and_failures(app):
     assert [e["name"] for e in all_stats["model_stats"]] == ["mlp"]
 
 
+async def test_v1_predict_is_counted_as_a_v2_inference_is(app):
+    from .test_api import X
+
+    body = json.dumps({"instances": X.tolist()}).encode()
+    for _ in range(2):
+        assert (await call(app, "POST", "/v1/models/mlp:predict", body)).status == 200
+    assert (await call(app, "POST", "/v1/models/mlp:predict", b'{"instances": [[1]]}')).status == 400
+    (entry,) = (await call(app, "GET", "/v2/models/mlp/stats")).json()["model_stats"]
+    assert (entry["inference_count"], entry["execution_count"]) == (2 * len(X), 2)
+    s = entry["inference_stats"]
+    assert (s["success"]["count"], s["queue"]["count"], s["fail"]["count"]) == (2, 2, 1)
+    assert s["compute_input"]["ns"] > 0 and s["compute_infer"]["ns"] > 0 and s["compute_output"]["ns"] > 0
+    assert app.metrics.entry("rows", "mlp") == 2 * len(X)
+
+
 def pool_counters(executions, inferences, failures):
     """A pool-wide snapshot of the demo model, as the supervisor sums it."""
     durations = {"success": {"count": executions, "ns": 1000 * executions}, "fail": {"count": failures, "ns": 7}}

@@ -193,12 +193,18 @@ def _rows(model: Model, inputs: Mapping[str, np.ndarray]) -> int:
     return next(iter(inputs.values())).shape[0] if model.max_batch_size > 0 else 1
 
 
-def predict_v1(model: Model, body: bytes, calling: Calling = nullcontext) -> bytes:
-    """One KServe V1 ``:predict``."""
-    array = tensors.v1_instances(model, body)
+def predict_v1(model: Model, body: bytes, calling: Calling = nullcontext) -> Answer:
+    """One KServe V1 ``:predict``, timed and counted as a V2 inference is."""
+    timings = Timings(started=time.perf_counter_ns())
+    inputs = {model.inputs[0].name: tensors.v1_instances(model, body)}
+    decoded = time.perf_counter_ns()
     with calling():
-        results = predict(model, {model.inputs[0].name: array})
-    return outputs.v1_predictions(model, results[model.outputs[0].name])
+        results = predict(model, inputs)
+    predicted = time.perf_counter_ns()
+    payload = outputs.v1_predictions(model, results[model.outputs[0].name])
+    timings.decode, timings.infer = decoded - timings.started, predicted - decoded
+    timings.encode = time.perf_counter_ns() - predicted
+    return Answer(payload, [(b"content-type", b"application/json")], _rows(model, inputs), timings)
 
 
 def predict(model: Model, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
