@@ -6,12 +6,21 @@
 #      driven from Linux: HTTP from Linux, `supervisor stop` with the Windows interpreter;
 #   3. the end-to-end tests of what an HTTP server does (serving, hostile HTTP, zero-loss
 #      operations, stop and drain, real clients) again, the pool serving with --http uvicorn.
-# Extra arguments go to the second pytest run.
-set -euo pipefail
+# Extra arguments go to the second pytest run. Each part runs whatever the others did; run alone,
+# it ends with a table of the parts (from tests/run.sh, its rows join that run's table).
+set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-windows_python=$(bash tests/windows/prepare.sh | tail -n 1)
+. tests/tools/suites.sh
+prepared=$(mktemp)
+if ! suite "Windows: prepare Wine and Windows CPython" bash -c 'bash tests/windows/prepare.sh >"$0"' "$prepared"; then
+    rm -f "$prepared"
+    suites_end
+    exit 1
+fi
+windows_python=$(tail -n 1 "$prepared")
+rm -f "$prepared"
 export WINEPREFIX=${WINDOWS_ENV:-$root/.windows-env}/prefix WINEDEBUG=-all
 
 # One wineserver for the whole run, started here with no pipes attached. Otherwise the first
@@ -24,16 +33,15 @@ wineserver -p </dev/null >/dev/null 2>&1
 trap 'wineserver -k 2>/dev/null || true' EXIT
 wine wineboot </dev/null >/dev/null 2>&1
 
-echo "== Windows suite, part 1: in-process tests with $windows_python"
-# The Windows process wants a pipe for its output, not a file or a terminal.
-wine "$windows_python" -m pytest -p no:cacheprovider -q tests/ipc tests/supervisor tests/worker tests/windows </dev/null 2>&1 | cat
-status=${PIPESTATUS[0]}
-[ "$status" -eq 0 ] || { echo "Windows suite, part 1 failed ($status)"; exit "$status"; }
+# The Windows process wants a pipe for its output, not a file or a terminal: suite gives it one.
+suite "Windows part 1: in-process tests, Windows CPython under Wine" \
+    wine "$windows_python" -m pytest -p no:cacheprovider -q tests/ipc tests/supervisor tests/worker tests/windows
 
-echo "== Windows suite, part 2: end to end, supervisor and workers under Wine"
-WINDOWS_PYTHON=$windows_python python3 -m pytest -q -n 2 -p no:cacheprovider tests/e2e "$@"
+suite "Windows part 2: end to end, supervisor and workers under Wine" \
+    env WINDOWS_PYTHON="$windows_python" python3 -m pytest -q -n 2 -p no:cacheprovider tests/e2e "$@"
 
-echo "== Windows suite, part 3: the HTTP server's part of end to end again, with --http uvicorn"
-INFERENCE_SUPERVISOR_HTTP=uvicorn WINDOWS_PYTHON=$windows_python python3 -m pytest -q -n 2 -p no:cacheprovider \
+suite "Windows part 3: the HTTP server's end to end again, --http uvicorn" \
+    env INFERENCE_SUPERVISOR_HTTP=uvicorn WINDOWS_PYTHON="$windows_python" python3 -m pytest -q -n 2 -p no:cacheprovider \
     tests/e2e/test_serving.py tests/e2e/test_hostile_http.py tests/e2e/test_hostile_bodies.py tests/e2e/test_operations.py \
     tests/e2e/test_pool.py tests/e2e/test_clients.py
+suites_end
