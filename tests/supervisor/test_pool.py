@@ -270,20 +270,21 @@ async def test_the_pools_exit_kills_and_reaps_everything_whatever_cancelled_it(c
 async def test_a_large_pool_answers_while_it_spawns(control_address):
     """512 workers were spawned in one go on the event loop: for as long as that took nobody
     was served, not the first workers' Hellos nor a `supervisor stop` (found in review).
-    100 fake workers taking 15 ms each to spawn (1.5 s of spawning, as 300 at 5 ms was): with 300
-    handshaking with one process, four copies of this test at once on 2 cores missed the 20 s
-    deadline for ready (fake workers timed out in their handshakes and were started again); with
-    100, ready came in 3.7-6.9 s (load average 21)."""
-    workers = 100
+    The test ends once a first worker is ready, not when all are: bringing 300 fake workers to
+    ready in one process missed the 20 s deadline when four copies ran at once on 2 cores (load
+    average 17-21), and under Wine at a load average of 23 even 100 did (their handshakes time out
+    and are retried); what is tested is being served while spawning, not how fast 300 start."""
+    workers = 300
     async with running(
-        control_address, by_generation(), workers=workers, spawn_cost=0.015, heartbeat_timeout=10.0
+        control_address, by_generation(), workers=workers, spawn_cost=0.005, heartbeat_timeout=10.0
     ) as pool:
         with anyio.fail_after(DEADLINE):
             await pool.supervisor.opened.wait()
             reply = await client.status(control_address)
         assert len(pool.spawner.spawned) < workers  # answered while the pool was still spawning
         assert reply.state == PoolState.STARTING.value
-        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        await pool.until(lambda: any(slot.serving for slot in pool.pool.slots))  # a first Hello served
+    # Leaving stops the pool mid-start: the stop is served too (the other test counts its spawns).
 
 
 async def test_a_stop_while_a_large_pool_spawns_spawns_no_more(control_address):
