@@ -1,9 +1,11 @@
 """A Windows Job Object that kills every process in it when the supervisor's handle closes.
 
-The handle is not inheritable, so only the supervisor holds it; when the supervisor exits for
-any reason (TerminateProcess included) the system closes it and, with
-``JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE``, ends every worker still in the job, even one whose event
-loop is stuck and would never notice its control channel closing.
+Each worker has one. The handle is not inheritable, so only the supervisor holds it; when the
+supervisor exits for any reason (TerminateProcess included) the system closes it and, with
+``JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE``, ends the worker if it is still running, even one whose
+event loop is stuck and would never notice its control channel closing. A process a worker
+starts is in its job too (detached or not: the job allows no breakaway), so the supervisor
+closes a worker's job once the worker has exited, and what it left behind ends with it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ _kernel32.CreateJobObjectW.restype = wintypes.HANDLE
 _kernel32.CreateJobObjectW.argtypes = (ctypes.c_void_p, wintypes.LPCWSTR)
 _kernel32.SetInformationJobObject.argtypes = (wintypes.HANDLE, ctypes.c_int, ctypes.c_void_p, wintypes.DWORD)
 _kernel32.AssignProcessToJobObject.argtypes = (wintypes.HANDLE, wintypes.HANDLE)
+_kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
 
 
 class KillOnCloseJob:
@@ -75,3 +78,9 @@ class KillOnCloseJob:
         """Put ``process`` in the job; ``OSError`` if the system refuses."""
         if not _kernel32.AssignProcessToJobObject(self._handle, int(process._handle)):  # type: ignore[attr-defined]
             raise ctypes.WinError(ctypes.get_last_error())
+
+    def close(self) -> None:
+        """Close the job: every process still in it ends."""
+        handle, self._handle = self._handle, None
+        if handle:
+            _kernel32.CloseHandle(handle)

@@ -6,11 +6,16 @@ which serves it for the worker's whole life (``supervisor.channel``); a client's
 requests, each answered as the command table says (``supervisor.commands``). A peer that breaks
 the protocol or fails admission gets an ``Error`` with the reason and is disconnected; the
 supervisor carries on.
+
+Refusals are logged as a flood allows (:class:`Refusals`): the first with its reason, then one
+line a window saying how many more there were. One line each filled the log with a line for
+every connection a hostile or broken peer opened, thousands a second.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from contextlib import aclosing
 
@@ -26,6 +31,39 @@ from .policy import Timeouts
 
 logger = logging.getLogger("supervisor")
 
+#: Seconds between summaries of refused connections while they keep coming.
+REFUSALS_WINDOW = 10.0
+
+
+class Refusals:
+    """When to log a refused control connection (clock-free: the caller says what time it is).
+
+    A refusal after a quiet window is logged in full (:meth:`refused` is True) and opens a
+    window; those within it are only counted, and :meth:`due` at the window's end says how many
+    (a summary line), opening the next window if there were any. So a flood logs one line a
+    window, and a lone refusal its whole reason."""
+
+    def __init__(self, window: float | None = None) -> None:
+        self.window = REFUSALS_WINDOW if window is None else window
+        self.held = 0
+        #: When the current window ends.
+        self.until = -math.inf
+
+    def refused(self, now: float) -> bool:
+        """Whether to log this one in full; if not, it is counted towards the next summary."""
+        if now >= self.until and not self.held:
+            self.until = now + self.window
+            return True
+        self.held += 1
+        return False
+
+    def due(self, now: float) -> int:
+        """How many were held back since the last line, for a summary at the window's end."""
+        held, self.held = self.held, 0
+        if held:
+            self.until = now + self.window
+        return held
+
 
 class ControlServer:
     def __init__(self, listener: ipc.Listener, key: bytes, context: Context, timeouts: Timeouts) -> None:
@@ -33,12 +71,34 @@ class ControlServer:
         self.context = context
         self._key = key
         self._timeouts = timeouts
+        self.refusals = Refusals()
+        self._summarising = False
 
     async def serve(self) -> None:
         """Accept connections until cancelled, each served by a task of this server's own."""
         async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
             async for connection in self.listener:
                 task_group.start_soon(self._handle, connection)
+
+    def _refused(self, message: str, *args: object) -> None:
+        if self.refusals.refused(anyio.current_time()):
+            logger.warning("control: refused " + message, *args)
+        elif not self._summarising:
+            self._summarising = True
+            self._task_group.start_soon(self._summarise)
+
+    async def _summarise(self) -> None:
+        """One line a window while refusals keep coming."""
+        try:
+            while True:
+                await anyio.sleep(self.refusals.until - anyio.current_time())
+                held = self.refusals.due(anyio.current_time())
+                if not held:
+                    return
+                logger.warning("control: refused %d more connections in the last %gs", held, self.refusals.window)
+        finally:
+            self._summarising = False
 
     async def _handle(self, connection: ipc.Connection) -> None:
         handed_over = False
@@ -53,7 +113,7 @@ class ControlServer:
             await connection.send(Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
             await self._serve_client(connection)
         except ipc.ProtocolError as exc:
-            logger.warning("control: refused a connection: %s", exc)
+            self._refused("a connection: %s", exc)
             await _try_send(connection, Error(Error.PROTOCOL, str(exc)))
         except TimeoutError:
             await _try_send(connection, Error(Error.TIMEOUT, "no handshake within the handshake timeout"))
@@ -70,7 +130,7 @@ class ControlServer:
         """The peer's Hello once it has shown it is this pool's user and holds the pool's key;
         else ``None``, the refusal sent."""
         if connection.peer_uid is not None and connection.peer_uid != os.getuid():
-            logger.warning("control: refused a connection from uid %d: not this pool's user", connection.peer_uid)
+            self._refused("a connection from uid %d: not this pool's user", connection.peer_uid)
             await _try_send(connection, Error(Error.FORBIDDEN, "only the user who started the pool may control it"))
             return None
         admitted_frames, connection.max_frame_size = connection.max_frame_size, handshake.MAX_HANDSHAKE_FRAME
@@ -85,7 +145,7 @@ class ControlServer:
             await connection.send(sent)
             proof = await connection.receive_a(Proof)
         if not handshake.accepts(self._key, hello, sent, proof):
-            logger.warning("control: refused a %s (pid %d): no proof of the pool's key", hello.role, hello.pid)
+            self._refused("a %s (pid %d): no proof of the pool's key", hello.role, hello.pid)
             await _try_send(connection, Error(Error.FORBIDDEN, "authentication failed: no proof of the pool's key"))
             return None
         connection.max_frame_size = admitted_frames

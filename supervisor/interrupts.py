@@ -1,10 +1,14 @@
 """The supervisor's own OS interrupts, turned into calls on the event loop.
 
-Ctrl+C (SIGINT), SIGTERM on POSIX and Ctrl+Break (SIGBREAK) on Windows each call
+Ctrl+C (SIGINT), SIGTERM and SIGHUP on POSIX and Ctrl+Break (SIGBREAK) on Windows each call
 ``on_interrupt(name)`` on the loop; the handler only reports, and the caller decides (the first
 asks for a graceful stop, the second forces it). ``loop.add_signal_handler`` raises
 ``NotImplementedError`` on Windows, so there the plain ``signal.signal`` handler hands the call
 to the loop, whose Proactor wakes up for it.
+
+SIGHUP drains and stops, as SIGTERM does (gunicorn reloads on it instead): the common SIGHUP is
+a terminal closing, and a pool whose terminal is gone should finish what it holds and go, not
+start new workers that log to a terminal nobody reads.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def interrupts_to(on_interrupt: Callable[[str], None]) -> Iterator[None]:
             for name, old in previous.items():
                 signal.signal(getattr(signal, name), old)
     else:
-        signums = (signal.SIGINT, signal.SIGTERM)
+        signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         for signum in signums:
             loop.add_signal_handler(signum, on_interrupt, signum.name)
         try:

@@ -6,6 +6,7 @@ It ends with one of the exit codes of ``supervisor.exits``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -35,6 +36,9 @@ logger = logging.getLogger("supervisor")
 
 _REPORTED: dict[str, float] = {}
 
+#: A supervisor's own spawner: its workers' strays are its to end (``reaper``).
+ADOPTING = functools.partial(SubprocessSpawner, adopt=True)
+
 
 def _one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """The event loop's own errors (an accept that failed: out of file descriptors, say), once
@@ -55,7 +59,7 @@ class Supervisor:
         settings: Settings,
         control: str,
         timeouts: Timeouts | None = None,
-        spawner: Callable[[socket.socket], Spawner] = SubprocessSpawner,
+        spawner: Callable[[socket.socket], Spawner] = ADOPTING,
     ) -> None:
         self.settings = settings
         self.control = control
@@ -156,8 +160,9 @@ class Supervisor:
 
                     logger.info("metrics at %s/metrics", url(metrics_socket))
                     task_group.start_soon(serve_metrics, pool, metrics_socket)
-                if reaper.needed():
-                    task_group.start_soon(reaper.reap_orphans, lambda: {p.pid for p in pool.processes()})
+                lineage = getattr(spawner, "lineage", None)  # a real spawner's: real processes
+                if lineage is not None and reaper.needed():
+                    task_group.start_soon(reaper.reap_orphans, lineage)
                 with interrupts_to(self._on_interrupt):
                     await self._start_up(pool, address)
                     await pool.wait_until(lambda: self._stop_requested.is_set() or pool.state is PoolState.DOWN)

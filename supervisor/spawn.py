@@ -11,8 +11,12 @@ Every real worker dies with the supervisor, however the supervisor ends:
 - on Linux the worker asks for ``PR_SET_PDEATHSIG`` (``worker.lifeline``): the kernel kills it
   when the thread that spawned it ends, so workers are spawned from the event loop's thread,
   which lives as long as the supervisor;
-- on Windows every worker is put in a Job Object that kills its processes when its last handle
-  closes, which the supervisor's exit does (``_winjob``).
+- on Windows every worker is put in a Job Object of its own that kills its processes when its
+  last handle closes, which the supervisor's exit does (``_winjob``).
+
+Nor does anything a worker started outlive it: once a worker has exited, its Job Object is
+closed (Windows), or the processes it left behind are ended (Linux, ``reaper``), before the
+pool hears of the exit.
 
 Workers run with ``-P`` (Python's safe path): the folder the pool was started from is not put
 in front of the pool's own packages, so a ``worker.py`` there cannot shadow them.
@@ -36,6 +40,8 @@ import anyio
 import anyio.to_thread
 
 from ipc.contract.launch import LaunchOptions
+
+from . import reaper
 
 if sys.platform == "win32":
     from ._winjob import KillOnCloseJob
@@ -115,16 +121,30 @@ class Spawner(Protocol):
 class Subprocess:
     """A real worker process."""
 
-    def __init__(self, process: subprocess.Popen[bytes], limiter: anyio.CapacityLimiter) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], limiter: anyio.CapacityLimiter, lineage: reaper.Lineage, job: object
+    ) -> None:
         self._process = process
         self._limiter = limiter
+        self._lineage = lineage
+        self._job = job  # Windows: its KillOnCloseJob, if the system gave it one
 
     @property
     def pid(self) -> int:
         return self._process.pid
 
     async def wait(self) -> int:
-        return await anyio.to_thread.run_sync(self._process.wait, abandon_on_cancel=True, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self._wait, abandon_on_cancel=True, limiter=self._limiter)
+
+    def _wait(self) -> int:
+        code = self._process.wait()
+        self._lineage.workers.discard(self._process.pid)
+        if sys.platform == "win32":
+            if isinstance(self._job, KillOnCloseJob):
+                self._job.close()  # ends whatever the worker left in it
+        elif reaper.adopted:
+            reaper.end_strays(self._lineage)
+        return code
 
     def kill(self) -> None:
         if self._process.returncode is None:
@@ -139,8 +159,13 @@ class SubprocessSpawner:
 
     kernel_pids = True
 
-    def __init__(self, listen_socket: socket.socket) -> None:
+    def __init__(self, listen_socket: socket.socket, adopt: bool = False) -> None:
+        """``adopt``: make this process the subreaper of its workers' descendants (Linux), and
+        end those they leave behind; for a supervisor's own process, not a test's."""
         self.listen_socket = listen_socket
+        self.lineage = reaper.Lineage()
+        if adopt:
+            reaper.adopt_orphans()
         # One thread per process waits for its exit: they must not queue behind anyio's
         # default limit of 40 threads, or a large pool's late exits would go unseen.
         self._waiters = anyio.CapacityLimiter(math.inf)
@@ -149,8 +174,6 @@ class SubprocessSpawner:
         # PR_SET_PDEATHSIG (worker.lifeline) fires when the *thread* that spawned a worker
         # ends, and anyio's pooled threads end when idle.
         self._starter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spawner")
-        if sys.platform == "win32":
-            self._job = KillOnCloseJob()
 
     def command(self, request: SpawnRequest) -> list[str]:
         return [sys.executable, "-P", "-m", "worker", *request.options.argv()]
@@ -159,12 +182,16 @@ class SubprocessSpawner:
         return await asyncio.wrap_future(self._starter.submit(self._start, request))
 
     def close(self) -> None:
-        """Let the starting thread end, once every process it started has been reaped."""
+        """Let the starting thread end, once every process it started has been reaped; end what
+        they left behind (a worker's wait that was abandoned may not have)."""
         self._starter.shutdown(wait=False)
+        if reaper.adopted:
+            reaper.end_strays(self.lineage)  # the pool has stopped: nothing else waits on the loop
 
     def _start(self, request: SpawnRequest) -> Subprocess:
         command = self.command(request)
         environment = worker_environment(request.threads)
+        job = None
         if sys.platform == "win32":
             # Its own process group: the console's Ctrl+C is not delivered to it at all.
             process = subprocess.Popen(
@@ -174,16 +201,19 @@ class SubprocessSpawner:
                 creationflags=subprocess.CREATE_NEW_PROCESS_GROUP,
             )
             try:
-                self._job.assign(process)
+                job = KillOnCloseJob()
+                job.assign(process)
             except OSError as exc:
                 # The control channel still ends the worker with the supervisor; the job only
-                # backs that up (for a worker whose loop is stuck).
-                logger.warning("worker pid %d is not in the pool's job object: %s", process.pid, exc)
+                # backs that up (for a worker whose loop is stuck, and for what it started).
+                logger.warning("worker pid %d is not in a job object: %s", process.pid, exc)
         else:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, env=environment, pass_fds=(self.listen_socket.fileno(),)
-            )
-        return Subprocess(process, self._waiters)
+            with self.lineage.lock:
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, env=environment, pass_fds=(self.listen_socket.fileno(),)
+                )
+                self.lineage.workers.add(process.pid)
+        return Subprocess(process, self._waiters, self.lineage, job)
 
     def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
         if sys.platform == "win32":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import uuid
@@ -168,6 +169,28 @@ class OrphanMakerModel(RowSumModel):
         import subprocess
 
         subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
+
+
+class EscapingModel(RowSumModel):
+    """Its load() starts a helper that escapes its worker, as a model starting a server might,
+    and sleeps ten minutes. POSIX: a fork in its own session, so it holds whatever the worker
+    holds, the pool's listening socket too; Windows: a detached process in its own group, with
+    ``time.sleep(600)`` and the worker's arguments (the pool's control address) on its command
+    line, for the tests to find it."""
+
+    def load(self) -> None:
+        if sys.platform == "win32":
+            import subprocess
+
+            code = "import time; time.sleep(600)"
+            flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+            subprocess.Popen([sys.executable, "-c", code, *sys.argv[1:]], creationflags=flags)
+        elif os.fork() == 0:
+            try:
+                os.setsid()
+                time.sleep(600)
+            finally:
+                os._exit(0)
 
 
 class PoisonModel(Model):

@@ -13,6 +13,7 @@ if sys.platform == "win32":
     signal.signal(signal.SIGBREAK, signal.SIG_IGN)
 else:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal's, sent to its whole group
 
 # Then die with the supervisor from now on, before the imports that take a second or more (a
 # supervisor killed while a hundred workers import numpy must not leave them behind).

@@ -44,7 +44,11 @@ def listening_socket(configure: Configure) -> socket.socket:
         return socket.fromshare(configure.listen_share)
     if configure.listen_fd is None:
         raise HandshakeError("supervisor named no socket")
-    return socket.socket(fileno=configure.listen_fd)
+    sock = socket.socket(fileno=configure.listen_fd)
+    # Inherited on purpose, but only by the worker: a process its models start (with
+    # close_fds=False, or by os.system) must not hold the pool's port after the pool is gone.
+    sock.set_inheritable(False)
+    return sock
 
 
 def allow_imports_from(folder: str) -> None:

@@ -100,6 +100,7 @@ def test_start_serve_status_stop(launch, platform):
         "stop",
         "ctrl-c",
         pytest.param("sigterm-to-group", marks=posix_signals),
+        pytest.param("sighup-to-group", marks=posix_signals),
     ],
 )
 def test_request_in_flight_completes(launch, gate, platform, how):
@@ -114,8 +115,10 @@ def test_request_in_flight_completes(launch, gate, platform, how):
         stopper = pool.cli_background("stop")
     elif how == "ctrl-c":
         pool.interrupt()
-    else:
+    elif how == "sigterm-to-group":
         os.killpg(pool.process.pid, signal.SIGTERM)  # as systemd stops a whole group
+    else:
+        os.killpg(pool.process.pid, signal.SIGHUP)  # as a closing terminal hangs up its group
     # The worker itself has the Stop, with the request still inside the model.
     pool.wait_for_line(r"worker\[0 pid \d+\] INFO stop received: draining 1 requests in flight")
     released(gate)

@@ -61,7 +61,9 @@ async def test_a_slow_spawn_leaves_the_event_loop_free(monkeypatch):
     with socket.socket() as listen:
         spawner = SubprocessSpawner(listen)
         if sys.platform == "win32":
-            monkeypatch.setattr(spawner._job, "assign", lambda process: None)
+            from supervisor._winjob import KillOnCloseJob
+
+            monkeypatch.setattr(KillOnCloseJob, "assign", lambda self, process: None)
         request = SpawnRequest(LaunchOptions("address", 0, 1, 1, "text", "info", "asyncio"))
         try:
             assert await ticks_while(lambda: spawner.spawn(request)) >= 0.5 * SLOW / 0.01
@@ -105,6 +107,6 @@ async def test_the_orphan_reaper_scans_off_the_event_loop(monkeypatch):
 
     async def one_round() -> None:
         with anyio.move_on_after(SLOW * 1.5):
-            await reaper.reap_orphans(set)
+            await reaper.reap_orphans(reaper.Lineage())
 
     assert await ticks_while(one_round) >= 0.5 * SLOW / 0.01

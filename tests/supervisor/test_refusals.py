@@ -1,0 +1,63 @@
+"""Refused control connections are logged as a flood allows: the rule as a table, then a flood
+against a running supervisor."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import anyio
+import pytest
+
+import ipc
+from ipc import handshake
+from ipc.messages import Error, Hello
+from supervisor import control
+from supervisor.control import Refusals
+from supervisor.lifecycle import PoolState
+
+from .fakes import by_generation, running
+
+# (what happens, at what time) -> what is logged: "full" (the refusal with its reason),
+# "held" (only counted), or the count a window's summary reports (0: no line).
+TABLE = [
+    [("refused", 0.0, "full"), ("due", 10.0, 0), ("refused", 11.0, "full")],
+    [("refused", 0.0, "full"), ("refused", 1.0, "held"), ("refused", 2.0, "held"), ("due", 10.0, 2)],
+    # A flood goes on: the summary opens the next window, whose refusals are counted too.
+    [("refused", 0.0, "full"), ("refused", 9.0, "held"), ("due", 10.0, 1), ("refused", 10.5, "held"),
+     ("due", 20.0, 1), ("due", 30.0, 0), ("refused", 31.0, "full")],
+    # A window that ended with refusals held back waits for its summary before the next full line.
+    [("refused", 0.0, "full"), ("refused", 5.0, "held"), ("refused", 12.0, "held"), ("due", 12.0, 2)],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("steps", TABLE)
+def test_the_first_refusal_is_logged_then_one_summary_a_window(steps):
+    refusals = Refusals(10.0)
+    for what, now, expected in steps:
+        if what == "refused":
+            assert ("full" if refusals.refused(now) else "held") == expected, (what, now)
+        else:
+            assert refusals.due(now) == expected, (what, now)
+
+
+@pytest.mark.anyio
+async def test_a_flood_of_refused_connections_logs_two_lines(control_address, caplog, monkeypatch):
+    monkeypatch.setattr(control, "REFUSALS_WINDOW", 0.5)
+    async with running(control_address, by_generation(), workers=1) as pool:
+        await pool.until(lambda: pool.pool.state is PoolState.READY)
+        with caplog.at_level(logging.WARNING, logger="supervisor"):
+            for _ in range(40):
+                async with await ipc.connect(control_address) as connection:
+                    await connection.send(Hello(999, "client", os.getpid(), None, None, handshake.new_nonce()))
+                    assert isinstance(await connection.receive(), Error)
+
+            def lines() -> list[str]:
+                return [r.getMessage() for r in caplog.records if "control: refused" in r.getMessage()]
+
+            with anyio.fail_after(10):
+                while len(lines()) < 2:  # noqa: ASYNC110 (a log record has no event to wait for)
+                    await anyio.sleep(0.05)
+            await anyio.sleep(1.2)  # two windows more: nothing else to say
+    assert lines()[0].startswith("control: refused a connection: peer speaks protocol version 999"), lines()
+    assert lines()[1:] == ["control: refused 39 more connections in the last 0.5s"]
