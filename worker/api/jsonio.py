@@ -73,13 +73,13 @@ class Numbers:
             first += 1
         #: Whether its first element is itself an array.
         self.nested = data[first] == ord("[")
-        self._flat = data.find(b"[", start + 1, end) == -1
+        self._flat = _find(data, b"[", start + 1, end) == -1
 
     def __len__(self) -> int:
         """Its elements (rows, when nested), counted without parsing them."""
         if not self._flat:
             return sum(len(places) for places in _commas(self.data, self.start, self.end)) + 1
-        commas = self.data.count(b",", self.start, self.end)
+        commas = _count(self.data, b",", self.start, self.end)
         return commas + 1 if commas or self.data[self.start + 1 : self.end - 1].strip(b" \t\r\n") else 0
 
     def pieces(self) -> Iterator[list[Any]]:
@@ -160,7 +160,7 @@ def _afford(data: bytes, size: int) -> None:
     """A 413 when ``data`` (what is parsed of a body of ``size`` bytes) may hold more values than
     the body can afford as Python objects. Counted from the bytes that start a value (each value
     but the first follows a comma or opens an array or object): an overestimate, never under."""
-    values = data.count(b",") + data.count(b"[") + data.count(b"{") + 1
+    values = sum(_count(data, byte, 0, len(data)) for byte in (b",", b"[", b"{")) + 1
     most = max(MIN_VALUES, size // (VALUE_COST // 2))
     if values > most:
         raise HTTPError(
@@ -200,14 +200,14 @@ def _arrays(data: bytes) -> Iterator[tuple[int, int]]:
     made of, then the first bracket of each and the one that closes it. Some may be inside strings;
     the parse that follows says so."""
     for start, stop in _runs(data):
-        at = data.find(b"[", start, stop)
+        at = _find(data, b"[", start, stop)
         while at != -1:
             end = _close(data, at, stop)
             if end == -1:
                 break
             if end - at >= LONG_ARRAY:
                 yield at, end
-            at = data.find(b"[", end, stop)
+            at = _find(data, b"[", end, stop)
 
 
 def _runs(data: bytes) -> Iterator[tuple[int, int]]:
@@ -231,10 +231,10 @@ def _runs(data: bytes) -> Iterator[tuple[int, int]]:
 
 def _close(data: bytes, start: int, stop: int) -> int:
     """After the ``]`` that closes the ``[`` at ``start``, if it is before ``stop``; else -1."""
-    end = data.find(b"]", start, stop)
+    end = _find(data, b"]", start, stop)
     if end == -1:
         return -1
-    if data.find(b"[", start + 1, end) == -1:
+    if _find(data, b"[", start + 1, end) == -1:
         return end + 1
     depth = 0
     for offset in range(start, stop, _SCAN):
@@ -284,6 +284,21 @@ def _flat_commas(data: bytes, begin: int, end: int) -> Iterator[np.ndarray]:
     while at != -1:
         yield np.array([at])
         at = data.find(b",", at + PIECE, end)
+
+
+def _find(data: bytes, byte: bytes, start: int, end: int) -> int:
+    """``data.find(byte, start, end)``, _SCAN bytes at a time: one call holds the GIL for all of
+    it (a search of 60 MiB 18 ms, a count 186 ms, measured here with a load average of 23)."""
+    for offset in range(start, end, _SCAN):
+        at = data.find(byte, offset, min(offset + _SCAN, end))
+        if at != -1:
+            return at
+    return -1
+
+
+def _count(data: bytes, byte: bytes, start: int, end: int) -> int:
+    """``data.count(byte, start, end)``, _SCAN bytes at a time (as :func:`_find`)."""
+    return sum(data.count(byte, offset, min(offset + _SCAN, end)) for offset in range(start, end, _SCAN))
 
 
 def _where(message: str, data: bytes, at: int) -> str:
