@@ -1,6 +1,6 @@
 """Hostile bodies against a real pool: huge JSON, many bodies at once, stalled and announced
-bodies, bodies no valid request could have. The worker answers health throughout and keeps its
-memory bounded."""
+bodies, bodies no valid request could have. The worker keeps its memory bounded (and answers
+health while a huge JSON body is decoded: test_json_bodies)."""
 
 from __future__ import annotations
 
@@ -25,31 +25,6 @@ def big_json_infer(megabytes: int) -> bytes:
     data = ",".join(map(repr, values.ravel().tolist()))
     head = f'{{"inputs":[{{"name":"INPUT0","datatype":"FP32","shape":[{rows},64],"data":['.encode()
     return head + data.encode() + b"]}]}"
-
-
-def test_health_answers_while_a_60_mib_json_infer_is_handled(launch):
-    pool = launch("--model", "sum=tests.models:RowSumModel", workers=1)
-    url = pool.wait_ready()
-    body = big_json_infer(60)
-    assert len(body) < 64 * 1024 * 1024
-    done = threading.Event()
-    outcome: list[int] = []
-
-    def infer() -> None:
-        try:
-            outcome.append(http("POST", f"{url}/v2/models/sum/infer", body, timeout=120)[0])
-        finally:
-            done.set()
-
-    threading.Thread(target=infer, daemon=True).start()
-    slowest = 0.0
-    while not done.is_set():
-        started = time.monotonic()
-        assert http("GET", f"{url}/v2/health/ready", timeout=30)[0] == 200
-        slowest = max(slowest, time.monotonic() - started)
-    assert outcome == [200]
-    # End to end, a generous bound on a busy machine; tests/worker measures the loop's own stalls.
-    assert slowest < 2.0, f"health waited {slowest:.2f}s behind the big request"
 
 
 @pytest.mark.linux_supervisor("reads a worker's memory with psutil, by its Linux pid")

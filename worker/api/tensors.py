@@ -7,18 +7,19 @@ reason, and a request is checked against its model's inputs before its data is d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..models import Model, TensorSpec
 from . import jsonio, strings
-from .errors import bad_request
+from .errors import HTTPError, bad_request
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -49,6 +50,8 @@ def _shape(raw: object, where: str) -> tuple[int, ...]:
 def _json_array(data: object, spec: TensorSpec, shape: tuple[int, ...], where: str) -> np.ndarray:
     if data is None:
         raise bad_request(f"{where}: needs 'data' or parameters.binary_data_size")
+    if isinstance(data, jsonio.Numbers):
+        return _numbers(data, spec, shape, where)
     return _typed(_leaves(data, shape, where), spec, where).reshape(shape)
 
 
@@ -59,16 +62,45 @@ def _leaves(data: object, shape: tuple[int, ...], where: str) -> list[Any]:
     if not isinstance(data, list):
         raise bad_request(f"{where}: 'data' must be a list")
     if len(shape) > 1 and data and isinstance(data[0], list):
-        rows: list[Any] = [data]
-        for dim in shape:
-            if any(type(row) is not list or len(row) != dim for row in rows):
-                nested = "equal-length lists, one level a dimension"
-                raise bad_request(f"{where}: the nested lists do not make shape {list(shape)} ({nested})")
-            rows = list(itertools.chain.from_iterable(rows))
-        return rows
+        return _unnest(data, shape, where, shape)
     if len(data) != math.prod(shape):
         raise bad_request(f"{where}: 'data' has {len(data)} elements but shape {list(shape)} needs {math.prod(shape)}")
     return data
+
+
+def _unnest(rows: list[Any], shape: tuple[int, ...], where: str, whole: tuple[int, ...]) -> list[Any]:
+    """The values of ``rows`` nested as ``shape`` says (part of a tensor of shape ``whole``)."""
+    rows = [rows]
+    for dim in shape:
+        if any(type(row) is not list or len(row) != dim for row in rows):
+            nested = "equal-length lists, one level a dimension"
+            raise bad_request(f"{where}: the nested lists do not make shape {list(whole)} ({nested})")
+        rows = list(itertools.chain.from_iterable(rows))
+    return rows
+
+
+def _numbers(
+    data: jsonio.Numbers, spec: TensorSpec, shape: tuple[int, ...], where: str, v1: bool = False
+) -> np.ndarray:
+    """An array of numbers left in a large body (:mod:`.jsonio`), checked as :func:`_leaves` and
+    :func:`_typed` check a list, made a piece at a time into the array it fills: what it costs is
+    that array and a piece's Python values."""
+    nested = len(shape) > 1 and data.nested
+    elements = len(data)
+    if nested and elements != shape[0]:
+        nesting = "equal-length lists, one level a dimension"
+        raise bad_request(f"{where}: the nested lists do not make shape {list(shape)} ({nesting})")
+    if not nested and elements != math.prod(shape):
+        raise bad_request(f"{where}: 'data' has {elements} elements but shape {list(shape)} needs {math.prod(shape)}")
+    array = np.empty(math.prod(shape), dtype=spec.dtype)
+    filled = 0
+    for values in data.pieces():
+        if nested:
+            values = _unnest(values, (len(values), *shape[1:]), where, shape)
+        typed = strings.from_v1(values, where) if v1 and spec.datatype == "BYTES" else _typed(values, spec, where)
+        array[filled : filled + len(typed)] = typed
+        filled += len(typed)
+    return array.reshape(shape)
 
 
 #: Per kind of datatype (numpy's kind codes): the Python types its JSON values may have, and
@@ -156,7 +188,12 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
         if json_length == 0:
             return _decode_raw(model, body)
         body, blobs = body[:json_length], body[json_length:]
-    request = jsonio.loads(body)
+    request, numbers = jsonio.loads_large(body)
+    with _json_first(numbers):
+        return _decode_request(model, request, blobs)
+
+
+def _decode_request(model: Model, request: Any, blobs: bytes) -> InferRequest:
     if not isinstance(request, dict):
         raise bad_request("the request must be a JSON object")
     raw_inputs = request.get("inputs")
@@ -214,6 +251,22 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
         raise bad_request(f"missing inputs {missing} for model {model.name!r}")
     _check_batch(model, inputs)
     return InferRequest(_request_id(request), inputs, _requested_outputs(model, request))
+
+
+@contextlib.contextmanager
+def _json_first(numbers: list[jsonio.Numbers]) -> Iterator[None]:
+    """A large body's arrays of numbers, parsed as the block ends if no tensor took them, and
+    before any other refusal of it: a body that is not JSON is refused as such, whatever else
+    is wrong with it or how much of it was read, as a parse of the whole would."""
+    try:
+        yield
+    except HTTPError:
+        for array in numbers:
+            array.check()
+        raise
+    for array in numbers:
+        if not array.read:
+            array.check()
 
 
 def _request_id(request: Mapping[str, Any]) -> str | None:
@@ -311,11 +364,16 @@ def _check_batch(model: Model, inputs: Mapping[str, np.ndarray]) -> None:
 
 def v1_instances(model: Model, body: bytes) -> np.ndarray:
     """The single input of a V1 ``:predict`` request, from ``instances`` (or ``inputs``)."""
-    request = jsonio.loads(body)
+    request, numbers = jsonio.loads_large(body)
+    with _json_first(numbers):
+        return _v1_array(model, request)
+
+
+def _v1_array(model: Model, request: Any) -> np.ndarray:
     if not isinstance(request, dict):
         raise bad_request("the request must be a JSON object")
     instances = request.get("instances", request.get("inputs"))
-    if not isinstance(instances, list) or not instances:
+    if not isinstance(instances, (list, jsonio.Numbers)) or not instances:
         raise bad_request("'instances' must be a non-empty list")
     if len(model.inputs) != 1:
         raise bad_request(f"V1 predict needs a model with one input; {model.name!r} has {len(model.inputs)}")
@@ -323,15 +381,18 @@ def v1_instances(model: Model, body: bytes) -> np.ndarray:
     # The shape the instances claim, read down their first elements; _leaves checks the rest.
     shape: list[int] = []
     node: Any = instances
-    while isinstance(node, list) and len(shape) < len(spec.shape):
+    while isinstance(node, (list, jsonio.Numbers)) and len(shape) < len(spec.shape):
         shape.append(len(node))
-        node = node[0] if node else None
+        node = (node[0] if isinstance(node, list) else next(node.pieces())[0]) if node else None
     if not spec.accepts(tuple(shape)):
         raise bad_request(f"'instances' has shape {shape}, but {spec.name!r} needs {list(spec.shape)}")
     where = f"input {spec.name!r}"
     _check_size(model, spec, tuple(shape), where)
-    values = _leaves(instances, tuple(shape), where)
-    flat = strings.from_v1(values, where) if spec.datatype == "BYTES" else _typed(values, spec, where)
-    array = flat.reshape(shape)
+    if isinstance(instances, jsonio.Numbers):
+        array = _numbers(instances, spec, tuple(shape), where, v1=True)
+    else:
+        values = _leaves(instances, tuple(shape), where)
+        flat = strings.from_v1(values, where) if spec.datatype == "BYTES" else _typed(values, spec, where)
+        array = flat.reshape(shape)
     _check_batch(model, {spec.name: array})
     return array
