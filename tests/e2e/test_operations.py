@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from .conftest import released, started_count
 from .harness import http, wait_until
 from .load import Load
@@ -87,8 +89,10 @@ def test_recycling_by_memory(launch, platform):
     url = pool.wait_ready()
 
     def leak_until_recycled() -> bool:
+        # The log, not `supervisor status`: a status a request took seconds on a busy machine,
+        # and the ~50 requests the leak needs then outlasted the test's 120 s.
         assert http("POST", f"{url}/v2/models/m/infer", DOUBLE)[0] == 200
-        return generations(pool)[0] >= 2
+        return re.search(r"worker 0 recycled: generation 2 \(pid \d+\) serves", pool.output) is not None
 
     wait_until(leak_until_recycled, timeout=120, what="the worker to grow past 160 MiB and be recycled")
     assert re.search(r"recycling worker 0 \(pid \d+\): it uses \d+ MiB \(limit 160 MiB\)", pool.output), pool.output
@@ -159,7 +163,12 @@ def test_a_new_worker_killed_while_it_loads_is_tried_once_more(launch, platform,
 
 
 def test_stop_wins_over_a_reload_with_slow_requests_in_flight(launch, platform, gate):
-    pool = launch("--model", "slow=tests.models:GatedModel", "--grace", "2", workers=2)
+    # The stop must come while the reload's first old worker drains: its grace outlasts the
+    # `stop` command's start-up. With 2 s, two copies of the suite at once let the reload finish
+    # first (load average 23: the command took seconds to start).
+    cli = platform.cli_seconds()
+    grace = 2 + 2 * cli
+    pool = launch("--model", "slow=tests.models:GatedModel", "--grace", f"{grace:.1f}", workers=2)
     url = pool.wait_ready()
     results: list = []
     requests = [gated_infer(url, results) for _ in range(4)]
@@ -173,14 +182,17 @@ def test_stop_wins_over_a_reload_with_slow_requests_in_flight(launch, platform, 
     assert "reload interrupted: the pool began to stop" in err
     assert stop.returncode == 3, stop.stdout + stop.stderr  # requests were cut off: not clean
     assert pool.wait_exit(30) == 3, pool.output
-    # Grace (2 s) + the exit margin (5 s), and the interpreters' start-up under Wine.
-    assert time.monotonic() - started < 2 + 5 + (10 if platform.windows else 3)
+    # The grace + the exit margin (5 s), and the `stop` command's start-up.
+    assert time.monotonic() - started < grace + 5 + 1 + 3 * cli
     pool.assert_no_leftovers()
     released(gate)
     for request in requests:
         request.join(30)
 
 
+# 20 worker starts: ~10 s idle; with two copies of the suite at once (load average ~20) a start
+# took seconds and the test outlasted the suite's 120 s.
+@pytest.mark.timeout(600)
 def test_ten_reloads_in_a_row_leave_exactly_the_pool(launch, platform):
     workers = 2
     pool = launch(workers=workers)

@@ -9,6 +9,7 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 
 from worker.models.mlp import demo_layers
 
@@ -152,6 +153,7 @@ def test_a_worker_started_after_the_default_version_was_removed_answers_503_for_
         assert status == 200 and np.allclose(json.loads(answer)["outputs"][0]["data"], answers["1"].ravel(), atol=1e-5)
 
 
+@pytest.mark.timeout(900)  # its own waits add up to 600 s; 10 s idle, past 120 s under two suites at once
 def test_a_repository_of_5000_tiny_models_starts_serves_reloads_and_stops(launch, platform, tmp_path):
     """Every model's counters once travelled in each heartbeat and in one Stopped frame: past
     ~1,450 model versions a frame was over the 1 MiB limit, each worker was killed for breaking

@@ -42,7 +42,7 @@ _suite_count() { grep -oE "[0-9]+ $1" <<<"$2" | grep -oE '^[0-9]+' || echo 0; }
 suites_end() {
     if [ "$suites_owner" -eq 1 ]; then
         echo
-        local row='%-58s %-12s %7s %7s %8s %8s\n' name result passed failed skipped seconds
+        local row='%-68s %-12s %7s %7s %8s %8s\n' name result passed failed skipped seconds
         # shellcheck disable=SC2059
         printf "$row" suite result passed failed skipped seconds
         while IFS=$'\t' read -r name result passed failed skipped seconds; do
