@@ -253,7 +253,7 @@ class Pool:
         for process in self.processes():
             self.launcher.kill(process, "the stop was forced")
 
-    async def stop(self, grace: float) -> bool:
+    async def stop(self, grace: float, drain_delay: float | None = None) -> bool:
         """Drain every ready worker within ``grace``; end the others at once.
 
         Whether the stop was clean: every worker drained, reported, and exited 0, dropping no
@@ -264,7 +264,7 @@ class Pool:
             slot.fire(SlotEvent.RETIRE)
         live = [process for process in self.processes() if process.running and process.state is not State.KILLED]
         logger.info("stopping: draining %d workers (grace %gs)", len(live), grace)
-        delay = self.settings.pool.drain_delay
+        delay = self.settings.pool.drain_delay if drain_delay is None else drain_delay
         for process in live:
             self.launcher.drain(process, Stop(grace, drain_delay=delay), "it was not ready when the pool stopped")
         # The watchdog enforces every deadline; this bound is only its backstop.
