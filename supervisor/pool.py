@@ -187,7 +187,9 @@ class Pool:
         elif slot.current is process and slot.live:
             slot.current = None
             if was is not State.KILLED and process.ready_at is not None and not self.state.ending:
-                logger.error("worker %d (pid %d) exited unexpectedly with code %d", slot.index, process.pid, code)
+                logger.error(
+                    "worker %d (pid %d) exited unexpectedly: %s", slot.index, process.pid, process.exit_detail(code)
+                )
             self.watchdog.lost(slot, process, code)
         elif code != 0 and was is not State.KILLED and not self.state.ending:
             logger.error("worker %d (pid %d) exited with code %d while draining away", slot.index, process.pid, code)
