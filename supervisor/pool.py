@@ -187,7 +187,9 @@ class Pool:
         elif slot.current is process and slot.live:
             slot.current = None
             if was is not State.KILLED and process.ready_at is not None and not self.state.ending:
-                logger.error("worker %d (pid %d) exited unexpectedly with code %d", slot.index, process.pid, code)
+                logger.error(
+                    "worker %d (pid %d) exited unexpectedly: %s", slot.index, process.pid, process.exit_detail(code)
+                )
             self.watchdog.lost(slot, process, code)
         elif code != 0 and was is not State.KILLED and not self.state.ending:
             logger.error("worker %d (pid %d) exited with code %d while draining away", slot.index, process.pid, code)
@@ -253,7 +255,7 @@ class Pool:
         for process in self.processes():
             self.launcher.kill(process, "the stop was forced")
 
-    async def stop(self, grace: float) -> bool:
+    async def stop(self, grace: float, drain_delay: float | None = None) -> bool:
         """Drain every ready worker within ``grace``; end the others at once.
 
         Whether the stop was clean: every worker drained, reported, and exited 0, dropping no
@@ -264,7 +266,7 @@ class Pool:
             slot.fire(SlotEvent.RETIRE)
         live = [process for process in self.processes() if process.running and process.state is not State.KILLED]
         logger.info("stopping: draining %d workers (grace %gs)", len(live), grace)
-        delay = self.settings.pool.drain_delay
+        delay = self.settings.pool.drain_delay if drain_delay is None else drain_delay
         for process in live:
             self.launcher.drain(process, Stop(grace, drain_delay=delay), "it was not ready when the pool stopped")
         # The watchdog enforces every deadline; this bound is only its backstop.

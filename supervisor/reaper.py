@@ -136,7 +136,17 @@ def end_strays(lineage: Lineage, bound: float = TERM_BOUND) -> int:
     """End every stray: SIGTERM, then SIGKILL to those left after ``bound``; how many there were.
 
     Blocking: run it off the event loop. Each round looks again under the lineage's lock (a pid
-    freed by a stray may be a new worker's a moment later)."""
+    freed by a stray may be a new worker's a moment later). Never raises: a process out of file
+    descriptors cannot read /proc, and its workers' exits must still be heard (the strays are
+    then looked for again after the next one)."""
+    try:
+        return _end_strays(lineage, bound)
+    except OSError as exc:
+        logger.warning("cannot look for processes the workers left behind: %s", exc)
+        return 0
+
+
+def _end_strays(lineage: Lineage, bound: float) -> int:
     signalled: set[int] = set()
     deadline = time.monotonic() + bound
     while True:
@@ -158,8 +168,12 @@ def end_strays(lineage: Lineage, bound: float = TERM_BOUND) -> int:
 
 
 def _reap_under(lineage: Lineage) -> list[int]:
-    with lineage.lock:
-        return reap(lineage.ours())
+    try:
+        with lineage.lock:
+            return reap(lineage.ours())
+    except OSError as exc:  # out of file descriptors, say: try again in a second
+        logger.debug("cannot look for orphans: %s", exc)
+        return []
 
 
 async def reap_orphans(lineage: Lineage) -> None:

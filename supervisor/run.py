@@ -65,6 +65,7 @@ class Supervisor:
         self.control = control
         self.timeouts = timeouts or Timeouts()
         self.grace = settings.worker.grace
+        self.drain_delay: float | None = None  # the pool's setting
         self._spawner = spawner
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
@@ -85,9 +86,17 @@ class Supervisor:
             if self.pool is not None:
                 self.pool.wake()  # the start-up wait is watching the pool
 
-    def _on_interrupt(self, name: str) -> None:
+    def _on_interrupt(self, name: str, within: float | None = None) -> None:
+        """An OS interrupt; ``within``: the system ends this process that many seconds from now."""
         self._interrupts += 1
-        if self._interrupts == 1:
+        if within is not None:
+            if self._interrupts == 1:
+                # The drain gets what is left but a second for the processes to exit; drained,
+                # the supervisor exits first, with its own exit code.
+                self.grace, self.drain_delay = min(self.grace, max(0.0, within - 1.0)), 0.0
+                logger.info("%s: stopping within %gs", name, within)
+                self.request_stop()
+        elif self._interrupts == 1:
             logger.info("%s: stopping gracefully; interrupt again to force", name)
             self.request_stop()
         elif self.pool is not None:
@@ -189,7 +198,7 @@ class Supervisor:
 
     async def _shut_down(self, pool: Pool, listener: ipc.Listener, key: bytes, exit_code: int) -> int:
         """Stop the pool, answer whoever asked for the stop, and say how it ended."""
-        clean = await pool.stop(self.grace)
+        clean = await pool.stop(self.grace, self.drain_delay)
         if exit_code == exits.OK and not clean:
             exit_code = exits.UNCLEAN
         self._reply = StopReply(pool.stop_report(), clean)

@@ -8,6 +8,7 @@ rest is what it said and what was done to it, for the health policy and for ``st
 from __future__ import annotations
 
 import dataclasses
+import signal
 from typing import TYPE_CHECKING
 
 from ipc.messages import Heartbeat, Stopped, WorkerStatus
@@ -89,6 +90,20 @@ class WorkerProcess:
         if self.deadline is None or at < self.deadline:
             self.deadline, self.deadline_reason = at, reason
 
+    def exit_detail(self, code: int) -> str:
+        """How it ended, in words that hold whatever the platform reports."""
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        if code == 0 and self.report is None and self.ready_at is not None:
+            # A worker that ends by itself says so first (Stopped). Ended from outside, Windows
+            # reports whatever code the killer gave TerminateProcess: taskkill /F under Wine
+            # gives 0, which read "exited with code 0" as if nothing were wrong.
+            return "it ended without saying why (exit code 0)"
+        return f"exit code {code}"
+
     def how_it_ended(self) -> str:
         """One line for a reload's or a scale's report."""
         pid = f"pid {self.pid}"
@@ -96,6 +111,8 @@ class WorkerProcess:
             return f"{pid} killed ({self.reason or 'by the supervisor'})"
         if self.exit_code not in (0, None):
             return f"{pid} exited with code {self.exit_code}"
+        if self.ready_at is not None and self.report is None:
+            return f"{pid} {self.exit_detail(0)}"
         if self.ready_at is None:
             return f"{pid} stopped before it was ready"
         dropped = self.report.dropped if self.report is not None else 0

@@ -9,7 +9,7 @@ import time
 
 import anyio
 
-from ipc.contract import logs
+from ipc.contract import console, logs
 from ipc.contract.launch import LaunchOptions
 
 from .serve import run_worker
@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     who = f"worker[{args.slot} pid {pid}]"
     logs.configure(args.log_format, args.log_level, who, process="worker", slot=args.slot, pid=pid)
     options = {"use_uvloop": args.loop == "uvloop"}
-    outcome = anyio.run(run_worker, args.control, args.slot, args.generation, backend_options=options)
+    # A console's close (Windows) reaches every process on it: the worker waits for its
+    # supervisor's Stop and drains within the time Windows gives, rather than end mid-request.
+    with console.held():
+        outcome = anyio.run(run_worker, args.control, args.slot, args.generation, backend_options=options)
     # anyio's idle worker threads end with the loop; a predict still running past the grace
     # period does not, nor a model load abandoned by a stop. Their work is already reported as
     # dropped or abandoned: waiting for them would only turn a clean exit into a kill.

@@ -10,6 +10,7 @@
 - ``logs``: how every process of a pool writes its log lines.
 - ``inflight``: the record of what a worker has in flight, which its supervisor reads after
   the worker died.
+- ``console``: a Windows console's close, log-off and shutdown, held off while the pool drains.
 
 These modules import nothing from the rest of ``ipc``, nor from ``supervisor`` or ``worker``;
 the protocol's messages carry some of their records (``Configure`` holds ``WorkerSettings``).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import anyio
 import pytest
@@ -17,6 +18,8 @@ from supervisor.control import Refusals
 from supervisor.lifecycle import PoolState
 
 from .fakes import by_generation, running
+
+SUMMARY = re.compile(r"control: refused (\d+) more connections in the last 0.5s")
 
 # (what happens, at what time) -> what is logged: "full" (the refusal with its reason),
 # "held" (only counted), or the count a window's summary reports (0: no line).
@@ -42,22 +45,29 @@ def test_the_first_refusal_is_logged_then_one_summary_a_window(steps):
 
 
 @pytest.mark.anyio
-async def test_a_flood_of_refused_connections_logs_two_lines(control_address, caplog, monkeypatch):
+async def test_a_flood_of_refused_connections_logs_one_line_a_window(control_address, caplog, monkeypatch):
     monkeypatch.setattr(control, "REFUSALS_WINDOW", 0.5)
     async with running(control_address, by_generation(), workers=1) as pool:
         await pool.until(lambda: pool.pool.state is PoolState.READY)
         with caplog.at_level(logging.WARNING, logger="supervisor"):
+            started = anyio.current_time()
             for _ in range(40):
                 async with await ipc.connect(control_address) as connection:
                     await connection.send(Hello(999, "client", os.getpid(), None, None, handshake.new_nonce()))
                     assert isinstance(await connection.receive(), Error)
+            took = anyio.current_time() - started
 
             def lines() -> list[str]:
                 return [r.getMessage() for r in caplog.records if "control: refused" in r.getMessage()]
 
+            def counted() -> int:
+                return 1 + sum(int(SUMMARY.fullmatch(line).group(1)) for line in lines()[1:])  # type: ignore[union-attr]
+
             with anyio.fail_after(10):
-                while len(lines()) < 2:  # noqa: ASYNC110 (a log record has no event to wait for)
+                while counted() < 40:  # noqa: ASYNC110 (a log record has no event to wait for)
                     await anyio.sleep(0.05)
             await anyio.sleep(1.2)  # two windows more: nothing else to say
     assert lines()[0].startswith("control: refused a connection: peer speaks protocol version 999"), lines()
-    assert lines()[1:] == ["control: refused 39 more connections in the last 0.5s"]
+    assert counted() == 40
+    # One line a window: 40 refusals within 0.5 s (Linux) log 2; under Wine they take longer.
+    assert len(lines()) <= 2 + took / 0.5, (took, lines())
