@@ -1,10 +1,12 @@
-"""Call an ASGI app in-process: no sockets, for the API's unit tests."""
+"""Call an ASGI app in-process: no sockets, for the API's unit tests; how long the loop stalls."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -62,3 +64,26 @@ async def call(
         {k.decode(): v.decode() for k, v in start["headers"]},
         b"".join(m.get("body", b"") for m in sent[1:]),
     )
+
+
+@asynccontextmanager
+async def loop_stalls() -> AsyncIterator[list[float]]:
+    """While the block runs, a task wakes every 2 ms: the longest it waited for the event loop,
+    in seconds, is the list's one element once the block is done."""
+    longest = [0.0]
+    done = anyio.Event()
+
+    async def ticker(task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        last = time.monotonic()
+        task_status.started()
+        while not done.is_set():
+            await anyio.sleep(0.002)
+            now = time.monotonic()
+            longest[0], last = max(longest[0], now - last), now
+
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(ticker)
+        try:
+            yield longest
+        finally:
+            done.set()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 
-import anyio
-import anyio.to_thread
 import numpy as np
 import pytest
 
 from worker.api import InferenceApp, ServingState
 from worker.models import demo_model
 
-from .asgi import call
+from .asgi import call, loop_stalls
 from .test_api import infer_json, split_binary
 
 pytestmark = pytest.mark.anyio
@@ -176,24 +174,11 @@ async def test_a_30_mib_json_body_does_not_stall_the_event_loop():
     body = b'{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[%d,64],"data":[%s]}]}' % (rows, data)
     del data
     app = InferenceApp([RowSumModel("sum")], ServingState(), max_body_size=64 << 20)
-    stall = 0.0
-    done = anyio.Event()
-
-    async def ticker(task_status=anyio.TASK_STATUS_IGNORED):
-        nonlocal stall
-        last = time.monotonic()
-        task_status.started()
-        while not done.is_set():
-            await anyio.sleep(0.005)
-            now = time.monotonic()
-            stall, last = max(stall, now - last), now
-
-    async with anyio.create_task_group() as task_group:
-        await task_group.start(ticker)
+    async with loop_stalls() as longest:
         started = time.monotonic()
         response = await call(app, "POST", "/v2/models/sum/infer", body, chunk=1 << 20)
         took = time.monotonic() - started
-        done.set()
+    stall = longest[0]
     assert response.status == 200
     assert response.json()["outputs"][0]["shape"] == [rows, 1]
     print(f"the loop stalled {stall:.3f}s at most in a request of {took:.2f}s")

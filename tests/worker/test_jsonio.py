@@ -17,10 +17,10 @@ from worker.models import Model, TensorSpec
 class Typed(Model):
     """One input of ``datatype`` and shape (-1, 4), answered as it is."""
 
-    def __init__(self, datatype: str) -> None:
+    def __init__(self, datatype: str, shape: tuple[int, ...] = (-1, 4)) -> None:
         self.name = "typed"
-        self.inputs = (TensorSpec("IN", datatype, (-1, 4)),)
-        self.outputs = (TensorSpec("OUT", datatype, (-1, 4)),)
+        self.inputs = (TensorSpec("IN", datatype, shape),)
+        self.outputs = (TensorSpec("OUT", datatype, shape),)
 
     def predict(self, inputs):
         return {"OUT": inputs["IN"]}
@@ -150,3 +150,16 @@ def test_a_large_array_of_numbers_is_made_a_piece_at_a_time_into_its_tensor():
     assert document["inputs"][0]["data"] is numbers[0] and len(numbers[0]) == rows * 4
     request = tensors.decode_infer(Typed("FP32"), body, None)
     assert request.inputs["IN"].shape == (rows, 4) and (request.inputs["IN"] == np.float32(7)).all()
+
+
+def test_a_nested_array_is_not_allocated_for_a_shape_it_cannot_make(monkeypatch):
+    """[3, 2**36] of FP32 would be 768 GiB: refused as the lists not making it, as a whole parse says."""
+    body = infer("[[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]", shape=f"[3, {2**36}]")
+    with monkeypatch.context() as patch:
+        patch.setattr(jsonio, "LARGE_BODY", 0)
+        patch.setattr(jsonio, "LONG_ARRAY", 20)  # the data, not the shape
+        with pytest.raises(HTTPError) as refused:
+            tensors.decode_infer(Typed("FP32", (-1, -1)), body, None)
+    assert refused.value.message == (
+        f"input 'IN': the nested lists do not make shape [3, {2**36}] (equal-length lists, one level a dimension)"
+    )

@@ -87,7 +87,9 @@ def _numbers(
     that array and a piece's Python values."""
     nested = len(shape) > 1 and data.nested
     elements = len(data)
-    if nested and elements != shape[0]:
+    # Nested, its values are checked a piece at a time: a shape it cannot make (more values than
+    # it has bytes) is refused before its array is allocated.
+    if nested and (elements != shape[0] or math.prod(shape) > data.end - data.start):
         nesting = "equal-length lists, one level a dimension"
         raise bad_request(f"{where}: the nested lists do not make shape {list(shape)} ({nesting})")
     if not nested and elements != math.prod(shape):
