@@ -36,4 +36,4 @@ WINDOWS_PYTHON=$windows_python python3 -m pytest -q -n 2 -p no:cacheprovider tes
 echo "== Windows suite, part 3: the HTTP server's part of end to end again, with --http uvicorn"
 INFERENCE_SUPERVISOR_HTTP=uvicorn WINDOWS_PYTHON=$windows_python python3 -m pytest -q -n 2 -p no:cacheprovider \
     tests/e2e/test_serving.py tests/e2e/test_hostile_http.py tests/e2e/test_hostile_bodies.py tests/e2e/test_operations.py \
-    tests/e2e/test_pool.py tests/e2e/test_clients.py
+    tests/e2e/test_pool.py tests/e2e/test_clients.py tests/e2e/test_rebalance.py
