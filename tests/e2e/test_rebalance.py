@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from .harness import wait_until
 from .load import Load
+
+#: Under Wine on a loaded 2-core machine a pool's start and a scale each took about 40 s
+#: (measured: scale 1 -> 2 in 38.8 s, and once past 60 s), past the suite's 120 s per test.
+pytestmark = pytest.mark.timeout(300)
 
 #: When to look, in seconds after the worker joined: spread by the first, and staying so.
 LOOKS = (4.0, 6.0, 8.0, 10.0)
@@ -46,7 +52,7 @@ def test_a_worker_added_under_kept_alive_load_gets_its_share_within_10s(launch, 
     url = pool.wait_ready()
     with Load(url, connections=16) as load:
         wait_until(lambda: load.total() >= 200, what="200 requests on the one worker")
-        scale = pool.cli("scale", "2")
+        scale = pool.cli("scale", "2", timeout=180)  # a Windows worker starting under load: see pytestmark
         joined = time.monotonic()
         assert scale.returncode == 0, scale.stdout + scale.stderr
         spread_after(load, joined, pids(pool))
