@@ -6,6 +6,7 @@ Layers, bottom up; each imports only the ones above it in this list:
   repository layout, launch options, log lines); a sub-package that imports nothing else of ipc.
 - ``errors``: the exception tree.
 - ``wire``: how a frozen dataclass travels as a msgpack map, every field checked on arrival.
+- ``status``: the record of a worker that replies about workers carry (``WorkerStatus``).
 - ``messages``: one frozen dataclass per message kind, and the tag table that decodes them.
 - ``codec``: sans-IO framing (a 4-byte big-endian length, then a msgpack map). Bytes in,
   messages out; no sockets, no clock.

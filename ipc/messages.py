@@ -13,7 +13,7 @@ check at the handshake.
 Who sends what::
 
     any side               Hello, Challenge, Proof, Welcome, Error (ipc.handshake)
-    supervisor -> worker   Configure, Quarantined, Stop, StatsRequest, PoolStatsReply
+    supervisor -> worker   Configure, Quarantined, Rebalance, Stop, StatsRequest, PoolStatsReply
     worker -> supervisor   Ready, Heartbeat, Stopped, StatsReport, PoolStatsRequest
     client -> supervisor   StatusRequest, StopRequest, ReloadRequest, ScaleRequest, PingRequest
     supervisor -> client   StatusReply, StopReply, Progress, OperationReply, PingReply
@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from . import wire
 from .contract.settings import WorkerSettings
 from .errors import MalformedFrameError, UnknownMessageError
+from .status import WorkerStatus as WorkerStatus
 from .wire import build
 
 
@@ -164,16 +165,28 @@ class Heartbeat(Message):
     r"""Sent by the worker's event loop every ``heartbeat_interval``: it is alive and how busy.
 
     ``loop_lag`` is how late, in seconds, the loop woke up to send it; ``rss`` the worker's
-    resident memory in bytes (0 where the platform does not say). The counters that changed
-    since the last heartbeat go just before it, in ``StatsReport``\ s.
+    resident memory in bytes (0 where the platform does not say); ``served`` the requests
+    answered so far (what --max-requests counts); ``connections`` the HTTP connections it holds,
+    and ``rebalanced`` how many connections ``Rebalance`` asked it to close it has closed or given
+    up on, in all. The counters that changed go just before it, in ``StatsReport``\ s.
     """
 
     kind: ClassVar[str] = "heartbeat"
     in_flight: int
     loop_lag: float
     rss: int = 0
-    #: Requests answered so far: what recycling after --max-requests counts.
     served: int = 0
+    connections: int = 0
+    rebalanced: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rebalance(Message):
+    """Close ``close`` more of your connections, each after its next response (which says
+    ``Connection: close``), so that their clients reconnect to the pool (``supervisor.balance``)."""
+
+    kind: ClassVar[str] = "rebalance"
+    close: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -262,34 +275,6 @@ class PoolStatsReply(Message):
 
 
 # --- client <-> supervisor -------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WorkerStatus:
-    """One worker process as the supervisor sees it: a row of ``status``, a line of ``stop``.
-
-    Not a message of its own: ``StatusReply`` and ``StopReply`` carry lists of them.
-    """
-
-    slot: int
-    generation: int
-    pid: int | None
-    state: str
-    #: Seconds since it was spawned.
-    uptime: float = 0.0
-    #: How many times its slot has been refilled after a loss.
-    restarts: int = 0
-    in_flight: int = 0
-    #: Seconds since the supervisor last heard from it; None before it has said anything.
-    heartbeat_age: float | None = None
-    rss: int = 0
-    exit_code: int | None = None
-    #: Its drain, once it has reported one: finished, cut off, and answered in all.
-    completed: int | None = None
-    dropped: int | None = None
-    served: int | None = None
-    #: Why it failed or was killed, in a few words.
-    reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -391,7 +376,7 @@ KINDS: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (
         Hello, Challenge, Proof, Welcome, Error,
-        Configure, Quarantined, Ready, Heartbeat, Stop, Stopped,
+        Configure, Quarantined, Rebalance, Ready, Heartbeat, Stop, Stopped,
         StatsRequest, StatsReport, PoolStatsRequest, PoolStatsReply,
         StatusRequest, StatusReply, StopRequest, StopReply,
         ReloadRequest, ScaleRequest, Progress, OperationReply, PingRequest, PingReply,

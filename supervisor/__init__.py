@@ -21,5 +21,6 @@ Modules, from the command line down:
   (which acts on the policy), ``launcher`` (spawning, draining, killing, reaping; ``spawn``
   and ``_winjob`` underneath), ``channel`` (each worker's control connection), ``stats``
   (the pool's counters), ``quarantine`` (models whose requests kill their workers),
-  ``replace`` and ``operations`` (reload, scale, recycling).
+  ``balance`` (kept-alive connections spread over the workers), ``replace`` and
+  ``operations`` (reload, scale, recycling).
 """

@@ -33,6 +33,7 @@ from ipc.contract.repository import LayoutError
 from ipc.contract.settings import WorkerSettings
 from ipc.messages import Hello, Stop, WorkerStatus
 
+from .balance import Balancer
 from .channel import Channel
 from .launcher import Launcher
 from .lifecycle import Event, PoolEvent, PoolLifecycle, PoolState, SlotEvent, SlotState, State
@@ -93,6 +94,7 @@ class Pool:
         self.operations = Operations(self)
         self.quarantine = Quarantine()
         self.watchdog = Watchdog(self)
+        self.balancer = Balancer(self)
         #: Workers lost, by slot and cause (crashed, exited, hung, failed_start, protocol, spawn...).
         self.losses: dict[tuple[int, str], int] = {}
         #: Workers recycled, by why (requests, memory).
@@ -246,6 +248,7 @@ class Pool:
         else:
             logger.info("worker %d ready (pid %d)", process.slot, process.pid)
         self.check_health()
+        self.balancer.check(joined=process)
 
     # --- stopping ----------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 says.
 
 - Every tick it asks the policy what time has done (a deadline passed, a worker silent for
-  the heartbeat timeout, a slot's backoff over, a worker past its recycling limit) and does it.
+  the heartbeat timeout, a slot's backoff over, a worker past its recycling limit) and does it,
+  and has the workers' connections spread evenly (``supervisor.balance``).
   If the supervisor itself was held up (stopped, swapped out, starved), nobody is judged by it.
 - When a slot's process ends, or the system refuses one, it asks the policy what that means
   (the pool's failed start, a scale's, a replacement's business, or a loss to heal) and heals
@@ -60,6 +61,7 @@ class Watchdog:
                 else:
                     pool.recycled[action.kind] = pool.recycled.get(action.kind, 0) + 1
                     pool.operations.recycle(action.slot, action.why)
+            pool.balancer.check()
             await anyio.sleep(tick)
 
     def lost(self, slot: Slot, process: WorkerProcess | None, code: int = 0, replacement: bool = False) -> None:

@@ -1,13 +1,13 @@
 r"""The worker's end of the control channel: handshake, then messages both ways.
 
 The supervisor speaks first after the handshake (``Configure``), then at any time sends
-``Stop`` or ``StatsRequest``; the worker sends ``Ready``, a ``Heartbeat`` every interval from
-its event loop (never from a side thread, which a busy process could keep answering while its
-loop is stuck), ``Stopped``, and asks for pool-wide statistics with ``PoolStatsRequest``. Before
-each of those, the counters that changed since they were last sent go in ``StatsReport``\ s of
-bounded size, each numbered, so the supervisor keeps every entry's newest value. The channel
-closing is itself a message: the supervisor is gone, so the worker drains and exits rather
-than live on as an orphan.
+``Stop``, ``StatsRequest``, ``Quarantined`` or ``Rebalance``; the worker sends ``Ready``, a
+``Heartbeat`` every interval from its event loop (never from a side thread, which a busy process
+could keep answering while its loop is stuck), ``Stopped``, and asks for pool-wide statistics
+with ``PoolStatsRequest``. Before each of those, the counters that changed since they were last
+sent go in ``StatsReport``\ s of bounded size, each numbered, so the supervisor keeps every
+entry's newest value. The channel closing is itself a message: the supervisor is gone, so the
+worker drains and exits rather than live on as an orphan.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -34,6 +34,7 @@ from ipc.messages import (
     PoolStatsReply,
     PoolStatsRequest,
     Quarantined,
+    Rebalance,
     StatsReport,
     StatsRequest,
     Stop,
@@ -56,6 +57,15 @@ class PoolStoppingError(HandshakeError):
     """The pool began to stop before this worker joined it: nothing to do but exit."""
 
 
+class Counts(NamedTuple):
+    """What a heartbeat says of the worker's load (``Heartbeat``)."""
+
+    in_flight: int
+    served: int
+    connections: int = 0
+    rebalanced: int = 0
+
+
 #: The counters that changed since last asked, by section (``worker.api.counters``).
 ChangedCounters = Callable[[], dict[str, dict[str, Any]]]
 
@@ -75,6 +85,8 @@ class SupervisorLink:
         #: who to tell when that changes, once the worker serves.
         self.quarantined: dict[str, str] = {}
         self.on_quarantine: Callable[[dict[str, str]], None] = lambda models: None
+        #: Who to tell to close some connections (``Rebalance``), once the worker serves.
+        self.on_rebalance: Callable[[int], None] = lambda close: None
 
     async def handshake(self, address: str, slot: int, generation: int) -> Configure:
         """Prove we are of this pool, be welcomed; return the supervisor's configuration for us."""
@@ -131,17 +143,17 @@ class SupervisorLink:
             del self._replies[request_id]
         return received if event.is_set() else None
 
-    async def heartbeats(self, interval: float, counts: Callable[[], tuple[int, int]]) -> None:
+    async def heartbeats(self, interval: float, counts: Callable[[], Counts]) -> None:
         """A heartbeat every ``interval`` seconds, with how late the loop woke up to send it,
-        after the counters that changed; ``counts`` gives the requests in flight and those
-        answered so far."""
+        after the counters that changed; ``counts`` says how busy the worker is."""
         due = anyio.current_time() + interval
         while True:
             await anyio.sleep(max(0.0, due - anyio.current_time()))
             now = anyio.current_time()
-            in_flight, served = counts()
+            load = counts()
             lag = round(max(0.0, now - due), 6)
-            if not await self.flush() or not await self.send(Heartbeat(in_flight, lag, rss(), served)):
+            beat = Heartbeat(load.in_flight, lag, rss(), load.served, load.connections, load.rebalanced)
+            if not await self.flush() or not await self.send(beat):
                 return
             due = now + interval
 
@@ -157,6 +169,8 @@ class SupervisorLink:
                 elif isinstance(message, Quarantined):
                     self.quarantined = message.models
                     self.on_quarantine(message.models)
+                elif isinstance(message, Rebalance):
+                    self.on_rebalance(message.close)
                 elif isinstance(message, PoolStatsReply):
                     pending = self._replies.get(message.request_id)
                     if pending is not None:

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+import time
 
 import anyio
 import anyio.to_thread
@@ -20,7 +21,7 @@ from ipc.messages import Configure, Error, Ready, Stop
 from . import http
 from .api import InferenceApp, ServingState
 from .api.batching import delays
-from .link import HandshakeError, PoolStoppingError, SupervisorLink
+from .link import Counts, HandshakeError, PoolStoppingError, SupervisorLink
 from .models import Model, ModelError, load_models
 
 logger = logging.getLogger("worker")
@@ -142,8 +143,17 @@ class Worker:
             logger.warning("%s", models[key])
         self.app.quarantined = dict(models)
 
-    def _counts(self) -> tuple[int, int]:
-        return self.state.in_flight, self.state.completed
+    def _counts(self) -> Counts:
+        state = self.state
+        state.settle(time.monotonic())
+        return Counts(state.in_flight, state.completed, state.connections, state.rebalanced)
+
+    def _connections(self, count: int) -> None:
+        self.state.connections = count
+
+    def _rebalance(self, close: int) -> None:
+        logger.debug("closing %d of %d connections, to spread them over the pool", close, self.state.connections)
+        self.state.rebalance(close, time.monotonic())
 
     async def run(self) -> Outcome:
         outcome = Outcome(0)
@@ -198,6 +208,7 @@ class Worker:
         self.link.changed_counters = lambda: app.counters(app.changes.take())
         app.quarantined = dict(self.link.quarantined)
         self.link.on_quarantine = self._quarantine
+        self.link.on_rebalance = self._rebalance
         shutdown = anyio.Event()
         completed_before_drain = 0
 
@@ -217,7 +228,15 @@ class Worker:
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(drain_when_asked)
             task_group.start_soon(announce_ready)
-            await http.serve(app, settings, self.sock, shutdown.wait, grace=lambda: self.stop.grace)
+            await http.serve(
+                app,
+                settings,
+                self.sock,
+                shutdown.wait,
+                lambda: self.stop.grace,
+                counted=self._connections,
+                accepting=self.state.accepting,
+            )
             task_group.cancel_scope.cancel()
         completed = self.state.completed - completed_before_drain
         logger.info("drained: %d in-flight requests finished, %d dropped", completed, self.state.dropped)

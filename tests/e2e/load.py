@@ -26,9 +26,13 @@ class Load:
         self.ok = 0
         self.reconnects = 0
         self.failures: collections.Counter[str] = collections.Counter()
+        #: Requests answered, by the pid of the worker that answered (its X-Worker-PID); and for
+        #: each client, the worker that answered its last request ("" after a failure).
+        self.by_worker: collections.Counter[str] = collections.Counter()
+        self.placed = [""] * connections
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(connections)]
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(connections)]
 
     def __enter__(self) -> Load:
         for thread in self._threads:
@@ -52,15 +56,28 @@ class Load:
         with self._lock:
             return self.ok + sum(self.failures.values())
 
-    def _count(self, reason: str | None, reconnect: bool = False) -> None:
+    def served(self) -> dict[str, int]:
+        """Requests answered so far, by the pid of the worker that answered."""
         with self._lock:
+            return dict(self.by_worker)
+
+    def clients(self) -> dict[str, int]:
+        """How many clients each worker (by pid) answered last: where the connections are."""
+        with self._lock:
+            return dict(collections.Counter(worker for worker in self.placed if worker))
+
+    def _count(self, client: int, reason: str | None, reconnect: bool = False, worker: str = "") -> None:
+        with self._lock:
+            self.placed[client] = worker
+            if worker:
+                self.by_worker[worker] += 1
             if reason is None:
                 self.ok += 1
             else:
                 self.failures[reason] += 1
             self.reconnects += reconnect
 
-    def _run(self) -> None:
+    def _run(self, client: int) -> None:
         conn = HTTPConnection(self.host, self.port, timeout=60)
         headers = {"Content-Type": "application/json"}
         while not self._stop.is_set():
@@ -69,11 +86,12 @@ class Load:
                 response = conn.getresponse()
                 response.read()
             except (OSError, HTTPException) as exc:
-                self._count(type(exc).__name__)
+                self._count(client, type(exc).__name__)
                 conn.close()
                 continue
             closing = response.will_close
-            self._count(None if 200 <= response.status < 300 else f"HTTP {response.status}", closing)
+            worker = response.getheader("x-worker-pid", "")
+            self._count(client, None if 200 <= response.status < 300 else f"HTTP {response.status}", closing, worker)
             if closing:
                 conn.close()
         conn.close()

@@ -43,5 +43,5 @@ suite "Windows part 2: end to end, supervisor and workers under Wine" \
 suite "Windows part 3: the HTTP server's end to end again, --http uvicorn" \
     env INFERENCE_SUPERVISOR_HTTP=uvicorn WINDOWS_PYTHON="$windows_python" python3 -m pytest -q -n 2 -p no:cacheprovider \
     tests/e2e/test_serving.py tests/e2e/test_hostile_http.py tests/e2e/test_hostile_bodies.py tests/e2e/test_operations.py \
-    tests/e2e/test_pool.py tests/e2e/test_clients.py
+    tests/e2e/test_pool.py tests/e2e/test_clients.py tests/e2e/test_rebalance.py tests/e2e/test_json_bodies.py
 suites_end

@@ -2,6 +2,7 @@
 with Triton's binary tensor, model configuration and statistics extensions.
 
 - ``app``: the ASGI app: routing, refusals in the protocol's shape, draining, in-flight counts.
+- ``state``: what the app shares with the worker's control side: draining, counts, closes asked.
 - ``bodies``: request bodies read whole, decompressed and held within the worker's byte budgets.
 - ``inference``: decode, predict and encode off the event loop, for a request or a batch.
 - ``batching``: dynamic batching, concurrent requests for a model joined into one call.
@@ -22,6 +23,7 @@ statistics.
 
 from __future__ import annotations
 
-from .app import InferenceApp, ServingState
+from .app import InferenceApp
+from .state import ServingState
 
 __all__ = ["InferenceApp", "ServingState"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -25,6 +24,7 @@ from .bodies import SMALL_BODY, Bodies, Receive, RequestBody, Scope, request_hea
 from .counters import Changes
 from .errors import HTTPError, bad_request, not_found
 from .metrics import Metrics
+from .state import ServingState
 from .stats import ModelStats, as_triton, highest
 from .tensors import REQUEST_OVERHEAD
 
@@ -48,18 +48,6 @@ _V2_MODEL = re.compile(
     r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/ready|/config|/stats|/infer)?"
 )
 _V1_MODEL = re.compile(r"/v1/models/(?P<model>[^/:]+)(?P<verb>:predict|:explain)?")
-
-
-@dataclasses.dataclass
-class ServingState:
-    """What the worker's control side and the HTTP side share."""
-
-    draining: bool = False
-    in_flight: int = 0
-    completed: int = 0
-    dropped: int = 0
-    #: Set once the ASGI lifespan has started: the server is about to accept.
-    started: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
 
 class InferenceApp:
@@ -168,8 +156,9 @@ class InferenceApp:
                 # Refused before its body was read, and the body is too large or too slow to
                 # read now: the connection cannot carry another request. Say so, not just close it.
                 headers.append((b"connection", b"close"))
-            elif self.state.draining:
-                # The client reconnects for its next request, to a worker that still accepts.
+            elif self.state.draining or self.state.closes():
+                # The client reconnects for its next request, to a worker that still accepts (or,
+                # when the supervisor spreads connections, to whichever accepts first).
                 headers.append((b"connection", b"close"))
             started = True
             await send({"type": "http.response.start", "status": status, "headers": headers})

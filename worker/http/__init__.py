@@ -55,8 +55,12 @@ async def serve(
     sock: socket.socket,
     shutdown_trigger: Callable[[], Awaitable[Any]],
     grace: Callable[[], float],
+    counted: Callable[[int], None] = lambda connections: None,
+    accepting: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Serve ``app`` on ``sock`` until ``shutdown_trigger`` returns, then drain for ``grace()``."""
+    """Serve ``app`` on ``sock`` until ``shutdown_trigger`` returns, then drain for ``grace()``;
+    ``counted`` hears how many connections are open each time that changes, and while
+    ``accepting()`` says no, new connections are left to the other workers."""
     loop = asyncio.get_running_loop()
     wrapped = wrap_app(app, 0, "asgi")
     lifespan_state: dict[str, Any] = {}
@@ -70,14 +74,19 @@ async def serve(
         lifespan_group.start_soon(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         try:
-            await _serve_connections(server, sock, shutdown_trigger, grace)
+            await _serve_connections(server, sock, shutdown_trigger, grace, counted, accepting)
         finally:
             await lifespan.wait_for_shutdown()
             lifespan_group.cancel_scope.cancel()
 
 
 async def _serve_connections(
-    server: HTTPServer, sock: socket.socket, shutdown_trigger: Callable[[], Awaitable[Any]], grace: Callable[[], float]
+    server: HTTPServer,
+    sock: socket.socket,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    grace: Callable[[], float],
+    counted: Callable[[int], None],
+    accepting: Callable[[], bool],
 ) -> None:
     """Accept on ``sock`` and serve each connection until ``shutdown_trigger`` returns, then
     drain for ``grace()`` and cut off what is left."""
@@ -87,6 +96,7 @@ async def _serve_connections(
     async def serve_connection(conn: socket.socket) -> None:
         nonlocal open_connections, all_closed
         open_connections += 1
+        counted(open_connections)
         try:
             no_delay(conn)
             await server.serve_connection(conn)
@@ -94,6 +104,7 @@ async def _serve_connections(
             conn.close()  # the client left before we got to it
         finally:
             open_connections -= 1
+            counted(open_connections)
             if not open_connections:
                 all_closed.set()
                 all_closed = anyio.Event()
@@ -106,7 +117,8 @@ async def _serve_connections(
         def load() -> int:
             return open_connections
 
-        acceptor = ThreadAcceptor(sock, load) if sys.platform == "win32" else LoopAcceptor(sock, load)
+        kind = ThreadAcceptor if sys.platform == "win32" else LoopAcceptor
+        acceptor = kind(sock, load, accepting)
         acceptor.start(on_connection)
         try:
             await shutdown_trigger()

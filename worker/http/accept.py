@@ -22,6 +22,9 @@ import anyio.to_thread
 ACCEPT_POLL = 0.2
 #: The longest a worker looks away after accept() failed, doubling up to it.
 ACCEPT_BACKOFF_MAX = 1.0
+#: How often a worker that does not accept for now (``accepting()`` false: it is closing some of
+#: its connections so that their clients reconnect to other workers) looks again.
+HOLD_OFF = 0.01
 
 
 def no_delay(conn: socket.socket) -> None:
@@ -47,9 +50,12 @@ class LoopAcceptor:
     YIELD_PER_CONNECTION = 0.0002
     YIELD_MAX = 0.005
 
-    def __init__(self, sock: socket.socket, load: Callable[[], int]) -> None:
+    def __init__(
+        self, sock: socket.socket, load: Callable[[], int], accepting: Callable[[], bool] = lambda: True
+    ) -> None:
         self._sock = sock
         self._load = load
+        self._accepting = accepting
         self._loop = asyncio.get_running_loop()
         self._watching = False
         self._resume: asyncio.TimerHandle | None = None
@@ -57,6 +63,9 @@ class LoopAcceptor:
 
     def start(self, on_connection: Callable[[socket.socket], None]) -> None:
         def readable() -> None:
+            if not self._accepting():
+                self._look_away(readable, HOLD_OFF)  # what arrives meanwhile goes to other workers
+                return
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -101,9 +110,12 @@ class ThreadAcceptor:
     """Windows: a thread accepts on this worker's handle of the shared socket and hands each
     connection to the loop. Stopping joins the thread; what it accepted before is served."""
 
-    def __init__(self, sock: socket.socket, load: Callable[[], int]) -> None:
+    def __init__(
+        self, sock: socket.socket, load: Callable[[], int], accepting: Callable[[], bool] = lambda: True
+    ) -> None:
         self._sock = sock
         self._load = load
+        self._accepting = accepting
         self._loop = asyncio.get_running_loop()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,6 +128,9 @@ class ThreadAcceptor:
         def accept_loop() -> None:
             backoff = 0.0
             while not self._stopping.is_set():
+                if not self._accepting():
+                    self._stopping.wait(HOLD_OFF)
+                    continue
                 try:
                     conn, _ = self._sock.accept()
                 except TimeoutError:

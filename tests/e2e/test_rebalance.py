@@ -1,0 +1,80 @@
+"""Kept-alive connections spread over the workers when one joins (issue 17, item 3): 16
+clients that reconnect when told to (``Connection: close``), then a worker added by ``scale``
+or a lost worker's replacement; from 4 s to 10 s after it joined, every worker holds within 25%
+of an even share of the clients (where each client's last answer came from), and no request
+fails. Both HTTP servers (the e2e suite runs again with ``--http uvicorn``), on Linux and under
+Wine.
+
+The clients, not the requests each worker answered: on a shared 2-core machine a worker is now
+and then held up for a second while the other serves, and requests swing with it (one second
+measured 298 against 2,489 with 8 clients on each), where the clients stay put. On the code
+before, the worker that joined held none of them after 10 s with uvicorn.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .harness import wait_until
+from .load import Load
+
+#: Under Wine on a loaded 2-core machine a pool's start and a scale each took about 40 s
+#: (measured: scale 1 -> 2 in 38.8 s, and once past 60 s), past the suite's 120 s per test.
+pytestmark = pytest.mark.timeout(300)
+
+#: When to look, in seconds after the worker joined: spread by the first, and staying so.
+LOOKS = (4.0, 6.0, 8.0, 10.0)
+#: The goal: every worker within 25% of an even share.
+WITHIN = 0.25
+
+
+def spread_after(load: Load, joined: float, pids: list[int]) -> list[dict[str, int]]:
+    """Where the clients are at each of ``LOOKS`` after ``joined``; the first uneven fails."""
+    looks = []
+    for after in LOOKS:
+        time.sleep(max(0.0, joined + after - time.monotonic()))  # a moment to look at, not an event to wait for
+        clients = load.clients()
+        looks.append(clients)
+        even = sum(clients.values()) / len(pids)
+        uneven = sorted(clients) != sorted(map(str, pids)) or any(abs(n / even - 1) > WITHIN for n in clients.values())
+        assert not uneven, f"{after:g}s after the join, clients by worker: {clients} (workers {pids}); before: {looks}"
+    return looks
+
+
+def pids(pool) -> list[int]:
+    return [worker["pid"] for worker in pool.status()["workers"] if worker["state"] == "ready"]
+
+
+def test_a_worker_added_under_kept_alive_load_gets_its_share_within_10s(launch, platform):
+    pool = launch(workers=1)
+    url = pool.wait_ready()
+    with Load(url, connections=16) as load:
+        wait_until(lambda: load.total() >= 200, what="200 requests on the one worker")
+        scale = pool.cli("scale", "2", timeout=180)  # a Windows worker starting under load: see pytestmark
+        joined = time.monotonic()
+        assert scale.returncode == 0, scale.stdout + scale.stderr
+        spread_after(load, joined, pids(pool))
+        load.stop()
+    assert load.failed == 0, dict(load.failures)
+    assert len(load.served()) == 2
+    assert "closes 8 of its 16 connections: worker 1 joined" in pool.output
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0, pool.output
+
+
+def test_the_replacement_of_a_lost_worker_gets_its_share_within_10s(launch, platform):
+    pool = launch(workers=2)
+    url = pool.wait_ready()
+    with Load(url, connections=16) as load:
+        wait_until(lambda: load.total() >= 200, what="200 requests on the two workers")
+        lost = pool.status()["workers"][1]["pid"]
+        platform.kill(lost)
+        wait_until(lambda: len(set(pids(pool)) - {lost}) == 2, what="the lost worker's replacement to serve")
+        joined, failed = time.monotonic(), load.failed  # its clients' requests in flight failed
+        spread_after(load, joined, pids(pool))
+        load.stop()
+    assert load.failed == failed, dict(load.failures)
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0, pool.output
