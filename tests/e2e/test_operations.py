@@ -27,6 +27,9 @@ def served_meanwhile(load: Load, before: int, at_least: int = 50) -> None:
     wait_until(lambda: load.total() - before >= at_least, what=f"{at_least} more requests under load")
 
 
+# A reload and two scales under 16 connections of load: it outlasted the suite's 120 s with two
+# copies of the suite at once (load average ~24).
+@pytest.mark.timeout(600)
 def test_reload_and_scale_under_load_lose_nothing(launch, platform):
     pool = launch(workers=2)
     url = pool.wait_ready()
