@@ -270,6 +270,14 @@ class WorkerSettings:
         metavar="SECONDS",
         minimum=0,
     )
+    max_connections: int = setting(
+        4000,
+        "the most HTTP connections one worker holds open: near it the idle longest are closed,"
+        " past it new ones are refused with 503",
+        metavar="N",
+        minimum=1,
+        maximum=1_000_000,
+    )
     batch_delay: float = setting(
         0.0,
         "dynamic batching: join requests that arrive within this many milliseconds into one model call,"

@@ -82,13 +82,26 @@ CHUNKED = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: 
 
 @pytest.mark.parametrize(
     "chunks",
-    [b"zz\r\n{}\r\n0\r\n\r\n", b"-5\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"],
-    ids=["chunk size not hex", "negative chunk size", "no CRLF after a chunk"],
+    [
+        b"zz\r\n{}\r\n0\r\n\r\n",
+        b"-5\r\n{}\r\n0\r\n\r\n",
+        b"2\r\n{}XX0\r\n\r\n",
+        b"f" * 20 + b"\r\n{}",
+        b"1" + b"0" * 16 + b"\r\n{}",
+    ],
+    ids=["chunk size not hex", "negative chunk size", "no CRLF after a chunk", "20 hex digits", "2 to the 64"],
 )
 def test_a_malformed_chunked_body_is_refused_at_once(url, chunks):
     """uvicorn held the request until its body timed out (30 s), then answered 408: the body
-    could never arrive whole once the parser had stopped (found in review)."""
+    could never arrive whole once the parser had stopped (found in review). hypercorn did the
+    same with a chunk size past 64 bits (h11 takes 20 hex digits and waited for the bytes)."""
     assert_json_refusal(raw(url, CHUNKED + chunks, timeout=10), 400)
+
+
+@pytest.mark.parametrize("version", [b"9.9", b"2.0", b"1.2", b"0.9"])
+def test_an_http_version_other_than_1_0_and_1_1_is_refused_with_505(url, version):
+    """hypercorn answered ``GET / HTTP/9.9`` with 200; uvicorn refused some with 400."""
+    assert_json_refusal(raw(url, b"GET /v2/health/live HTTP/" + version + b"\r\nHost: x\r\n\r\n", timeout=10), 505)
 
 
 def test_a_connection_its_client_closed_is_closed_at_once(launch):

@@ -34,7 +34,7 @@ class FailingSocket:
 
 async def test_a_repeating_accept_error_is_backed_off():
     sock = FailingSocket()
-    acceptor = ThreadAcceptor(sock, lambda: 0)  # type: ignore[arg-type]
+    acceptor = ThreadAcceptor(sock)  # type: ignore[arg-type]
     acceptor.start(lambda conn: pytest.fail("nothing can be accepted"))
     await anyio.sleep(2.0)  # the thread's own pace is what is measured
     await acceptor.stop()

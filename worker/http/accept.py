@@ -1,6 +1,7 @@
-"""Accepting connections on the pool's shared listening socket, spread over the workers.
+"""Accepting connections on the pool's shared listening socket, every one as it comes.
 
-On POSIX the event loop accepts on the shared socket, one connection at a time. On Windows a
+On POSIX the event loop accepts on the shared socket, every waiting connection each time it is
+readable. On Windows a
 socket can be tied to one I/O completion port only, so when several processes share a
 listening socket (``socket.share``) only the first could accept on the Proactor loop; each
 worker accepts in a thread instead and hands every connection (a socket of its own) to the
@@ -36,25 +37,20 @@ def no_delay(conn: socket.socket) -> None:
 
 
 class LoopAcceptor:
-    """POSIX: the event loop watches the shared socket and accepts one connection each time it
-    is readable. Stopping removes the watch, synchronously: a connection the kernel has
-    handed over is never lost to a cancellation, and those still queued go to other workers.
+    """POSIX: the event loop watches the shared socket, and each time it is readable accepts
+    every connection waiting, until accept() says none is left (``BlockingIOError``). Nothing
+    waits on a timer: a worker that holds thousands of idle connections takes new ones as fast
+    as they come. Stopping removes the watch, synchronously: a connection the kernel has handed
+    over is never lost to a cancellation, and those still queued go to other workers.
 
-    Every worker is woken for each new connection and the first to call accept() wins it. To
-    spread kept-alive connections (which stay where they land) evenly, a worker that already
-    holds some looks away for a moment after each accept, a little longer the more it holds:
-    what arrives meanwhile goes to a worker with fewer.
+    Every worker is woken for each new connection and the first to call accept() wins it, so
+    kept-alive connections (which stay where they land) are not spread evenly over the
+    workers by accepting; the pool rebalances them. While ``accepting()`` says no (this worker is
+    closing some of its connections so that their clients go to others), it looks away.
     """
 
-    #: Seconds a worker waits, per connection it holds, before it accepts again (at most MAX).
-    YIELD_PER_CONNECTION = 0.0002
-    YIELD_MAX = 0.005
-
-    def __init__(
-        self, sock: socket.socket, load: Callable[[], int], accepting: Callable[[], bool] = lambda: True
-    ) -> None:
+    def __init__(self, sock: socket.socket, accepting: Callable[[], bool] = lambda: True) -> None:
         self._sock = sock
-        self._load = load
         self._accepting = accepting
         self._loop = asyncio.get_running_loop()
         self._watching = False
@@ -66,21 +62,20 @@ class LoopAcceptor:
             if not self._accepting():
                 self._look_away(readable, HOLD_OFF)  # what arrives meanwhile goes to other workers
                 return
-            try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # another worker took it
-            except OSError:
-                # Out of descriptors, say: the connection waits in the queue (or goes to
-                # another worker) while this one looks away, rather than spin on it.
-                self._backoff = min(ACCEPT_BACKOFF_MAX, max(0.01, self._backoff * 2))
-                self._look_away(readable, self._backoff)
-                return
-            self._backoff = 0.0
-            on_connection(conn)
-            pause = min(self.YIELD_MAX, self._load() * self.YIELD_PER_CONNECTION)
-            if pause > 0:
-                self._look_away(readable, pause)
+            # The backlog is bounded (somaxconn), and so is this loop.
+            while self._watching:
+                try:
+                    conn, _ = self._sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return  # none left (or another worker took it)
+                except OSError:
+                    # Out of descriptors, say: the connection waits in the queue (or goes to
+                    # another worker) while this one looks away, rather than spin on it.
+                    self._backoff = min(ACCEPT_BACKOFF_MAX, max(0.01, self._backoff * 2))
+                    self._look_away(readable, self._backoff)
+                    return
+                self._backoff = 0.0
+                on_connection(conn)
 
         self._sock.setblocking(False)
         self._watch(readable)
@@ -107,14 +102,12 @@ class LoopAcceptor:
 
 
 class ThreadAcceptor:
-    """Windows: a thread accepts on this worker's handle of the shared socket and hands each
-    connection to the loop. Stopping joins the thread; what it accepted before is served."""
+    """Windows: a thread accepts on this worker's handle of the shared socket, one connection
+    after another with no pause, and hands each to the loop. Stopping joins the thread; what it
+    accepted before is served."""
 
-    def __init__(
-        self, sock: socket.socket, load: Callable[[], int], accepting: Callable[[], bool] = lambda: True
-    ) -> None:
+    def __init__(self, sock: socket.socket, accepting: Callable[[], bool] = lambda: True) -> None:
         self._sock = sock
-        self._load = load
         self._accepting = accepting
         self._loop = asyncio.get_running_loop()
         self._stopping = threading.Event()
@@ -144,10 +137,6 @@ class ThreadAcceptor:
                 conn.setblocking(True)
                 # Runs on the loop, even after this thread has stopped: none is lost.
                 self._loop.call_soon_threadsafe(on_connection, conn)
-                # Spread kept-alive connections as the POSIX acceptor does (its docstring).
-                pause = min(LoopAcceptor.YIELD_MAX, self._load() * LoopAcceptor.YIELD_PER_CONNECTION)
-                if pause > 0:
-                    self._stopping.wait(pause)
 
         self._thread = threading.Thread(target=accept_loop, name="accept", daemon=True)
         self._thread.start()

@@ -13,6 +13,15 @@ does that a pool must not are changed here:
   client's EOF, hypercorn closes the request stream but not the connection, whose task group
   still waits for the idle timer (5 s by default). A draining worker waits for its
   connections, so every drain took that long; we close on EOF.
+- HTTP versions other than 1.0 and 1.1 (h11 takes any ``HTTP/d.d``) are refused with 505,
+  and a chunk size that does not fit in 64 bits (h11 takes up to 20 hex digits, then waited
+  for that many bytes) with 400 at once, as uvicorn's parser does.
+
+Idle connections (:mod:`.connections`) are hypercorn's own: it says ``Updated(idle=True)``
+when a response is done and the connection waits for the next request (its keep-alive timer
+starts), and ``Updated(idle=False)`` when a request's head has arrived. A connection is busy
+from the first byte of a request on: :class:`PoolTCPServer` reads through a stream reader
+that says so as the bytes arrive, before hypercorn sees them.
 
 :func:`install` puts the two subclasses below in the hypercorn modules that name the classes
 they replace. hypercorn is pinned (``<0.19``), and :func:`install` fails loudly if either class
@@ -27,20 +36,24 @@ import socket
 from typing import Any
 
 import h11
+import h11._readers
 import hypercorn.protocol
 import hypercorn.protocol.h11
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
-from hypercorn.events import Closed, Event
+from hypercorn.events import Closed, Event, Updated
 from hypercorn.protocol.events import Body, EndBody, Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 
 from ipc.contract.settings import WorkerSettings
 
+from .connections import Connections
 from .refusals import error_body, error_headers
 
+#: The largest chunk size taken: 64 bits, as uvicorn's parser (llhttp).
+MAX_CHUNK_SIZE = 2**64 - 1
 #: With --keep-alive 0, how long a new connection may take to send its request (hypercorn's
 #: default keep-alive timeout).
 FIRST_REQUEST_TIMEOUT = 5.0
@@ -66,20 +79,76 @@ def hypercorn_config(settings: WorkerSettings) -> Config:
 class HypercornServer:
     """Serves each connection with hypercorn's ``TCPServer``."""
 
-    def __init__(self, app: Any, config: Config, lifespan_state: dict[str, Any]) -> None:
+    def __init__(self, app: Any, config: Config, lifespan_state: dict[str, Any], connections: Connections) -> None:
         install()
         self._app = app
         self._config = config
         self._state = lifespan_state
         self._context = WorkerContext(None)
+        self._connections = connections
 
     async def serve_connection(self, conn: socket.socket) -> None:
-        reader, writer = await asyncio.open_connection(sock=conn, limit=2**16)
-        await TCPServer(self._app, asyncio.get_running_loop(), self._config, self._context, self._state, reader, writer)
+        # asyncio.open_connection, with a reader that tells when bytes arrive.
+        loop = asyncio.get_running_loop()
+        reader = ArrivalReader(limit=2**16, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_connection(lambda: protocol, sock=conn)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        server = PoolTCPServer(self._app, loop, self._config, self._context, self._state, reader, writer)
+        await server.serve(self._connections)
 
     async def cut_off(self) -> None:
         # Every connection's task is cancelled next; this ends hypercorn's own timers first.
         await self._context.terminated.set()
+
+
+class ArrivalReader(asyncio.StreamReader):
+    """A stream reader that calls ``on_data`` as bytes arrive (in the transport's callback)."""
+
+    on_data: Any = None
+    arrived = False
+
+    def feed_data(self, data: Any) -> None:
+        self.arrived = True
+        if self.on_data is not None:
+            self.on_data()
+        super().feed_data(data)
+
+
+class PoolTCPServer(TCPServer):
+    """hypercorn's connection, telling :class:`.Connections` when it is idle (module docstring)."""
+
+    async def serve(self, connections: Connections) -> None:
+        self._connections = connections
+        reader = self.reader
+        assert isinstance(reader, ArrivalReader)
+        reader.on_data = self._busy
+        if not reader.arrived:
+            connections.became_idle(self, self._close_idle)  # accepted: idle until a byte comes
+        try:
+            await self.run()
+        finally:
+            connections.ended(self)
+
+    def _busy(self) -> None:
+        self._connections.became_busy(self)
+
+    def _close_idle(self) -> None:
+        # What hypercorn's keep-alive timer does, at once: the reader sees the end, the
+        # connection's task closes the protocol and ends.
+        self.writer.close()
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated):
+            h11_connection = getattr(getattr(self.protocol, "protocol", None), "connection", None)
+            pending = h11_connection is not None and h11_connection.trailing_data[0]
+            if event.idle and not pending:
+                self._connections.became_idle(self, self._close_idle)
+            else:
+                self._connections.became_busy(self)  # a request, or pipelined bytes of the next
+        elif isinstance(event, Closed):
+            self._connections.became_busy(self)
+        await super().protocol_send(event)
 
 
 class PoolH11Protocol(H11Protocol):
@@ -100,6 +169,10 @@ class PoolH11Protocol(H11Protocol):
         await self._send_h11_event(h11.EndOfMessage())
 
     async def _create_stream(self, request: h11.Request) -> None:
+        if request.http_version not in (b"1.0", b"1.1"):
+            await self._send_error_response(505)
+            await self.send(Closed())
+            return
         try:
             request.target.decode("ascii")
         except UnicodeDecodeError:
@@ -108,6 +181,17 @@ class PoolH11Protocol(H11Protocol):
             await self.send(Closed())
             return
         await super()._create_stream(request)
+
+
+class PoolChunkedReader(h11._readers.ChunkedReader):
+    """h11's reader of chunked bodies, refusing a chunk size past :data:`MAX_CHUNK_SIZE`."""
+
+    def __call__(self, buf: Any) -> Any:
+        event = super().__call__(buf)
+        started = len(event.data) if isinstance(event, h11.Data) and event.chunk_start else 0
+        if self._bytes_in_chunk + started > MAX_CHUNK_SIZE:
+            raise h11.LocalProtocolError("chunk size overflow")  # h11 answers it as the client's: 400
+        return event
 
 
 class PoolHTTPStream(HTTPStream):
@@ -134,3 +218,8 @@ def install() -> None:
                 f"hypercorn changed: {module.__name__}.{name} is not what worker.http.hypercorn_server replaces"
             )
         setattr(module, name, replacement)
+    body_readers: Any = h11._readers.READERS.get(h11.SEND_BODY)
+    current = body_readers.get("chunked") if isinstance(body_readers, dict) else None
+    if not (isinstance(current, type) and issubclass(PoolChunkedReader, current)):
+        raise RuntimeError("h11 changed: its chunked reader is not what worker.http.hypercorn_server replaces")
+    body_readers["chunked"] = PoolChunkedReader

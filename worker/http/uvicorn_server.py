@@ -18,6 +18,11 @@ protocol does that a pool must not is changed in :class:`PoolHttpToolsProtocol`:
   so what follows the head would be lost or read as a new request (smuggled): a request with
   a body that asks for one is refused, one without is answered and its connection closed.
 - An HTTP/1.1 request needs exactly one Host header (as h11 requires); responses carry a Date.
+- HTTP versions other than 1.0 and 1.1 are refused with 505 (httptools takes 0.9 and 2.0 and
+  refuses the others as malformed: 400).
+- Idle connections (:mod:`.connections`): one is idle when no byte of a request has arrived
+  since its last response was sent (or since it was accepted); :meth:`PoolHttpToolsProtocol.data_received`
+  says when bytes arrive, before the parser sees them.
 - ``--keep-alive 0``: each response says ``Connection: close`` and the connection closes after
   it (uvicorn would close an idle connection at once, racing the client's next request).
 
@@ -42,15 +47,18 @@ import email.utils
 import http
 import logging
 import socket
+import sys
 import time
 from typing import Any
 
+import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from ipc.contract.settings import WorkerSettings
 
+from .connections import Connections
 from .hypercorn_server import FIRST_REQUEST_TIMEOUT
 from .refusals import MAX_HEAD, error_body, error_headers
 
@@ -65,7 +73,14 @@ class _Refused(Exception):
 class UvicornServer:
     """Serves each connection with uvicorn's httptools protocol."""
 
-    def __init__(self, app: Any, settings: WorkerSettings, lifespan_state: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        settings: WorkerSettings,
+        lifespan_state: dict[str, Any],
+        connections: Connections | None = None,
+    ) -> None:
+        self.connections = connections or Connections(settings.max_connections)
         #: The request tasks the cut-off cancelled.
         self._cut_off: set[asyncio.Task[None]] = set()
 
@@ -141,18 +156,23 @@ class PoolHttpToolsProtocol(HttpToolsProtocol):
         self._why: tuple[int, str | None] = (400, None)
         #: The refusal this connection ends with, once the response in progress is sent.
         self._refusal: tuple[int, str | None] | None = None
+        #: A request's bytes have begun to arrive and it has not arrived whole.
+        self._receiving = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._start_head_timer()
+        self._update_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.ended(self)
         self._stop_head_timer()
         super().connection_lost(exc)
         if not self._closed.done():
             self._closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        self._server.connections.became_busy(self)
         if self._refusal is not None or self.transport.is_closing():
             return  # it ends: nothing more is read (a request now could not be answered)
         if self._in_head:
@@ -160,9 +180,31 @@ class PoolHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and self._head > MAX_HEAD and self._refusal is None:
             self._refuse(431)
+        self._update_idle()
+
+    def _update_idle(self) -> None:
+        """Tell the worker's :class:`.Connections` whether this connection is idle: no request
+        begun, none being answered, nothing more to come on it."""
+        cycle = self.cycle
+        idle = (
+            not self._receiving
+            and not self.pipeline
+            and (cycle is None or cycle.response_complete)
+            and self._refusal is None
+            and not self.transport.is_closing()
+        )
+        if idle:
+            self._server.connections.became_idle(self, self._close_idle)
+        else:
+            self._server.connections.became_busy(self)
+
+    def _close_idle(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()  # as uvicorn's keep-alive timer does
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._receiving = True
         self._in_head, self._head = True, 0
         self._start_head_timer()
 
@@ -185,6 +227,9 @@ class PoolHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._stop_head_timer()
         headers = dict(self.headers)
+        if self.parser.get_http_version() not in ("1.0", "1.1"):
+            self._why = (505, None)
+            raise _Refused
         if self.parser.get_http_version() == "1.1" and sum(name == b"host" for name, _ in self.headers) != 1:
             self._why = (400, "an HTTP/1.1 request needs exactly one Host header")
             raise _Refused
@@ -199,6 +244,7 @@ class PoolHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._receiving = False
         self._in_head, self._head = True, 0
 
     def on_response_complete(self) -> None:
@@ -213,9 +259,13 @@ class PoolHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
                 return
         super().on_response_complete()
+        self._update_idle()
 
     def send_400_response(self, msg: str) -> None:
         """httptools stopped: a malformed request, or a callback above refused it."""
+        error = sys.exc_info()[1]  # called in uvicorn's `except HttpParserError`
+        if isinstance(error, httptools.HttpParserError) and str(error) == "Invalid HTTP version":
+            self._why = (505, None)
         self._refuse(*self._why)
 
     def _refuse(self, status: int, message: str | None = None) -> None:
