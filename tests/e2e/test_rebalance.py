@@ -47,6 +47,25 @@ def pids(pool) -> list[int]:
     return [worker["pid"] for worker in pool.status()["workers"] if worker["state"] == "ready"]
 
 
+def test_kept_alive_connections_spread_over_a_new_pool(launch, platform):
+    """Connections stay on the worker that accepted them, and accepting does not spread them
+    (a worker takes every connection waiting: 16 landed 2 and 14 on a quiet machine): a pool
+    whose workers kept them so would serve at one worker's speed. The rebalancing spreads them."""
+    pool = launch(workers=2)
+    url = pool.wait_ready()
+    workers = sorted(map(str, pids(pool)))
+
+    def even(clients: dict[str, int]) -> bool:
+        return sorted(clients) == workers and all(abs(n / 8 - 1) <= WITHIN for n in clients.values())
+
+    with Load(url, connections=16) as load:
+        wait_until(lambda: even(load.clients()), what="16 clients spread within 25% of 8 a worker")
+        load.stop()
+    assert load.failed == 0, dict(load.failures)
+    assert pool.cli("stop").returncode == 0
+    assert pool.wait_exit() == 0, pool.output
+
+
 def test_a_worker_added_under_kept_alive_load_gets_its_share_within_10s(launch, platform):
     pool = launch(workers=1)
     url = pool.wait_ready()

@@ -133,38 +133,6 @@ def test_bad_config_file(platform, tmp_path):
     assert_one_clear_line(run(platform, "start", "--config", platform.path(str(config))), 2, "not valid TOML")
 
 
-def test_kept_alive_connections_spread_over_the_workers(launch, platform):
-    """Connections stay on the worker that accepted them: a pool whose workers took them all
-    would serve at one worker's speed (asyncio's own accept loop takes up to 100 at a time)."""
-    import collections
-    import threading
-    import urllib.parse
-    from http.client import HTTPConnection
-
-    pool = launch(workers=2)
-    url = urllib.parse.urlsplit(pool.wait_ready())
-    owners: list[str] = []
-    lock = threading.Lock()
-    connections = [HTTPConnection(url.hostname, url.port, timeout=30) for _ in range(16)]
-
-    def first_request(conn: HTTPConnection) -> None:
-        conn.request("POST", "/v2/models/mlp/infer", body=infer_body())
-        response = conn.getresponse()
-        response.read()
-        with lock:
-            owners.append(response.getheader("x-worker-pid"))
-
-    threads = [threading.Thread(target=first_request, args=(conn,)) for conn in connections]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    for conn in connections:
-        conn.close()
-    counts = sorted(collections.Counter(owners).values())
-    assert len(owners) == 16 and len(counts) == 2 and counts[0] >= 4, counts
-
-
 def test_one_kept_alive_connection_is_not_held_back_by_nagle(launch, platform):
     """Windows CPython gives accepted sockets protocol 0, so asyncio does not set TCP_NODELAY on
     them, and each kept-alive request waited ~44 ms for a delayed ACK: 200 took ~9 s under Wine.
