@@ -38,7 +38,7 @@ suite "Windows part 1: in-process tests, Windows CPython under Wine" \
     wine "$windows_python" -m pytest -p no:cacheprovider -q tests/ipc tests/supervisor tests/worker tests/windows
 
 suite "Windows part 2: end to end, supervisor and workers under Wine" \
-    env WINDOWS_PYTHON="$windows_python" python3 -m pytest -q -n 2 -p no:cacheprovider tests/e2e "$@"
+    env WINDOWS_PYTHON="$windows_python" python3 -m pytest -q -n 2 -p no:cacheprovider --durations=10 tests/e2e "$@"
 
 suite "Windows part 3: the HTTP server's end to end again, --http uvicorn" \
     env INFERENCE_SUPERVISOR_HTTP=uvicorn WINDOWS_PYTHON="$windows_python" python3 -m pytest -q -n 2 -p no:cacheprovider \
