@@ -138,7 +138,11 @@ def end_strays(lineage: Lineage, bound: float = TERM_BOUND) -> int:
     Blocking: run it off the event loop. Each round looks again under the lineage's lock (a pid
     freed by a stray may be a new worker's a moment later). Never raises: a process out of file
     descriptors cannot read /proc, and its workers' exits must still be heard (the strays are
-    then looked for again after the next one)."""
+    then looked for again after the next one).
+
+    Signals, not messages: a stray is a model's own helper, with no channel to the supervisor
+    and no part in the protocol; workers are never ended here (``lineage.ours()`` leaves them
+    out)."""
     try:
         return _end_strays(lineage, bound)
     except OSError as exc:
