@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test run, as CI does it on a fresh machine: install the package with its test
-# dependencies, run the Linux suite (its end-to-end part once per HTTP server), then the
-# Windows suite (Windows CPython under Wine, which tests/windows/prepare.sh sets up on first use).
+# dependencies, run the Linux suite (then the end-to-end tests marked each_server once more with
+# --http uvicorn), then the Windows suite (Windows CPython under Wine, which
+# tests/windows/prepare.sh sets up on first use).
 # Every suite runs whatever the others did; a table at the end has a row for each (passed,
 # failed, skipped, seconds), and the exit code is 1 if any failed.
 set -uo pipefail
@@ -20,6 +21,7 @@ suite "Lint: ruff check" python3 -m ruff check .
 suite "Lint: ruff format --check" python3 -m ruff format --check .
 suite "Types: mypy" python3 -m mypy
 suite "Linux suite" python3 -m pytest -q -n 2
-suite "Linux end-to-end again, --http uvicorn" env INFERENCE_SUPERVISOR_HTTP=uvicorn python3 -m pytest -q -n 2 tests/e2e
+suite "Linux: the HTTP server's end to end again, --http uvicorn" \
+    env INFERENCE_SUPERVISOR_HTTP=uvicorn python3 -m pytest -q -n 2 -m each_server tests/e2e
 bash tests/windows/run.sh
 suites_end

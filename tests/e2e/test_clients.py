@@ -17,6 +17,8 @@ from worker.models import demo_model
 
 from .harness import http, infer_body
 
+pytestmark = pytest.mark.each_server
+
 PERF_ANALYZER = os.environ.get("PERF_ANALYZER")
 
 tritonhttp = pytest.importorskip("tritonclient.http")

@@ -9,7 +9,11 @@ import statistics
 import time
 import urllib.parse
 
+import pytest
+
 from .harness import http, wait_until
+
+pytestmark = pytest.mark.each_server
 
 
 def address(url: str) -> tuple[str, int]:

@@ -14,6 +14,8 @@ import pytest
 
 from .harness import http
 
+pytestmark = pytest.mark.each_server
+
 
 def big_json_infer(megabytes: int) -> bytes:
     """A V2 JSON infer of about ``megabytes``, its values distinct random floats as real inputs

@@ -15,6 +15,8 @@ import pytest
 
 from .harness import http
 
+pytestmark = pytest.mark.each_server
+
 
 def raw(url: str, data: bytes, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes; parse the one response that comes back (the server then closes)."""

@@ -88,6 +88,7 @@ def test_health_is_answered_while_a_60_mib_json_body_is_decoded(launch, make):
     assert slowest < max(0.2, took / 10), f"health waited {slowest:.2f}s in a request of {took:.2f}s"
 
 
+@pytest.mark.each_server
 @pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from /proc/PID/status (VmHWM), Linux's")
 @pytest.mark.linux_supervisor("reads a worker's peak memory in /proc by its Linux pid")
 @pytest.mark.parametrize("make", [digits_body, floats_body], ids=["one-digit values", "floats"])

@@ -29,6 +29,7 @@ def served_meanwhile(load: Load, before: int, at_least: int = 50) -> None:
 
 # A reload and two scales under 16 connections of load: it outlasted the suite's 120 s with two
 # copies of the suite at once (load average ~24).
+@pytest.mark.each_server
 @pytest.mark.timeout(600)
 def test_reload_and_scale_under_load_lose_nothing(launch, platform):
     pool = launch(workers=2)
@@ -71,6 +72,7 @@ def test_reload_and_scale_under_load_lose_nothing(launch, platform):
     pool.assert_no_leftovers()
 
 
+@pytest.mark.each_server
 def test_recycling_by_request_count_under_load_loses_nothing(launch, platform):
     pool = launch("--max-requests", "300", "--max-requests-jitter", "50", workers=2)
     url = pool.wait_ready()

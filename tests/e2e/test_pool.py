@@ -60,6 +60,7 @@ def pids_serving(url: str, want: int, limit: int = 2000) -> set[str]:
     return seen
 
 
+@pytest.mark.each_server
 def test_start_serve_status_stop(launch, platform):
     workers = 4 if not platform.windows else 2
     pool = launch(workers=workers)
@@ -94,6 +95,7 @@ def test_start_serve_status_stop(launch, platform):
     pool.assert_no_leftovers()
 
 
+@pytest.mark.each_server
 @pytest.mark.parametrize(
     "how",
     [
@@ -178,6 +180,7 @@ def test_second_ctrl_c_forces(launch, gate, platform):
     pool.assert_no_leftovers()
 
 
+@pytest.mark.each_server
 def test_request_outliving_the_grace_period_is_dropped_and_reported(launch, gate):
     pool = launch("--model", "slow=tests.models:GatedModel", workers=1)
     url = pool.wait_ready()

@@ -22,7 +22,7 @@ from .load import Load
 
 #: Under Wine on a loaded 2-core machine a pool's start and a scale each took about 40 s
 #: (measured: scale 1 -> 2 in 38.8 s, and once past 60 s), past the suite's 120 s per test.
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.each_server]
 
 #: When to look, in seconds after the worker joined: spread by the first, and staying so.
 LOOKS = (4.0, 6.0, 8.0, 10.0)

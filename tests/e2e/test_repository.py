@@ -154,12 +154,13 @@ def test_a_worker_started_after_the_default_version_was_removed_answers_503_for_
 
 
 @pytest.mark.timeout(900)  # its own waits add up to 600 s; 10 s idle, past 120 s under two suites at once
-def test_a_repository_of_5000_tiny_models_starts_serves_reloads_and_stops(launch, platform, tmp_path):
+def test_a_repository_of_thousands_of_tiny_models_starts_serves_reloads_and_stops(launch, platform, tmp_path):
     """Every model's counters once travelled in each heartbeat and in one Stopped frame: past
     ~1,450 model versions a frame was over the 1 MiB limit, each worker was killed for breaking
     the protocol as soon as it served, and the pool went down in a crash loop (found in review)."""
     repository = tmp_path / "repository"
-    count = 5000
+    # Past the old failure either way; 5,000 under Wine took 117 s of the Windows suite's time.
+    count = 2000 if platform.windows else 5000
     mlp(repository / "m0" / "model.npz", 1)
     weights = (repository / "m0" / "model.npz").read_bytes()
     for i in range(1, count):

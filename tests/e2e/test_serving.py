@@ -13,6 +13,8 @@ from .conftest import released, started_count
 from .harness import http, infer_body, wait_until
 from .test_pool import gated_infer
 
+pytestmark = pytest.mark.each_server
+
 
 def write_mlp(path, sizes=(8, 4, 3), seed=1):
     rng = np.random.default_rng(seed)

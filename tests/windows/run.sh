@@ -4,8 +4,9 @@
 #      fake workers over named pipes, the HTTP API, Proactor facts);
 #   2. the end-to-end tests with the supervisor and its workers running as Windows processes,
 #      driven from Linux: HTTP from Linux, `supervisor stop` with the Windows interpreter;
-#   3. the end-to-end tests of what an HTTP server does (serving, hostile HTTP, zero-loss
-#      operations, stop and drain, real clients) again, the pool serving with --http uvicorn.
+#   3. the end-to-end tests of what an HTTP server does (marked each_server: serving, hostile
+#      HTTP and bodies, floods, drain, zero-loss operations under load, rebalancing, real
+#      clients) again, the pool serving with --http uvicorn.
 # Extra arguments go to the second pytest run. Each part runs whatever the others did; run alone,
 # it ends with a table of the parts (from tests/run.sh, its rows join that run's table).
 set -uo pipefail
@@ -42,6 +43,5 @@ suite "Windows part 2: end to end, supervisor and workers under Wine" \
 
 suite "Windows part 3: the HTTP server's end to end again, --http uvicorn" \
     env INFERENCE_SUPERVISOR_HTTP=uvicorn WINDOWS_PYTHON="$windows_python" python3 -m pytest -q -n 2 -p no:cacheprovider \
-    tests/e2e/test_serving.py tests/e2e/test_hostile_http.py tests/e2e/test_hostile_bodies.py tests/e2e/test_operations.py \
-    tests/e2e/test_pool.py tests/e2e/test_clients.py tests/e2e/test_rebalance.py tests/e2e/test_json_bodies.py
+    --durations=5 -m each_server tests/e2e
 suites_end
