@@ -151,23 +151,27 @@ class Pool:
         self.platform = platform
         self.control = control
         self.env = env
-        command = [*prefix, *platform.python, "-m", module, "start", "--control", control, *args]
+        self._command = [*prefix, *platform.python, "-m", module, "start", "--control", control, *args]
+        self._cwd = cwd
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._start()
+        self.url = ""
+        #: CLI processes started with cli_background, reaped at teardown.
+        self.background: list[subprocess.Popen[str]] = []
+
+    def _start(self) -> None:
         self.process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
+            self._command,
+            cwd=self._cwd,
+            env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so a test's SIGINT reaches this group, not pytest
         )
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.url = ""
-        #: CLI processes started with cli_background, reaped at teardown.
-        self.background: list[subprocess.Popen[str]] = []
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -204,9 +208,25 @@ class Pool:
             raise AssertionError(f"{exc}\n--- supervisor output ---\n{self.output}") from None
 
     def wait_ready(self, timeout: float = DEADLINE) -> str:
-        match = self.wait_for_line(r"pool ready: \d+ workers? serving (http://\S+) with (\w+)", timeout)
+        pattern = r"pool ready: \d+ workers? serving (http://\S+) with (\w+)"
+        try:
+            match = self.wait_for_line(pattern, timeout)
+        except AssertionError:
+            if not self._wine_started_nothing():
+                raise
+            # Once in CI (part 3, one start of about 800): the Windows python.exe exited 1 before
+            # printing a byte. The supervisor never ends without a line saying why, and 130
+            # starts tried at load 12 did not show it again: Wine's, so start once more, saying so.
+            print(f"Wine's python.exe exited {self.process.returncode} with no output; started again", file=sys.stderr)
+            self._reader.join(10)
+            self._start()
+            match = self.wait_for_line(pattern, timeout)
         self.url, self.http_server = match.group(1), match.group(2)
         return self.url
+
+    def _wine_started_nothing(self) -> bool:
+        with self._lock:
+            return self.platform.windows and self.process.poll() is not None and not self.lines
 
     def cli(self, *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
         """Run ``supervisor ARGS --control <ours>`` to completion."""
