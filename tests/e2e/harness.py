@@ -215,8 +215,8 @@ class Pool:
             if not self._wine_started_nothing():
                 raise
             # Once in CI (part 3, one start of about 800): the Windows python.exe exited 1 before
-            # printing a byte. The supervisor never ends without a line saying why, and 130
-            # starts tried at load 12 did not show it again: Wine's, so start once more, saying so.
+            # printing a byte. The supervisor never ends without a line saying why, and 93
+            # starts tried at load 12-21 did not show it again: Wine's, so start once more, saying so.
             print(f"Wine's python.exe exited {self.process.returncode} with no output; started again", file=sys.stderr)
             self._reader.join(10)
             self._start()
