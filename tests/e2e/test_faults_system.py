@@ -97,6 +97,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def answer(conn: socket.socket, wait: float) -> str | None:
+    """The status a connection was answered with, "" if it was closed unanswered, None if held."""
+    conn.settimeout(max(0.01, wait))
+    try:
+        return conn.recv(12)[9:].decode()
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return ""
+
+
 @pytest.mark.linux_supervisor("a file descriptor limit with prlimit; /proc")
 def test_a_worker_short_of_file_descriptors_refuses_past_them_and_serves_on(platform, tmp_path):
     """A burst of connections past the worker's descriptor limit: its heartbeat could not open
@@ -115,7 +126,13 @@ def test_a_worker_short_of_file_descriptors_refuses_past_them_and_serves_on(plat
         host, port = url.removeprefix("http://").rsplit(":", 1)
         for _ in range(200):
             held.append(socket.create_connection((host, int(port)), timeout=10))
-        assert held[-1].recv(12) == b"HTTP/1.1 503", "the 200th connection is refused at once"
+            # In use (idle ones would be closed to make room for the next): a head half sent.
+            held[-1].sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        # Each is held, refused with a 503, or was closed to make room while it was idle (its
+        # bytes not yet read when the next came: how many depends on the machine's speed).
+        settled = time.monotonic() + 2.0
+        answers = [answer(conn, settled - time.monotonic()) for conn in held]
+        assert answers.count(None) <= 64 and "503" in answers, answers
         assert len(os.listdir(f"/proc/{worker}/fd")) < 128
         full, cpu = time.monotonic(), cpu_seconds(worker)
         wait_until(
