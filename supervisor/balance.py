@@ -34,6 +34,14 @@ logger = logging.getLogger("supervisor")
 #: it, or less by as much. Half the goal's 25% (every worker within 25% of an even share of the
 #: clients), so that the spread settles well inside it.
 TOLERANCE = 0.125
+#: A worker not heard from for this many heartbeat intervals is silent: frozen, blocked or lost
+#: and not yet found so by the watchdog (which waits the heartbeat timeout, 30 s by default). Its
+#: last count is stale, and an ask would go unanswered and hold every later round up until the
+#: watchdog kills it (so it did before: a worker frozen with SIGSTOP, counted at its last 8
+#: connections, was asked to close 3 as another joined; tests/supervisor/test_balance.py).
+#: Three, not one: a heartbeat sent late by a loop busy for a moment is not silence (the
+#: watchdog's timeout is at least four intervals).
+SILENT_INTERVALS = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,17 +52,28 @@ class Load:
     connections: int
     #: Closes asked for (of it or another) are under way, or the counts not yet fresh since.
     pending: bool = False
+    #: Not heard from for ``SILENT_INTERVALS`` heartbeats: neither counted nor asked.
+    silent: bool = False
 
 
 def plan(loads: Sequence[Load]) -> list[int]:
     """How many connections each worker should close, in the order given: the surplus over an
     even share of those with more; nothing while any close asked for is still pending (its
     connections are moving, and the counts are not yet what they will be), nor when the
-    connections are even within ``TOLERANCE`` or one apart."""
+    connections are even within ``TOLERANCE`` or one apart. Silent workers are left out: asked
+    nothing, their stale counts not in the shares, their pending closes awaited by nobody."""
     nothing = [0] * len(loads)
-    if len(loads) < 2 or any(load.pending for load in loads):
+    live = [index for index, load in enumerate(loads) if not load.silent]
+    if len(live) < 2 or any(loads[index].pending for index in live):
         return nothing
-    counts = [load.connections for load in loads]
+    closes = list(nothing)
+    for index, close in zip(live, _surplus([loads[index].connections for index in live]), strict=True):
+        closes[index] = close
+    return closes
+
+
+def _surplus(counts: list[int]) -> list[int]:
+    nothing = [0] * len(counts)
     even = sum(counts) / len(counts)
     margin = TOLERANCE * even
     if max(counts) - min(counts) < 2 or (max(counts) <= even + margin and min(counts) >= even - margin):
@@ -90,8 +109,11 @@ class Balancer:
             return
         serving = [p for p in pool.processes() if p.state is State.READY and p.channel is not None]
         self.asked = {process: self.asked.get(process, 0) for process in serving}
-        waiting = self._waiting(serving)
-        loads = [Load(_beat(process)[0], waiting) for process in serving]
+        silence = SILENT_INTERVALS * pool.launcher.worker_settings.heartbeat_interval
+        now = pool.now()
+        silent = {p for p in serving if p.last_heard is None or now - p.last_heard > silence}
+        waiting = self._waiting([process for process in serving if process not in silent])
+        loads = [Load(_beat(process)[0], waiting, process in silent) for process in serving]
         closes = plan(loads)
         for process, close, load in zip(serving, closes, loads, strict=True):
             if close and process.channel is not None and process.channel.post(Rebalance(close)):
@@ -104,7 +126,8 @@ class Balancer:
                 )  # fmt: skip
 
     def _waiting(self, serving: list[WorkerProcess]) -> bool:
-        """Whether closes asked for are still under way, or the counts not yet fresh since."""
+        """Whether closes asked of ``serving`` (those not silent) are still under way, or their
+        counts not yet fresh since."""
         if any(_beat(process)[1] < self.asked[process] for process in serving):
             self.unsettled = True
             return True

@@ -30,6 +30,8 @@ class Load:
         #: each client, the worker that answered its last request ("" after a failure).
         self.by_worker: collections.Counter[str] = collections.Counter()
         self.placed = [""] * connections
+        #: Failures by client: a worker lost under a client costs it its one request in flight.
+        self.failed_by_client = [0] * connections
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(connections)]
@@ -75,6 +77,7 @@ class Load:
                 self.ok += 1
             else:
                 self.failures[reason] += 1
+                self.failed_by_client[client] += 1
             self.reconnects += reconnect
 
     def _run(self, client: int) -> None:
