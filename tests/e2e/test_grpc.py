@@ -1,0 +1,91 @@
+"""gRPC served by every worker (``--grpc-bind``), driven by tritonclient.grpc as users drive
+Triton and KServe: metadata, inference, refusals as status codes, and a stop that lets a call in
+flight finish."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from .conftest import released, started_count
+from .harness import wait_until
+
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def grpc_address(pool) -> str:
+    return pool.wait_for_line(r"gRPC at (\S+)").group(1)
+
+
+def mlp_input(rows: int = 2, value: float = 0.5):
+    tensor = grpcclient.InferInput("INPUT0", [rows, 64], "FP32")
+    tensor.set_data_from_numpy(np.full((rows, 64), value, dtype=np.float32))
+    return tensor
+
+
+def test_tritonclient_infers_reads_metadata_and_is_refused_with_status_codes(launch):
+    pool = launch("--grpc-bind", "127.0.0.1:0", workers=2)
+    url = pool.wait_ready()
+    client = grpcclient.InferenceServerClient(grpc_address(pool))
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("mlp")
+        assert client.get_server_metadata().name == "inference-supervisor"
+        metadata = client.get_model_metadata("mlp")
+        assert (metadata.name, list(metadata.versions)) == ("mlp", ["1"])
+        assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("INPUT0", "FP32", [-1, 64])]
+        result = client.infer("mlp", [mlp_input()])
+        grpc_out = result.as_numpy("OUTPUT0")
+        assert grpc_out.shape == (2, 10) and grpc_out.dtype == np.float32
+        # The same answer as REST's, from the same core.
+        from .harness import http, infer_body
+
+        status, _, body = http("POST", f"{url}/v2/models/mlp/infer", infer_body(rows=2))
+        assert status == 200
+        import json
+
+        assert np.allclose(grpc_out, np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, 10))
+        with pytest.raises(InferenceServerException) as unknown:
+            client.infer("no-such-model", [mlp_input()])
+        assert unknown.value.status() == "StatusCode.NOT_FOUND"
+        assert "unknown model 'no-such-model'" in unknown.value.message()
+        wrong = grpcclient.InferInput("INPUT0", [2, 3], "FP32")
+        wrong.set_data_from_numpy(np.zeros((2, 3), dtype=np.float32))
+        with pytest.raises(InferenceServerException) as bad:
+            client.infer("mlp", [wrong])
+        assert bad.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "shape [2, 3] does not match [-1, 64]" in bad.value.message()
+    finally:
+        client.close()
+
+
+def test_a_stop_lets_a_grpc_call_in_flight_finish(launch, gate):
+    pool = launch("--model", "slow=tests.models:GatedModel", "--grpc-bind", "127.0.0.1:0", workers=1)
+    pool.wait_ready()
+    client = grpcclient.InferenceServerClient(grpc_address(pool))
+    results: list = []
+    tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))
+
+    def call() -> None:
+        try:
+            results.append(client.infer("slow", [tensor], client_timeout=90).as_numpy("OUTPUT0"))
+        except Exception as exc:  # the test asserts on what came back
+            results.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: started_count(gate) == 1, what="the gRPC call to reach the model")
+        stop = pool.cli_background("stop", "--grace", "30")
+        pool.wait_for_line("stop received: draining 1 requests in flight")
+        released(gate)
+        assert stop.wait(60) == 0, stop.communicate()
+        thread.join(30)
+        assert len(results) == 1 and not isinstance(results[0], Exception), results
+        assert results[0].tolist() == [[2, 4, 6, 8]]
+        assert pool.wait_exit() == 0, pool.output
+    finally:
+        client.close()
