@@ -4,6 +4,9 @@ flight finish."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import threading
 
 import numpy as np
@@ -89,3 +92,21 @@ def test_a_stop_lets_a_grpc_call_in_flight_finish(launch, gate):
         assert pool.wait_exit() == 0, pool.output
     finally:
         client.close()
+
+
+@pytest.mark.skipif(not os.environ.get("PERF_ANALYZER"), reason="set PERF_ANALYZER (tests/run.sh fetches it)")
+def test_perf_analyzer_over_grpc(launch):
+    """Triton's load generator with -i grpc: it reads ModelConfig and ModelStatistics too."""
+    pool = launch("--grpc-bind", "127.0.0.1:0", workers=2)
+    pool.wait_ready()
+    command = [
+        os.environ["PERF_ANALYZER"], "-m", "mlp", "-u", grpc_address(pool), "-i", "grpc", "-b", "2",
+        "--concurrency-range", "4", "--measurement-mode", "count_windows", "--measurement-request-count", "100",
+        "-s", "1000", "--max-trials", "3",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    server = result.stdout.split("Server:")[-1]
+    inferences = int(re.search(r"Inference count: (\d+)", server).group(1))
+    executions = int(re.search(r"Execution count: (\d+)", server).group(1))
+    assert executions > 0 and inferences == 2 * executions  # batch of 2, the pool's statistics

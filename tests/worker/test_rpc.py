@@ -219,16 +219,55 @@ async def test_stream_answers_each_request_and_carries_on_after_a_refusal(served
 
 
 def test_the_messages_are_tritons_field_for_field():
+    """Every field declared has Triton's number and type; ModelInfer's messages have all of
+    Triton's, ModelConfig only those the pool fills in."""
     service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 
     def fields(descriptor) -> dict:
-        nested = {n.name: fields(n) for n in descriptor.nested_types}
-        own = {f.name: (f.number, f.type, f.label if hasattr(f, "label") else None) for f in descriptor.fields}
-        return {"fields": own, "nested": nested}
+        own = {f.name: (f.number, f.type, f.label) for f in descriptor.fields}
+        return {"fields": own, "nested": {n.name: fields(n) for n in descriptor.nested_types}}
 
+    def within(ours: dict, theirs: dict, where: str) -> None:
+        for name, field in ours["fields"].items():
+            assert theirs["fields"].get(name) == field, f"{where}.{name}"
+        for name, nested in ours["nested"].items():
+            within(nested, theirs["nested"][name], f"{where}.{name}")
+
+    service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     for name, (request_class, response_class, streaming) in protocol.METHODS.items():
-        theirs = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods_by_name[name]
+        theirs = service.methods_by_name[name]
         assert streaming == theirs.client_streaming, name
         for ours, their in ((request_class, theirs.input_type), (response_class, theirs.output_type)):
             assert ours.DESCRIPTOR.full_name == their.full_name
-            assert fields(ours.DESCRIPTOR) == fields(their), ours.DESCRIPTOR.full_name
+            within(fields(ours.DESCRIPTOR), fields(their), their.full_name)
+            if name != "ModelConfig":
+                assert fields(ours.DESCRIPTOR) == fields(their), their.full_name
+    config = protocol.message("ModelConfig").DESCRIPTOR
+    their_config = (
+        service_pb2.DESCRIPTOR.message_types_by_name["ModelConfigResponse"].fields_by_name["config"].message_type
+    )
+    within(fields(config), fields(their_config), "ModelConfig")
+    for field in config.fields:
+        if field.message_type is not None:
+            within(fields(field.message_type), fields(their_config.fields_by_name[field.name].message_type), field.name)
+
+
+async def test_config_and_statistics_are_rests(served):
+    app, client = served
+    config = await client("ModelConfig", message("ModelConfigRequest", name="double"))
+    rest = (await call(app, "GET", "/v2/models/double/config")).json()
+    assert config.config.max_batch_size == rest["max_batch_size"] == 8
+    assert config.config.dynamic_batching.max_queue_delay_microseconds == 10_000_000
+    assert [(t.name, t.data_type, list(t.dims)) for t in config.config.input] == [("INPUT0", 11, [4])]  # TYPE_FP32
+    request = infer_request("mlp", "INPUT0", "FP32", [3, 64], contents={"fp32_contents": [0.0] * 192})
+    await client("ModelInfer", request)
+    stats = await client("ModelStatistics", message("ModelStatisticsRequest", name="mlp"))
+    (entry,) = stats.model_stats
+    assert (entry.name, entry.version, entry.inference_count, entry.execution_count) == ("mlp", "1", 3, 1)
+    assert entry.inference_stats.success.count == 1
+    every = await client("ModelStatistics", message("ModelStatisticsRequest"))
+    assert {e.name for e in every.model_stats} == {m.name for m in app.versions.values()}
+    unknown = message("ModelConfigRequest", name="nope")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client("ModelConfig", unknown)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND

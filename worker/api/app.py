@@ -206,7 +206,7 @@ class InferenceApp:
                 return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
             if path == "/v1/models":
                 return _json({"models": list(self.models)})
-            return _json({"model_stats": await self._model_stats(list(self.versions.values()))})
+            return _json({"model_stats": await self.model_stats(list(self.versions.values()))})
         if path == "/v2/repository/index":
             _allow(method, "POST")
             return await self._index(scope, receive)
@@ -222,14 +222,8 @@ class InferenceApp:
             if action == "/ready":
                 return self._ready(model)
             if action == "/config":
-                batcher = self.batchers.get(model.key)
-                versions = self.versions_of(model.name)
-                return _json(metadata.model_config(model, batcher.delay if batcher else 0.0, len(versions)))
-            # Triton's: a model's statistics are those of all its versions, unless one is named.
-            chosen = (
-                [model] if match["version"] else [self.versions[model.name, v] for v in self.versions_of(model.name)]
-            )
-            return _json({"model_stats": await self._model_stats(chosen)})
+                return _json(self.config(model))
+            return _json({"model_stats": await self.model_stats(self.chosen(model, match["version"]))})
         if match := _V1_MODEL.fullmatch(path):
             model = self.model(match["model"], None)
             if match["verb"] == ":predict":
@@ -263,6 +257,14 @@ class InferenceApp:
             raise HTTPError(503, reason)
         return model
 
+    def config(self, model: Model) -> dict[str, Any]:
+        batcher = self.batchers.get(model.key)
+        return metadata.model_config(model, batcher.delay if batcher else 0.0, len(self.versions_of(model.name)))
+
+    def chosen(self, model: Model, version: str | None) -> list[Model]:
+        """Triton's: a model's statistics are those of all its versions, unless one is named."""
+        return [model] if version else [self.versions[model.name, v] for v in self.versions_of(model.name)]
+
     def versions_of(self, name: str) -> list[str]:
         """The versions of model ``name``, lowest first."""
         return [model.version for model in sorted(self.versions.values(), key=_order_of) if model.name == name]
@@ -289,7 +291,7 @@ class InferenceApp:
         """Model readiness, V1 and V2 alike: 503 from the moment this worker drains."""
         return _json({"name": model.name, "ready": not self.state.draining}, 503 if self.state.draining else 200)
 
-    async def _model_stats(self, models: list[Model]) -> list[dict[str, Any]]:
+    async def model_stats(self, models: list[Model]) -> list[dict[str, Any]]:
         keys = [model.key for model in models]
         own = self.own_stats(keys)
         every = len(keys) == len(self.stats)  # ask for all, rather than name thousands

@@ -59,13 +59,23 @@ class Service:
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         model = await _refused(context, self._model, request.name, request.version)
-        document = metadata.model_metadata(model, self.app.versions_of(model.name))
-        return json_format.ParseDict(document, protocol.message("ModelMetadataResponse")(), ignore_unknown_fields=True)
+        return _parsed(metadata.model_metadata(model, self.app.versions_of(model.name)), "ModelMetadataResponse")
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        model = await _refused(context, self._model, request.name, request.version)
+        return _parsed({"config": self.app.config(model)}, "ModelConfigResponse")
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """The pool's statistics, as REST's ``/stats`` answers: every model's when none is named."""
+        if request.name:
+            model = await _refused(context, self._model, request.name, request.version)
+            chosen = self.app.chosen(model, request.version)
+        else:
+            chosen = list(self.app.versions.values())
+        return _parsed({"model_stats": await self.app.model_stats(chosen)}, "ModelStatisticsResponse")
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return json_format.ParseDict(
-            {"models": self.app.index(request.ready)}, protocol.message("RepositoryIndexResponse")()
-        )
+        return _parsed({"models": self.app.index(request.ready)}, "RepositoryIndexResponse")
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         try:
@@ -135,6 +145,11 @@ async def _abort(context: grpc.aio.ServicerContext, refusal: HTTPError) -> NoRet
     """End the call with ``refusal``'s status and message (``abort`` raises)."""
     await context.abort(CODES.get(refusal.status, grpc.StatusCode.INTERNAL), refusal.message)
     raise AssertionError("unreachable: grpc's abort raises")
+
+
+def _parsed(document: dict[str, Any], kind: str) -> Any:
+    """REST's answer (the same dict, from the same code) as the message ``kind``."""
+    return json_format.ParseDict(document, protocol.message(kind)(), ignore_unknown_fields=True)
 
 
 @contextlib.asynccontextmanager
