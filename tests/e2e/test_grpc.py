@@ -14,6 +14,8 @@ import pytest
 
 from .conftest import released, started_count
 from .harness import wait_until
+from .load import Load
+from .test_operations import generations
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -110,3 +112,51 @@ def test_perf_analyzer_over_grpc(launch):
     inferences = int(re.search(r"Inference count: (\d+)", server).group(1))
     executions = int(re.search(r"Execution count: (\d+)", server).group(1))
     assert executions > 0 and inferences == 2 * executions  # batch of 2, the pool's statistics
+
+
+class GrpcLoad(Load):
+    """``channels`` threads, each with a tritonclient.grpc client of its own (a channel, a
+    connection), calling ModelInfer back to back; every failure counted with its reason."""
+
+    def __init__(self, address: str, channels: int = 16) -> None:
+        super().__init__(f"http://{address}", connections=channels)
+        self.address = address
+
+    def _run(self, n: int) -> None:
+        client = grpcclient.InferenceServerClient(self.address)
+        try:
+            while not self._stop.is_set():
+                try:
+                    client.infer("mlp", [mlp_input(rows=1)], client_timeout=60)
+                except InferenceServerException as exc:
+                    self._count(n, f"{exc.status()}: {exc.message()}"[:200])
+                else:
+                    self._count(n, None)
+        finally:
+            client.close()
+
+
+def flowing(load: GrpcLoad, at_least: int = 50) -> None:
+    before = load.total()
+    wait_until(lambda: load.total() - before >= at_least, what=f"{at_least} more calls under load")
+
+
+@pytest.mark.timeout(600)
+def test_reload_and_scale_under_grpc_load_lose_no_call(launch):
+    pool = launch("--grpc-bind", "127.0.0.1:0", workers=2)
+    pool.wait_ready()
+    with GrpcLoad(grpc_address(pool)) as load:
+        flowing(load)
+        reload = pool.cli("reload")
+        assert reload.returncode == 0, reload.stdout + reload.stderr
+        assert generations(pool) == [2, 2]
+        flowing(load)
+        grow = pool.cli("scale", "3")
+        assert grow.returncode == 0, grow.stdout + grow.stderr
+        flowing(load)
+        shrink = pool.cli("scale", "1")
+        assert shrink.returncode == 0, shrink.stdout + shrink.stderr
+        flowing(load)
+        load.stop()
+    assert not load.failures, dict(load.failures)
+    assert load.ok > 200

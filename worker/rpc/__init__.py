@@ -8,6 +8,7 @@ every worker beside HTTP when the pool is started with ``--grpc-bind`` (the grpc
 - ``service``: each method answered by the worker's ``InferenceApp``; refusals as status codes.
 - ``server``: grpcio's server on a loopback port, fed the connections accepted on the pool's
   shared gRPC socket; its drain.
+- ``goodbye``: each connection's goodbye, HTTP/2 frame by frame, so that a drain loses no call.
 
 Imported only where gRPC is served: grpcio is an optional extra.
 """

@@ -31,10 +31,15 @@ from ipc.contract.settings import WorkerSettings
 
 from ..api import InferenceApp
 from ..http.accept import LoopAcceptor, ThreadAcceptor, no_delay
+from .goodbye import Goodbye
 from .service import handler
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 #: How much one read of the forwarder takes from a connection.
 CHUNK = 256 * 1024
+#: How long the forwarders may take, once the server has stopped, to pass on what it sent last.
+FLUSH = 5.0
 
 
 async def start(app: InferenceApp, settings: WorkerSettings) -> tuple[grpc.aio.Server, int]:
@@ -63,13 +68,14 @@ async def serve(
 ) -> None:
     """Serve gRPC from ``sock`` until ``shutdown_trigger`` returns, then drain for ``grace()``."""
     server, port = await start(app, settings)
+    forwards = Forwards()
     try:
         async with anyio.create_task_group() as tasks:
             kind = ThreadAcceptor if sys.platform == "win32" else LoopAcceptor
             acceptor = kind(sock)
 
             def on_connection(conn: socket.socket) -> None:
-                tasks.start_soon(forward, conn, port)
+                tasks.start_soon(forwards.run, conn, port)
 
             acceptor.start(on_connection)
             task_status.started()
@@ -77,37 +83,99 @@ async def serve(
                 await shutdown_trigger()
             finally:
                 await acceptor.stop()
-            await server.stop(grace())
-            tasks.cancel_scope.cancel()  # each forward ends as its inner connection closes
+            # Each connection says goodbye and closes once it has nothing left (see
+            # .goodbye); what has not within the grace period is the server's to stop.
+            with anyio.move_on_after(grace()) as waited:
+                await forwards.goodbye()
+            await server.stop(max(0.0, waited.deadline - anyio.current_time()))
+            # The forwarders still carry the server's last bytes to the clients, then end.
+            with anyio.move_on_after(FLUSH):
+                await forwards.wait()
+            tasks.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await server.stop(None)
 
 
-async def forward(conn: socket.socket, port: int) -> None:
-    """Carry ``conn``'s bytes to this worker's gRPC server and back, until both ends close."""
-    try:
-        no_delay(conn)
-        conn.setblocking(False)
-        outer = await asyncio.open_connection(sock=conn)
-        inner = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        conn.close()  # the client left before we got to it
-        return
-    no_delay(inner[1].get_extra_info("socket"))
-    try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_pipe, outer[0], inner[1])
-            tasks.start_soon(_pipe, inner[0], outer[1])
-    finally:
-        for _, writer in (outer, inner):
-            writer.close()
+class Forwarder:
+    """One connection carried from its client to this worker's gRPC server and back."""
+
+    def __init__(self, outer: Streams, inner: Streams) -> None:
+        self.outer, self.inner = outer, inner
+        self.goodbye = Goodbye()
+        self.idle = anyio.Event()  # set once the goodbye is done: nothing left to serve
+
+    async def run(self) -> None:
+        """Until both ways have ended, or the goodbye is done."""
+        try:
+            async with anyio.create_task_group() as tasks:
+
+                async def until_idle() -> None:
+                    await self.idle.wait()
+                    tasks.cancel_scope.cancel()
+
+                tasks.start_soon(until_idle)
+                async with anyio.create_task_group() as ways:
+                    ways.start_soon(self._pipe, self.outer[0], self.inner[1], self.goodbye.from_client)
+                    ways.start_soon(self._pipe, self.inner[0], self.outer[1], self.goodbye.from_server)
+                tasks.cancel_scope.cancel()
+        finally:
+            for _, writer in (self.outer, self.inner):
+                writer.close()  # what is written is still sent
+
+    def say_goodbye(self) -> None:
+        self.outer[1].write(self.goodbye.ask())
+        self._check()
+
+    def _check(self) -> None:
+        if self.goodbye.done:
+            self.idle.set()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, passed: Callable[[bytes], bytes]
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(CHUNK):
+                writer.write(passed(data))
+                self._check()
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()  # half-closed: the other way may still have bytes to carry
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()  # half-closed: the other way may still have bytes to carry
+class Forwards:
+    """The forwarders running: a goodbye for all of them, and a wait for the last to end."""
+
+    def __init__(self) -> None:
+        self.running: set[Forwarder] = set()
+        self._none = anyio.Event()
+
+    async def run(self, conn: socket.socket, port: int) -> None:
+        try:
+            no_delay(conn)
+            conn.setblocking(False)
+            outer = await asyncio.open_connection(sock=conn)
+            inner = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            conn.close()  # the client left before we got to it
+            return
+        no_delay(inner[1].get_extra_info("socket"))
+        forwarder = Forwarder(outer, inner)
+        self.running.add(forwarder)
+        try:
+            await forwarder.run()
+        finally:
+            self.running.discard(forwarder)
+            if not self.running:
+                self._none.set()
+                self._none = anyio.Event()
+
+    async def goodbye(self) -> None:
+        """Every connection says goodbye; until each has closed."""
+        for forwarder in list(self.running):
+            forwarder.say_goodbye()
+        await self.wait()
+
+    async def wait(self) -> None:
+        if self.running:
+            await self._none.wait()
