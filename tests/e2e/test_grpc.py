@@ -1,99 +1,128 @@
 """gRPC served by every worker (``--grpc-bind``), driven by tritonclient.grpc as users drive
-Triton and KServe: metadata, inference, refusals as status codes, and a stop that lets a call in
-flight finish."""
+Triton and KServe: metadata, inference, refusals as status codes; a stop that lets a call in
+flight finish, and a reload and two scales under 16 channels that lose no call.
+
+tritonclient.grpc and kserve both register ``inference.*`` in protobuf's default pool, so one
+process cannot import both, and the suite imports kserve: tritonclient runs in a process of its
+own, and the other tests call with the pool's own messages (``worker.rpc.protocol``, a pool of
+their own) over a grpcio channel, as tritonclient does.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
-from .conftest import released, started_count
-from .harness import wait_until
-from .load import Load
-from .test_operations import generations
+grpc = pytest.importorskip("grpc")
 
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from worker.rpc import protocol  # noqa: E402
+
+from .conftest import released, started_count  # noqa: E402
+from .harness import http, infer_body, wait_until  # noqa: E402
+from .load import Load  # noqa: E402
+from .test_operations import generations  # noqa: E402
+
+TRITON_CLIENT = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+client = grpcclient.InferenceServerClient(sys.argv[1])
+out = {"live": client.is_server_live(), "ready": client.is_server_ready(), "model_ready": client.is_model_ready("mlp")}
+out["server"] = client.get_server_metadata().name
+meta = client.get_model_metadata("mlp")
+out["metadata"] = [meta.name, list(meta.versions), [[t.name, t.datatype, list(t.shape)] for t in meta.inputs]]
+x = grpcclient.InferInput("INPUT0", [2, 64], "FP32")
+x.set_data_from_numpy(np.full((2, 64), 0.5, np.float32))
+out["output"] = client.infer("mlp", [x]).as_numpy("OUTPUT0").tolist()
+
+def refusal(model, tensor):
+    try:
+        client.infer(model, [tensor])
+    except InferenceServerException as exc:
+        return [exc.status(), exc.message()]
+
+out["unknown"] = refusal("no-such-model", x)
+bad = grpcclient.InferInput("INPUT0", [2, 3], "FP32")
+bad.set_data_from_numpy(np.zeros((2, 3), np.float32))
+out["bad"] = refusal("mlp", bad)
+client.close()
+print(json.dumps(out))
+"""
 
 
 def grpc_address(pool) -> str:
     return pool.wait_for_line(r"gRPC at (\S+)").group(1)
 
 
-def mlp_input(rows: int = 2, value: float = 0.5):
-    tensor = grpcclient.InferInput("INPUT0", [rows, 64], "FP32")
-    tensor.set_data_from_numpy(np.full((rows, 64), value, dtype=np.float32))
-    return tensor
+def infer_request(model: str, array: np.ndarray):
+    request = protocol.ModelInferRequest(model_name=model)
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=list(array.shape))
+    request.raw_input_contents.append(array.astype(np.float32).tobytes())
+    return request
 
 
+def model_infer(channel):
+    return channel.unary_unary(
+        f"/{protocol.SERVICE}/ModelInfer",
+        request_serializer=protocol.ModelInferRequest.SerializeToString,
+        response_deserializer=protocol.ModelInferResponse.FromString,
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None, reason="needs tritonclient[grpc]")
 def test_tritonclient_infers_reads_metadata_and_is_refused_with_status_codes(launch):
     pool = launch("--grpc-bind", "127.0.0.1:0", workers=2)
     url = pool.wait_ready()
-    client = grpcclient.InferenceServerClient(grpc_address(pool))
-    try:
-        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("mlp")
-        assert client.get_server_metadata().name == "inference-supervisor"
-        metadata = client.get_model_metadata("mlp")
-        assert (metadata.name, list(metadata.versions)) == ("mlp", ["1"])
-        assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("INPUT0", "FP32", [-1, 64])]
-        result = client.infer("mlp", [mlp_input()])
-        grpc_out = result.as_numpy("OUTPUT0")
-        assert grpc_out.shape == (2, 10) and grpc_out.dtype == np.float32
-        # The same answer as REST's, from the same core.
-        from .harness import http, infer_body
-
-        status, _, body = http("POST", f"{url}/v2/models/mlp/infer", infer_body(rows=2))
-        assert status == 200
-        import json
-
-        assert np.allclose(grpc_out, np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, 10))
-        with pytest.raises(InferenceServerException) as unknown:
-            client.infer("no-such-model", [mlp_input()])
-        assert unknown.value.status() == "StatusCode.NOT_FOUND"
-        assert "unknown model 'no-such-model'" in unknown.value.message()
-        wrong = grpcclient.InferInput("INPUT0", [2, 3], "FP32")
-        wrong.set_data_from_numpy(np.zeros((2, 3), dtype=np.float32))
-        with pytest.raises(InferenceServerException) as bad:
-            client.infer("mlp", [wrong])
-        assert bad.value.status() == "StatusCode.INVALID_ARGUMENT"
-        assert "shape [2, 3] does not match [-1, 64]" in bad.value.message()
-    finally:
-        client.close()
+    run = subprocess.run(
+        [sys.executable, "-c", TRITON_CLIENT, grpc_address(pool)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = json.loads(run.stdout)
+    assert (out["live"], out["ready"], out["model_ready"], out["server"]) == (True, True, True, "inference-supervisor")
+    assert out["metadata"] == ["mlp", ["1"], [["INPUT0", "FP32", [-1, 64]]]]
+    status, _, body = http("POST", f"{url}/v2/models/mlp/infer", infer_body(rows=2))
+    assert status == 200  # the same answer as REST's, from the same core
+    assert np.allclose(out["output"], np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, 10))
+    assert out["unknown"] == ["StatusCode.NOT_FOUND", "unknown model 'no-such-model'"]
+    assert out["bad"][0] == "StatusCode.INVALID_ARGUMENT"
+    assert "shape [2, 3] does not match [-1, 64]" in out["bad"][1]
 
 
 def test_a_stop_lets_a_grpc_call_in_flight_finish(launch, gate):
     pool = launch("--model", "slow=tests.models:GatedModel", "--grpc-bind", "127.0.0.1:0", workers=1)
     pool.wait_ready()
-    client = grpcclient.InferenceServerClient(grpc_address(pool))
     results: list = []
-    tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
-    tensor.set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))
+    with grpc.insecure_channel(grpc_address(pool)) as channel:
+        call = model_infer(channel)
 
-    def call() -> None:
-        try:
-            results.append(client.infer("slow", [tensor], client_timeout=90).as_numpy("OUTPUT0"))
-        except Exception as exc:  # the test asserts on what came back
-            results.append(exc)
+        def run() -> None:
+            try:
+                results.append(call(infer_request("slow", np.array([[1, 2, 3, 4]])), timeout=90))
+            except Exception as exc:  # the test asserts on what came back
+                results.append(exc)
 
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    try:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
         wait_until(lambda: started_count(gate) == 1, what="the gRPC call to reach the model")
         stop = pool.cli_background("stop", "--grace", "30")
         pool.wait_for_line("stop received: draining 1 requests in flight")
         released(gate)
         assert stop.wait(60) == 0, stop.communicate()
         thread.join(30)
-        assert len(results) == 1 and not isinstance(results[0], Exception), results
-        assert results[0].tolist() == [[2, 4, 6, 8]]
-        assert pool.wait_exit() == 0, pool.output
-    finally:
-        client.close()
+    assert len(results) == 1 and not isinstance(results[0], Exception), results
+    answer = np.frombuffer(results[0].raw_output_contents[0], dtype=np.float32)
+    assert answer.tolist() == [2, 4, 6, 8]
+    assert pool.wait_exit() == 0, pool.output
 
 
 @pytest.mark.skipif(not os.environ.get("PERF_ANALYZER"), reason="set PERF_ANALYZER (tests/run.sh fetches it)")
@@ -115,25 +144,25 @@ def test_perf_analyzer_over_grpc(launch):
 
 
 class GrpcLoad(Load):
-    """``channels`` threads, each with a tritonclient.grpc client of its own (a channel, a
-    connection), calling ModelInfer back to back; every failure counted with its reason."""
+    """``channels`` threads, each with a channel (a connection) of its own, calling ModelInfer
+    back to back as tritonclient does; every failure counted with its reason."""
 
     def __init__(self, address: str, channels: int = 16) -> None:
         super().__init__(f"http://{address}", connections=channels)
         self.address = address
 
     def _run(self, n: int) -> None:
-        client = grpcclient.InferenceServerClient(self.address)
-        try:
+        request = infer_request("mlp", np.full((1, 64), 0.5))
+        options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+        with grpc.insecure_channel(self.address, options) as channel:
+            call = model_infer(channel)
             while not self._stop.is_set():
                 try:
-                    client.infer("mlp", [mlp_input(rows=1)], client_timeout=60)
-                except InferenceServerException as exc:
-                    self._count(n, f"{exc.status()}: {exc.message()}"[:200])
+                    call(request, timeout=60)
+                except grpc.RpcError as exc:
+                    self._count(n, f"{exc.code()}: {exc.details()}"[:200])
                 else:
                     self._count(n, None)
-        finally:
-            client.close()
 
 
 def flowing(load: GrpcLoad, at_least: int = 50) -> None:
