@@ -131,8 +131,10 @@ class Configure(Message):
     """What a worker needs to serve: the listening socket and its settings.
 
     On POSIX the socket is inherited and ``listen_fd`` names it; on Windows ``listen_share``
-    carries ``socket.share(worker_pid)``. ``inflight`` names the file where it notes the requests
-    it has in flight (``ipc.contract.inflight``).
+    carries ``socket.share(worker_pid)``. ``inflight`` names the file where it notes the
+    requests it has in flight (``ipc.contract.inflight``). The pool's gRPC socket, when it
+    serves gRPC (``--grpc-bind``), comes as the listening socket does, in ``grpc_fd`` or
+    ``grpc_share``.
     """
 
     kind: ClassVar[str] = "configure"
@@ -140,6 +142,8 @@ class Configure(Message):
     listen_fd: int | None = None
     listen_share: bytes | None = None
     inflight: str | None = None
+    grpc_fd: int | None = None
+    grpc_share: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ class Channel:
                 return
             try:
                 listen_fd, listen_share = pool.launcher.spawner.listen_socket_for(process.handle)
+                grpc_fd, grpc_share = pool.launcher.spawner.grpc_socket_for(process.handle)
             except OSError as exc:  # on Windows, socket.share() for a process that is gone
                 pool.launcher.kill(process, f"cannot share the listening socket with it: {exc}")
                 return
@@ -82,7 +83,8 @@ class Channel:
             # A worker is asked for statistics or told to stop only after its Configure: both
             # go through this one ordered outbox.
             channel.post(Welcome(ipc.PROTOCOL_VERSION, os.getpid()))
-            channel.post(Configure(pool.worker_settings, listen_fd, listen_share, pool.launcher.inflight_path(process)))
+            inflight = pool.launcher.inflight_path(process)
+            channel.post(Configure(pool.worker_settings, listen_fd, listen_share, inflight, grpc_fd, grpc_share))
             if pool.quarantine.models:
                 channel.post(Quarantined(dict(pool.quarantine.models)))
             try:

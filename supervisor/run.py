@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio
@@ -156,7 +156,28 @@ class Supervisor:
             except BindError as exc:
                 logger.error("metrics: %s", exc)
                 return exits.ERROR
+        grpc_socket = None
+        if self.settings.pool.grpc_bind:
+            try:
+                grpc_socket = bind(*parse_bind(self.settings.pool.grpc_bind))
+            except BindError as exc:
+                logger.error("grpc: %s", exc)
+                return exits.ERROR
         spawner = self._spawner(listen_socket)
+        spawner.grpc_socket = grpc_socket
+        with grpc_socket or nullcontext():
+            return await self._serve_pool(listener, key, listen_socket, spawner, address, metrics_socket, grpc_socket)
+
+    async def _serve_pool(
+        self,
+        listener: ipc.Listener,
+        key: bytes,
+        listen_socket: socket.socket,
+        spawner: Spawner,
+        address: str,
+        metrics_socket: socket.socket | None,
+        grpc_socket: socket.socket | None,
+    ) -> int:
         async with anyio.create_task_group() as task_group:
             async with open_pool(self.settings, spawner, self.control, self.timeouts) as pool:
                 self.pool = pool
@@ -169,6 +190,8 @@ class Supervisor:
 
                     logger.info("metrics at %s/metrics", url(metrics_socket))
                     task_group.start_soon(serve_metrics, pool, metrics_socket)
+                if grpc_socket is not None:
+                    logger.info("gRPC at %s", url(grpc_socket).removeprefix("http://"))
                 lineage = getattr(spawner, "lineage", None)  # a real spawner's: real processes
                 if lineage is not None and reaper.needed():
                     task_group.start_soon(reaper.reap_orphans, lineage)
@@ -180,6 +203,8 @@ class Supervisor:
                         # Nobody will serve: once the workers left have drained, new
                         # connections are refused rather than left hanging.
                         listen_socket.close()
+                        if grpc_socket is not None:
+                            grpc_socket.close()
                         exit_code = exits.ERROR if pool.failed_to_start else exits.DOWN
                     exit_code = await self._shut_down(pool, listener, key, exit_code)
             task_group.cancel_scope.cancel()

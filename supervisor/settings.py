@@ -22,7 +22,7 @@ from ipc.address import check_name
 from ipc.contract import settings as contract
 from ipc.contract.formats import format_of
 from ipc.contract.logs import check_format, check_level
-from ipc.contract.settings import Declaration, WorkerSettings, setting
+from ipc.contract.settings import GRPC, Declaration, WorkerSettings, check_installed, setting
 
 from . import config
 from .sockets import parse_bind
@@ -41,6 +41,12 @@ def _check_bind(text: str) -> None:
 def _check_optional_bind(text: str) -> None:
     if text:
         parse_bind(text)
+
+
+def _check_grpc_bind(text: str) -> None:
+    if text:
+        parse_bind(text)
+        check_installed("grpc", GRPC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,6 +98,13 @@ class PoolSettings:
         "threads each worker's numerical libraries (BLAS, OpenMP) may use; 0: the cores shared out among the workers",
         metavar="N",
         minimum=0,
+    )
+    grpc_bind: str = setting(
+        "",
+        "serve gRPC (inference.GRPCInferenceService, as KServe's and Triton's) from every worker"
+        " at HOST:PORT (off when empty; the grpc extra: pip install '.[grpc]')",
+        metavar="HOST:PORT",
+        check=_check_grpc_bind,
     )
     metrics_bind: str = setting(
         "",

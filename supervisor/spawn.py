@@ -104,6 +104,8 @@ class Spawner(Protocol):
     #: Whether its handles' pids are the OS's, which the kernel reports for each control
     #: connection: then a worker's Hello must come from the pid it names.
     kernel_pids: bool
+    #: The pool's gRPC socket, shared with the workers it spawns (None: no gRPC).
+    grpc_socket: socket.socket | None
 
     async def spawn(self, request: SpawnRequest) -> ProcessHandle:
         """A started process; ``OSError`` if the system refused it."""
@@ -111,6 +113,10 @@ class Spawner(Protocol):
 
     def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
         """How ``Configure`` names the pool's listening socket to this worker: (fd, share)."""
+        ...
+
+    def grpc_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
+        """The same for the pool's gRPC socket: (None, None) when the pool serves no gRPC."""
         ...
 
     def close(self) -> None:
@@ -163,6 +169,8 @@ class SubprocessSpawner:
         """``adopt``: make this process the subreaper of its workers' descendants (Linux), and
         end those they leave behind; for a supervisor's own process, not a test's."""
         self.listen_socket = listen_socket
+        #: The pool's gRPC socket (``--grpc-bind``), shared with the workers as ``listen_socket`` is.
+        self.grpc_socket: socket.socket | None = None
         self.lineage = reaper.Lineage()
         if adopt:
             reaper.adopt_orphans()
@@ -208,14 +216,22 @@ class SubprocessSpawner:
                 # backs that up (for a worker whose loop is stuck, and for what it started).
                 logger.warning("worker pid %d is not in a job object: %s", process.pid, exc)
         else:
+            sockets = (self.listen_socket, self.grpc_socket) if self.grpc_socket else (self.listen_socket,)
             with self.lineage.lock:
                 process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, env=environment, pass_fds=(self.listen_socket.fileno(),)
+                    command, stdin=subprocess.DEVNULL, env=environment, pass_fds=[s.fileno() for s in sockets]
                 )
                 self.lineage.workers.add(process.pid)
         return Subprocess(process, self._waiters, self.lineage, job)
 
     def listen_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
-        if sys.platform == "win32":
-            return None, self.listen_socket.share(handle.pid)
-        return self.listen_socket.fileno(), None
+        return _socket_for(self.listen_socket, handle)
+
+    def grpc_socket_for(self, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
+        return (None, None) if self.grpc_socket is None else _socket_for(self.grpc_socket, handle)
+
+
+def _socket_for(sock: socket.socket, handle: ProcessHandle) -> tuple[int | None, bytes | None]:
+    if sys.platform == "win32":
+        return None, sock.share(handle.pid)
+    return sock.fileno(), None

@@ -7,5 +7,6 @@
 - ``memory``: this process's resident memory, for heartbeats.
 - ``http``: accepting on the pool's shared socket and serving with hypercorn or uvicorn.
 - ``api``: the HTTP API, an ASGI app (KServe V1, the Open Inference Protocol V2).
+- ``rpc``: the protocol's gRPC half, served beside HTTP with ``--grpc-bind``, from the same core.
 - ``models``: the model interface, the demo MLP, and the loaders of model files and repositories.
 """

@@ -39,13 +39,23 @@ class Outcome:
 
 def listening_socket(configure: Configure) -> socket.socket:
     """The pool's listening socket: inherited on POSIX, shared by the supervisor on Windows."""
+    sock = _adopt(configure.listen_fd, configure.listen_share)
+    if sock is None:
+        raise HandshakeError("supervisor sent no listening socket")
+    return sock
+
+
+def grpc_socket(configure: Configure) -> socket.socket | None:
+    """The pool's gRPC socket, the same way; None when the pool serves no gRPC."""
+    return _adopt(configure.grpc_fd, configure.grpc_share)
+
+
+def _adopt(fd: int | None, share: bytes | None) -> socket.socket | None:
     if sys.platform == "win32":
-        if configure.listen_share is None:
-            raise HandshakeError("supervisor sent no shared socket")
-        return socket.fromshare(configure.listen_share)
-    if configure.listen_fd is None:
-        raise HandshakeError("supervisor named no socket")
-    sock = socket.socket(fileno=configure.listen_fd)
+        return None if share is None else socket.fromshare(share)
+    if fd is None:
+        return None
+    sock = socket.socket(fileno=fd)
     # Inherited on purpose, but only by the worker: a process its models start (with
     # close_fds=False, or by os.system) must not hold the pool's port after the pool is gone.
     sock.set_inheritable(False)
@@ -73,6 +83,7 @@ async def run_worker(address: str, slot: int, generation: int) -> Outcome:
             with anyio.fail_after(handshake.TIMEOUT):
                 configure = await link.handshake(address, slot, generation)
             sock = listening_socket(configure)
+            grpc_sock = grpc_socket(configure)
         except TimeoutError:
             logger.error("cannot join the pool: the supervisor did not answer in %gs", handshake.TIMEOUT)
             return Outcome(1)
@@ -88,7 +99,7 @@ async def run_worker(address: str, slot: int, generation: int) -> Outcome:
         except OSError as exc:  # the supervisor's folder is gone: it is stopping
             logger.error("cannot open the in-flight record %s: %s", configure.inflight, exc)
             return Outcome(1)
-        return await Worker(link, sock, configure.settings, record).run()
+        return await Worker(link, sock, configure.settings, record, grpc_sock).run()
 
 
 class Worker:
@@ -100,9 +111,16 @@ class Worker:
     """
 
     def __init__(
-        self, link: SupervisorLink, sock: socket.socket, settings: WorkerSettings, record: inflight.Record | None = None
+        self,
+        link: SupervisorLink,
+        sock: socket.socket,
+        settings: WorkerSettings,
+        record: inflight.Record | None = None,
+        grpc_sock: socket.socket | None = None,
     ) -> None:
         self.link = link
+        #: The pool's gRPC socket, when it serves gRPC (``worker.rpc``).
+        self.grpc_sock = grpc_sock
         #: Where this worker notes what it has in flight, for its supervisor to read should it die.
         self.inflight = record
         self.sock = sock
@@ -227,16 +245,24 @@ class Worker:
 
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(drain_when_asked)
-            task_group.start_soon(announce_ready)
-            await http.serve(
-                app,
-                settings,
-                self.sock,
-                shutdown.wait,
-                lambda: self.stop.grace,
-                counted=self._connections,
-                accepting=self.state.accepting,
-            )
+            async with anyio.create_task_group() as serving:
+                if self.grpc_sock is not None:
+                    from . import rpc  # grpcio's import takes a while: only where gRPC is served
+
+                    # Started before the HTTP app says it is ready, and drained beside it.
+                    await serving.start(
+                        rpc.serve, app, settings, self.grpc_sock, shutdown.wait, lambda: self.stop.grace
+                    )
+                task_group.start_soon(announce_ready)
+                await http.serve(
+                    app,
+                    settings,
+                    self.sock,
+                    shutdown.wait,
+                    lambda: self.stop.grace,
+                    counted=self._connections,
+                    accepting=self.state.accepting,
+                )
             task_group.cancel_scope.cancel()
         completed = self.state.completed - completed_before_drain
         logger.info("drained: %d in-flight requests finished, %d dropped", completed, self.state.dropped)

@@ -173,14 +173,20 @@ def check_batch_delays(specs: list[str]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Requirement:
-    """A distribution an HTTP server needs, within the versions it is tested with: ``lowest`` up
-    to, not including, ``below``. pyproject's extra of the server's name says the same."""
+    """A distribution an HTTP server (or gRPC) needs, within the versions it is tested with:
+    ``lowest`` up to, not including, ``below``. pyproject's extra of its name says the same."""
 
     name: str
     lowest: str
     below: str
     #: Used where installed, not needed: uvloop (POSIX only), where asyncio's loop does otherwise.
     optional: bool = False
+    #: What it is imported as, when that is not its name.
+    module: str | None = None
+
+    @property
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module or self.name) is not None
 
     def __str__(self) -> str:
         return f"{self.name}>={self.lowest},<{self.below}"
@@ -209,30 +215,42 @@ HTTP_SERVERS: dict[str, tuple[Requirement, ...]] = {
 }
 
 
+#: What serving gRPC (``--grpc-bind``) needs, the grpc extra: tested with grpcio 1.85.4 and
+#: protobuf 6.33.6, through their public API only (``grpc.aio``, a descriptor pool).
+GRPC: tuple[Requirement, ...] = (
+    Requirement("grpcio", "1.85", "2", module="grpc"),
+    Requirement("protobuf", "6.31", "7", module="google.protobuf"),
+)
+
+
 def check_http_server(name: str) -> None:
     """The server is known and what it needs is installed, at a version it is tested with; one
     line saying what to install otherwise. importlib.metadata is imported only for uvicorn: it
     takes 20-25 ms (measured here), the lookups 2-6 ms more."""
     if name not in HTTP_SERVERS:
         raise ValueError(f"must be one of {', '.join(HTTP_SERVERS)}, not {name!r}")
-    needs = HTTP_SERVERS[name]
-    install = f"(in a checkout: pip install '.[{name}]')"
-    missing = [f"'{need}'" for need in needs if not need.optional and importlib.util.find_spec(need.name) is None]
+    check_installed(name, HTTP_SERVERS[name])
+
+
+def check_installed(extra: str, needs: tuple[Requirement, ...]) -> None:
+    """What ``extra`` needs is installed, at versions it is tested with; one line otherwise."""
+    install = f"(in a checkout: pip install '.[{extra}]')"
+    missing = [f"'{need}'" for need in needs if not need.optional and not need.installed]
     if missing:
-        raise ValueError(f"{name} is not installed: pip install {' '.join(missing)} {install}")
+        raise ValueError(f"{extra} is not installed: pip install {' '.join(missing)} {install}")
     if not needs:
         return
     from importlib import metadata
 
     for need in needs:
-        if need.optional and importlib.util.find_spec(need.name) is None:
+        if need.optional and not need.installed:
             continue
         try:
             version = metadata.version(need.name)
         except metadata.PackageNotFoundError:
             continue  # importable without a distribution (a source tree on sys.path): nothing to read
         if not need.admits(version):
-            raise ValueError(f"{name} needs {need}, not {need.name} {version}: pip install '{need}' {install}")
+            raise ValueError(f"{extra} needs {need}, not {need.name} {version}: pip install '{need}' {install}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -196,6 +196,11 @@ class FakeSpawner:
     def listen_socket_for(self, handle: object) -> tuple[int | None, bytes | None]:
         return None, None
 
+    grpc_socket = None
+
+    def grpc_socket_for(self, handle: object) -> tuple[int | None, bytes | None]:
+        return None, None
+
     def close(self) -> None:
         pass
 

@@ -8,7 +8,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from typing import Any
 
 import anyio
@@ -183,8 +183,12 @@ class InferenceApp:
             raise
         finally:
             self.state.in_flight -= 1
-            for batcher in self.batchers.values():
-                batcher.recheck()  # a batch waiting for this request to join may not need to wait
+            self.ended()
+
+    def ended(self) -> None:
+        """A request of either transport is no longer in flight."""
+        for batcher in self.batchers.values():
+            batcher.recheck()  # a batch waiting for this request to join may not need to wait
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         method, path = scope["method"], scope["path"]
@@ -202,32 +206,26 @@ class InferenceApp:
                 return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
             if path == "/v1/models":
                 return _json({"models": list(self.models)})
-            return _json({"model_stats": await self._model_stats(list(self.versions.values()))})
+            return _json({"model_stats": await self.model_stats(list(self.versions.values()))})
         if path == "/v2/repository/index":
             _allow(method, "POST")
             return await self._index(scope, receive)
         if match := _V2_MODEL.fullmatch(path):
-            model = self._model(match["model"], match["version"])
+            model = self.model(match["model"], match["version"])
             action = match["action"]
             if action == "/infer":
                 _allow(method, "POST")
                 return await self._infer(model, scope, receive)
             _allow(method, "GET")
             if action is None:
-                return _json(metadata.model_metadata(model, self._versions_of(model.name)))
+                return _json(metadata.model_metadata(model, self.versions_of(model.name)))
             if action == "/ready":
                 return self._ready(model)
             if action == "/config":
-                batcher = self.batchers.get(model.key)
-                versions = self._versions_of(model.name)
-                return _json(metadata.model_config(model, batcher.delay if batcher else 0.0, len(versions)))
-            # Triton's: a model's statistics are those of all its versions, unless one is named.
-            chosen = (
-                [model] if match["version"] else [self.versions[model.name, v] for v in self._versions_of(model.name)]
-            )
-            return _json({"model_stats": await self._model_stats(chosen)})
+                return _json(self.config(model))
+            return _json({"model_stats": await self.model_stats(self.chosen(model, match["version"]))})
         if match := _V1_MODEL.fullmatch(path):
-            model = self._model(match["model"], None)
+            model = self.model(match["model"], None)
             if match["verb"] == ":predict":
                 _allow(method, "POST")
                 return await self._infer(model, scope, receive, v1=True)
@@ -237,7 +235,7 @@ class InferenceApp:
             return self._ready(model)
         raise not_found(f"no route for {method} {path}")
 
-    def _model(self, name: str, version: str | None) -> Model:
+    def model(self, name: str, version: str | None) -> Model:
         """The model ``name``, at ``version`` (its default: the highest)."""
         version = version if version is not None else self._gone_defaults.get(name)
         if (name, version) in self.gone:
@@ -252,14 +250,22 @@ class InferenceApp:
         if version is not None:
             versioned = self.versions.get((name, version))
             if versioned is None:
-                raise not_found(f"model {name!r} has no version {version!r}; it has {self._versions_of(name)}")
+                raise not_found(f"model {name!r} has no version {version!r}; it has {self.versions_of(name)}")
             model = versioned
         reason = self.quarantined.get(model.key)
         if reason is not None:
             raise HTTPError(503, reason)
         return model
 
-    def _versions_of(self, name: str) -> list[str]:
+    def config(self, model: Model) -> dict[str, Any]:
+        batcher = self.batchers.get(model.key)
+        return metadata.model_config(model, batcher.delay if batcher else 0.0, len(self.versions_of(model.name)))
+
+    def chosen(self, model: Model, version: str | None) -> list[Model]:
+        """Triton's: a model's statistics are those of all its versions, unless one is named."""
+        return [model] if version else [self.versions[model.name, v] for v in self.versions_of(model.name)]
+
+    def versions_of(self, name: str) -> list[str]:
         """The versions of model ``name``, lowest first."""
         return [model.version for model in sorted(self.versions.values(), key=_order_of) if model.name == name]
 
@@ -271,20 +277,21 @@ class InferenceApp:
             request = jsonio.loads(body) if body.strip() else {}
         if not isinstance(request, dict) or not isinstance(request.get("ready", False), bool):
             raise bad_request('the index request must be empty or a JSON object such as {"ready": true}')
-        if self.state.draining:
-            state, reason = "UNAVAILABLE", "the worker is draining"
-        else:
-            state, reason = "READY", ""
-        if request.get("ready") and state != "READY":
-            return _json([])
+        return _json(self.index(request.get("ready", False)))
+
+    def index(self, ready: bool) -> list[dict[str, str]]:
+        """Every version served (only if READY, when ``ready``), for either transport."""
+        state, reason = ("UNAVAILABLE", "the worker is draining") if self.state.draining else ("READY", "")
+        if ready and state != "READY":
+            return []
         ordered = sorted(self.versions.values(), key=_order_of)
-        return _json([{"name": m.name, "version": m.version, "state": state, "reason": reason} for m in ordered])
+        return [{"name": m.name, "version": m.version, "state": state, "reason": reason} for m in ordered]
 
     def _ready(self, model: Model) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Model readiness, V1 and V2 alike: 503 from the moment this worker drains."""
         return _json({"name": model.name, "ready": not self.state.draining}, 503 if self.state.draining else 200)
 
-    async def _model_stats(self, models: list[Model]) -> list[dict[str, Any]]:
+    async def model_stats(self, models: list[Model]) -> list[dict[str, Any]]:
         keys = [model.key for model in models]
         own = self.own_stats(keys)
         every = len(keys) == len(self.stats)  # ask for all, rather than name thousands
@@ -301,23 +308,36 @@ class InferenceApp:
         self, model: Model, scope: Scope, receive: Receive, v1: bool = False
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """A V2 inference, or a KServe V1 ``:predict`` (counted alike: V1 was not counted at all)."""
+        body = self.bodies.read(scope, receive, tensors.largest_body(model))
+        answer = await self.infer(model, body, request_headers(scope), None if v1 else inference.REST)
+        return 200, answer.payload, answer.headers
+
+    async def infer(
+        self,
+        model: Model,
+        body: AbstractAsyncContextManager[Any],
+        headers: Mapping[str, str],
+        wire: inference.Wire | None,
+        size: Callable[[Any], int] = len,
+    ) -> inference.Answer:
+        """One inference over either transport, noted, batched and counted: ``body`` gives the
+        request as ``wire`` decodes it (``None``: a KServe V1 ``:predict``), ``size`` its size."""
         arrived = time.perf_counter_ns()
         stats = self.stats[model.key]
-        headers = request_headers(scope)
         header_length = headers.get(tensors.HEADER_LENGTH)
         batcher = self.batchers.get(model.key)
         try:
             with self._noted(model, headers) as calling:
-                async with self.bodies.read(scope, receive, tensors.largest_body(model)) as body:
-                    if v1:
-                        answer = await anyio.to_thread.run_sync(inference.predict_v1, model, body, calling)
-                    elif batcher is not None and len(body) <= SMALL_BODY:
-                        answer = await batcher.infer(body, header_length, calling)
+                async with body as data:
+                    if wire is None:
+                        answer = await anyio.to_thread.run_sync(inference.predict_v1, model, data, calling)
+                    elif batcher is not None and size(data) <= SMALL_BODY:
+                        answer = await batcher.infer(data, header_length, calling, wire)
                     else:
                         # Decoding, the model and encoding in one hop off the event loop: a large body
                         # must not stall health checks and the other requests this worker serves.
                         work = inference.infer
-                        answer = await anyio.to_thread.run_sync(work, model, body, header_length, calling)
+                        answer = await anyio.to_thread.run_sync(work, model, data, header_length, calling, wire)
         except HTTPError:
             stats.record_failure(time.perf_counter_ns() - arrived)
             raise
@@ -329,7 +349,7 @@ class InferenceApp:
             answer.batch, queue_ns, timings.decode, timings.infer, timings.encode, executions=answer.executions
         )
         self.metrics.inferred(model.name, answer.batch, queue_ns)
-        return 200, answer.payload, answer.headers
+        return answer
 
     @contextmanager
     def _noted(self, model: Model, headers: Mapping[str, str]) -> Iterator[inference.Calling]:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from ..models import Model, ModelError
 from .errors import HTTPError
-from .inference import Answer, Calling, Job, infer_batch
+from .inference import REST, Answer, Calling, Job, Wire, infer_batch
 
 
 def delays(models: list[Model], default_ms: float, per_model: list[str]) -> dict[str, float]:
@@ -68,8 +69,11 @@ class Batcher:
         self._computing = 0
         self._flushing = False
 
-    async def infer(self, body: bytes, header_length: str | None, calling: Calling = nullcontext) -> Answer:
-        job, done = Job(body, header_length, calling), anyio.Event()
+    async def infer(
+        self, body: Any, header_length: str | None, calling: Calling = nullcontext, wire: Wire = REST
+    ) -> Answer:
+        """``body``'s answer, from a batch of requests of either transport (each its own wire)."""
+        job, done = Job(body, header_length, calling, wire), anyio.Event()
         self._pending.append((job, done))
         self._changed.set()
         if len(self._pending) == 1:

@@ -1,7 +1,9 @@
 """Inference on a worker thread: decode, predict, encode, for one request or a batch of them.
 
 Everything here runs off the event loop, in one thread hop per request (or per batch, see
-:mod:`.batching`), and reports its failures as :class:`~worker.api.errors.HTTPError`.
+:mod:`.batching`), and reports its failures as :class:`~worker.api.errors.HTTPError`. What a
+transport carries is decoded and encoded by its :class:`Wire` (REST's here, gRPC's in
+``worker.rpc``); the rest, and the batching, is the same for both.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,17 +53,49 @@ class Answer:
 Calling = Callable[[], AbstractContextManager[Any]]
 
 
-def infer(model: Model, body: bytes, header_length: str | None, calling: Calling = nullcontext) -> Answer:
+class Wire(Protocol):
+    """One transport's requests in and answers out, around the one core that validates them
+    (:func:`tensors.decode_request`) and encodes each output (:func:`outputs.output`)."""
+
+    def decode(self, model: Model, body: Any, header_length: str | None) -> tensors.InferRequest:
+        """``body`` as the transport carries it, decoded and checked against ``model``."""
+        ...
+
+    def encode(
+        self, model: Model, request: tensors.InferRequest, results: Mapping[str, Any]
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The answer's payload and its extra headers."""
+        ...
+
+
+class _Rest:
+    """The HTTP API's: JSON with Triton's binary tensor extension."""
+
+    def decode(self, model: Model, body: Any, header_length: str | None) -> tensors.InferRequest:
+        return tensors.decode_infer(model, body, header_length)
+
+    def encode(
+        self, model: Model, request: tensors.InferRequest, results: Mapping[str, Any]
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        return outputs.encode_infer(model, request, results)
+
+
+REST: Wire = _Rest()
+
+
+def infer(
+    model: Model, body: Any, header_length: str | None, calling: Calling = nullcontext, wire: Wire = REST
+) -> Answer:
     """One V2 inference: decode, predict, encode."""
     timings = Timings(started=time.perf_counter_ns())
-    request = tensors.decode_infer(model, body, header_length)
+    request = wire.decode(model, body, header_length)
     decoded = time.perf_counter_ns()
     with calling():
         results = predict(model, request.inputs)
     if model.max_batch_size > 0:
         _split(model, results, [_rows(model, request.inputs)])  # one row out per row in
     predicted = time.perf_counter_ns()
-    payload, headers = outputs.encode_infer(model, request, results)
+    payload, headers = wire.encode(model, request, results)
     timings.decode, timings.infer = decoded - timings.started, predicted - decoded
     timings.encode = time.perf_counter_ns() - predicted
     return Answer(payload, headers, _rows(model, request.inputs), timings)
@@ -71,9 +105,11 @@ def infer(model: Model, body: bytes, header_length: str | None, calling: Calling
 class Job:
     """One request of a batch: its body in, its answer (or refusal) out."""
 
-    body: bytes
+    #: The request as its wire carries it (bytes over HTTP, a parsed message over gRPC).
+    body: Any
     header_length: str | None
     calling: Calling = nullcontext
+    wire: Wire = REST
     request: tensors.InferRequest | None = None
     results: Mapping[str, Any] | None = None
     rows: int = 0
@@ -94,7 +130,7 @@ def infer_batch(model: Model, jobs: list[Job]) -> None:
     for job in jobs:
         job.timings.started = begun = time.perf_counter_ns()
         try:
-            job.request = tensors.decode_infer(model, job.body, job.header_length)
+            job.request = job.wire.decode(model, job.body, job.header_length)
         except Exception as exc:
             job.outcome = _refusal(model, exc)
             continue
@@ -172,7 +208,7 @@ def _encode(model: Model, job: Job) -> None:
         return
     begun = time.perf_counter_ns()
     try:
-        payload, headers = outputs.encode_infer(model, job.request, job.results)
+        payload, headers = job.wire.encode(model, job.request, job.results)
     except Exception as exc:
         job.outcome = _refusal(model, exc)
         return

@@ -40,7 +40,7 @@ def encode_infer(
     outputs = []
     blobs: list[bytes] = []
     for spec, binary in request.outputs:
-        shape, blob, data = _output(model, spec, results[spec.name], binary)
+        shape, blob, data = output(model, spec, results[spec.name], binary)
         entry: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": shape}
         if blob is not None:
             entry["parameters"] = {"binary_data_size": len(blob)}
@@ -61,7 +61,7 @@ def encode_infer(
     ]
 
 
-def _output(model: Model, spec: TensorSpec, value: Any, binary: bool) -> tuple[list[int], bytes | None, Any]:
+def output(model: Model, spec: TensorSpec, value: Any, binary: bool) -> tuple[list[int], bytes | None, Any]:
     """One output's shape, and its binary data (when ``binary``) or its values for JSON (flat);
     a 500 for what JSON cannot carry."""
     if spec.datatype == "BYTES":

@@ -192,10 +192,10 @@ def decode_infer(model: Model, body: bytes, header_length: str | None) -> InferR
         body, blobs = body[:json_length], body[json_length:]
     request, numbers = jsonio.loads_large(body)
     with _json_first(numbers):
-        return _decode_request(model, request, blobs)
+        return decode_request(model, request, blobs)
 
 
-def _decode_request(model: Model, request: Any, blobs: bytes) -> InferRequest:
+def decode_request(model: Model, request: Any, blobs: bytes) -> InferRequest:
     if not isinstance(request, dict):
         raise bad_request("the request must be a JSON object")
     raw_inputs = request.get("inputs")
