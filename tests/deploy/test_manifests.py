@@ -53,6 +53,7 @@ def test_the_deployment_agrees_with_the_supervisor():
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports["http"] == int(config.pool.bind.rsplit(":", 1)[1]) == 8080
     assert ports["metrics"] == int(config.pool.metrics_bind.rsplit(":", 1)[1])
+    assert ports["grpc"] == int(config.pool.grpc_bind.rsplit(":", 1)[1]) == 8081  # KServe's gRPC port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] in FIXED_PATHS and container[probe]["httpGet"]["port"] == "http"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"  # 503 from the drain's start
@@ -88,6 +89,7 @@ def test_the_kserve_runtime_serves_what_the_inference_service_asks_for():
     config = resolved(container, args)
     assert config.worker.models == ["mlp=/mnt/models/model.npz"]  # where KServe puts the model's files
     assert container["ports"][0]["containerPort"] == int(config.pool.bind.rsplit(":", 1)[1])
+    assert int(config.pool.grpc_bind.rsplit(":", 1)[1]) == 8081 and "grpc-v2" in runtime["spec"]["protocolVersions"]
 
 
 def test_the_dockerfile_runs_the_supervisor_as_a_non_root_entry_process():
@@ -96,6 +98,7 @@ def test_the_dockerfile_runs_the_supervisor_as_a_non_root_entry_process():
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
     assert re.search(r"^USER 10001$", dockerfile, re.M)
     assert 'ENTRYPOINT ["supervisor", "start"]' in dockerfile
-    assert re.search(r"^EXPOSE 8080 9090$", dockerfile, re.M)
+    assert re.search(r"^EXPOSE 8080 8081 9090$", dockerfile, re.M)
     assert "INFERENCE_SUPERVISOR_BIND=0.0.0.0:8080" in dockerfile
+    assert "INFERENCE_SUPERVISOR_GRPC_BIND=0.0.0.0:8081" in dockerfile and "[grpc]" in dockerfile
     assert "pip wheel" in dockerfile and "/wheels/*.whl" in dockerfile  # built from the wheel
