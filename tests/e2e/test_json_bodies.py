@@ -84,8 +84,9 @@ def test_health_is_answered_while_a_60_mib_json_body_is_decoded(launch, make):
     print(f"health took {slowest:.3f}s at most in a request of {took:.2f}s")
     # Measured here, with a load average of 17-21 on 2 cores: 0.21-0.45 s at most in requests of
     # 9-20 s; parsed whole, 1.3-1.9 s on a quieter machine. The bound is a share of the request's
-    # own time, so that a busy machine (or Wine) slows both alike.
-    assert slowest < max(0.2, took / 10), f"health waited {slowest:.2f}s in a request of {took:.2f}s"
+    # own time, so that a busy machine (or Wine) slows both alike: a fifth, as CI with two other
+    # runs beside it saw 0.36 s in a request of 3.01 s (a parse whole held it for most of it).
+    assert slowest < max(0.2, took / 5), f"health waited {slowest:.2f}s in a request of {took:.2f}s"
 
 
 @pytest.mark.each_server
