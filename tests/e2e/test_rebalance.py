@@ -83,6 +83,9 @@ def test_a_worker_added_under_kept_alive_load_gets_its_share_within_10s(launch, 
     assert pool.wait_exit() == 0, pool.output
 
 
+# Under Wine, in 1 of 5 runs (CI), one client of the frozen worker had still no answer 4 s after
+# the replacement joined, though the worker's process was gone (checked): cause not found yet.
+@pytest.mark.linux_supervisor("a frozen worker's client under Wine: once still waiting after the join (issue 17)")
 def test_the_replacement_of_a_frozen_worker_gets_its_share_within_10s(launch, platform):
     """Frozen, not killed: until the watchdog finds it its clients hang and its last heartbeat's
     count is stale, and from 3 heartbeats on the balancer leaves it out (``SILENT_INTERVALS``).
