@@ -26,6 +26,7 @@ from .commands import Context
 from .control import ControlServer
 from .interrupts import interrupts_to
 from .lifecycle import PoolState
+from .notify import Notifier
 from .policy import Timeouts
 from .pool import Pool, open_pool
 from .settings import Settings
@@ -77,6 +78,8 @@ class Supervisor:
         self._started_at = 0.0
         #: Set once the pool is open (``pool`` is then set): for whoever drives it in-process.
         self.opened = anyio.Event()
+        #: systemd's notify socket, when systemd started us (:mod:`.notify`); read in ``run``.
+        self.notifier: Notifier | None = None
 
     def request_stop(self, grace: float | None = None) -> None:
         if not self._stop_requested.is_set():
@@ -119,6 +122,14 @@ class Supervisor:
 
     async def run(self) -> int:
         self._started_at = anyio.current_time()
+        self.notifier = Notifier.from_environment()  # before any worker inherits its variables
+        try:
+            return await self._run()
+        finally:
+            if self.notifier is not None:
+                self.notifier.close()
+
+    async def _run(self) -> int:
         asyncio.get_running_loop().set_exception_handler(_one_line)
         try:
             listener = await ipc.listen(self.control)
@@ -192,6 +203,10 @@ class Supervisor:
                     task_group.start_soon(serve_metrics, pool, metrics_socket)
                 if grpc_socket is not None:
                     logger.info("gRPC at %s", url(grpc_socket).removeprefix("http://"))
+                if self.notifier is not None:
+                    task_group.start_soon(self.notifier.follow, pool)
+                    if self.notifier.watchdog is not None:
+                        task_group.start_soon(self.notifier.ping)
                 lineage = getattr(spawner, "lineage", None)  # a real spawner's: real processes
                 if lineage is not None and reaper.needed():
                     task_group.start_soon(reaper.reap_orphans, lineage)
