@@ -15,7 +15,8 @@ Modules, from the command line down:
 - ``run``: one supervisor's life; ``control``: control connections, admitted and routed;
   ``interrupts``: OS interrupts as calls; ``sockets``: binding the HTTP socket; ``metrics``:
   ``/metrics``; ``reaper``: what the workers left behind, ended and reaped (and orphans as PID 1);
-  ``notify``: systemd's notify protocol (ready, reloading, stopping, the watchdog).
+  ``notify``: systemd's notify protocol (ready, reloading, stopping, the watchdog);
+  ``winservice``: the pool as a Windows service (the service control manager's start and stop).
 - ``pool``: the pool, which glues its parts: ``slots`` and ``workers`` (what it knows of each
   place and each process), ``lifecycle`` (their transition tables and the pool's),
   ``health`` (the clock-free policy) and ``policy`` (restart rules, timeouts), ``watchdog``

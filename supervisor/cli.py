@@ -26,6 +26,7 @@ from ipc.contract.formats import format_of
 
 from . import client, exits, settings
 from .commands import BY_NAME, COMMANDS, Command, fail, flag_type, table
+from .policy import Timeouts
 from .run import Supervisor
 
 PROG = "supervisor"
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     start.add_argument("--config", metavar="FILE", help="read settings from a TOML file (flags and env override it)")
+    start.add_argument(
+        "--windows-service",
+        metavar="NAME",
+        help="run as the Windows service NAME, as the service control manager starts it (README: Windows service)",
+    )
     _add_settings(start)
 
     config = commands.add_parser(
@@ -191,10 +197,36 @@ def _start(args: argparse.Namespace) -> int:
     problem = _preflight(resolved)
     if problem:  # a setting naming what is not there is a bad setting, as a bad value is
         return fail(problem, exits.USAGE)
+    if args.windows_service and sys.platform != "win32":
+        return fail("--windows-service: a Windows service runs on Windows only", exits.USAGE)
+    if resolved.pool.log_file:
+        try:
+            logs.to_file(resolved.pool.log_file)
+        except OSError as exc:
+            return fail(f"--log-file {resolved.pool.log_file}: {exc.strerror or exc}", exits.USAGE)
     logs.configure(
         resolved.pool.log_format, resolved.pool.log_level, "supervisor", process="supervisor", pid=os.getpid()
     )
+    if args.windows_service:
+        return _service(args.windows_service, resolved)
     return anyio.run(Supervisor(resolved, _address(resolved)).run)
+
+
+def _service(name: str, resolved: settings.Settings) -> int:
+    """Serve as the Windows service ``name`` (:mod:`.winservice`)."""
+    from .winservice import Service
+
+    starting = round(resolved.pool.ready_timeout * 1000)
+    stopping = round((resolved.pool.drain_delay + resolved.worker.grace + Timeouts().exit_margin) * 1000)
+
+    def supervisor() -> Supervisor:
+        made = Supervisor(resolved, _address(resolved))
+        made.interrupts = False
+        made.tellers.append(service.tell(starting, stopping))
+        return made
+
+    service = Service(name, supervisor)
+    return service.run()
 
 
 def _address(resolved: settings.Settings) -> str:

@@ -4,13 +4,14 @@ restarts a supervisor whose event loop stops answering its watchdog.
 When systemd starts a ``Type=notify`` service it names a datagram socket in ``NOTIFY_SOCKET``;
 each message is one datagram of ``KEY=VALUE`` lines (sd_notify(3)). :func:`messages` is the
 policy, clock-free and tested as a table: what to say when the pool's state or its count of ready
-workers changes. :class:`Notifier` follows the pool and says it; with ``WATCHDOG_USEC`` set it
-also sends ``WATCHDOG=1`` from the event loop at half that interval, as systemd advises, so a loop
-that is frozen or blocked misses it and systemd restarts the service (``WatchdogSec=``).
+workers changes. :func:`follow` watches the pool and tells :class:`Notifier`, which says it (the
+Windows service, :mod:`.winservice`, follows the same view); with ``WATCHDOG_USEC`` set it also
+sends ``WATCHDOG=1`` from the event loop at half that interval, as systemd advises, so a loop that
+is frozen or blocked misses it and systemd restarts the service (``WatchdogSec=``).
 
 The variables are taken out of the environment once read, as sd_notify's ``unset_environment``
 does: the workers (and whatever a model starts) do not inherit them, and cannot speak for the
-service. Nothing happens without ``NOTIFY_SOCKET``, and on Windows (see ``deploy/systemd``).
+service. Nothing happens without ``NOTIFY_SOCKET``, nor on Windows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -76,6 +77,20 @@ def _differs(pool: Pool, said: View) -> bool:
     return view(pool) != said
 
 
+#: Told of each change of the pool's view: what was said before (None: nothing yet), and now.
+Tell = Callable[[View | None, View], None]
+
+
+async def follow(pool: Pool, tell: Tell) -> None:
+    """Tell ``tell`` of the pool's view now and on every change of it, until cancelled."""
+    said: View | None = None
+    while True:
+        now = view(pool)
+        tell(said, now)
+        said = now
+        await pool.wait_until(functools.partial(_differs, pool, now))
+
+
 class Notifier:
     """systemd's end of the protocol for one supervisor: the socket, and how often to ping it."""
 
@@ -113,14 +128,9 @@ class Notifier:
                 logger.warning("systemd notify socket %r: %s (not said again)", self.address, exc)
                 self._failed = True
 
-    async def follow(self, pool: Pool) -> None:
-        """Tell systemd of every change of the pool's state or ready workers, until cancelled."""
-        said: View | None = None
-        while True:
-            now = view(pool)
-            self.send(messages(said, now))
-            said = now
-            await pool.wait_until(functools.partial(_differs, pool, now))
+    def tell(self, before: View | None, after: View) -> None:
+        """Say what changed from ``before`` to ``after`` (a :data:`Tell`)."""
+        self.send(messages(before, after))
 
     async def ping(self) -> None:
         """``WATCHDOG=1`` from the event loop, every ``watchdog`` seconds, until cancelled."""

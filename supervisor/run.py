@@ -26,7 +26,7 @@ from .commands import Context
 from .control import ControlServer
 from .interrupts import interrupts_to
 from .lifecycle import PoolState
-from .notify import Notifier
+from .notify import Notifier, Tell, follow
 from .policy import Timeouts
 from .pool import Pool, open_pool
 from .settings import Settings
@@ -80,6 +80,11 @@ class Supervisor:
         self.opened = anyio.Event()
         #: systemd's notify socket, when systemd started us (:mod:`.notify`); read in ``run``.
         self.notifier: Notifier | None = None
+        #: Told of each change of the pool's state and ready workers (a service manager's view).
+        self.tellers: list[Tell] = []
+        #: Whether OS interrupts (Ctrl+C, SIGTERM...) stop the pool: not in a Windows service,
+        #: whose loop runs off the main thread and whose stop comes from the service manager.
+        self.interrupts = True
 
     def request_stop(self, grace: float | None = None) -> None:
         if not self._stop_requested.is_set():
@@ -203,14 +208,16 @@ class Supervisor:
                     task_group.start_soon(serve_metrics, pool, metrics_socket)
                 if grpc_socket is not None:
                     logger.info("gRPC at %s", url(grpc_socket).removeprefix("http://"))
+                for tell in self.tellers:
+                    task_group.start_soon(follow, pool, tell)
                 if self.notifier is not None:
-                    task_group.start_soon(self.notifier.follow, pool)
+                    task_group.start_soon(follow, pool, self.notifier.tell)
                     if self.notifier.watchdog is not None:
                         task_group.start_soon(self.notifier.ping)
                 lineage = getattr(spawner, "lineage", None)  # a real spawner's: real processes
                 if lineage is not None and reaper.needed():
                     task_group.start_soon(reaper.reap_orphans, lineage)
-                with interrupts_to(self._on_interrupt):
+                with interrupts_to(self._on_interrupt) if self.interrupts else nullcontext():
                     await self._start_up(pool, address)
                     await pool.wait_until(lambda: self._stop_requested.is_set() or pool.state is PoolState.DOWN)
                     exit_code = exits.OK

@@ -116,6 +116,12 @@ class PoolSettings:
         "text", "text for people, json for one JSON object a line (every line the pool prints)", check=check_format
     )
     log_level: str = setting("info", "debug, info, warning or error", check=check_level)
+    log_file: str = setting(
+        "",
+        "append every line the pool prints (supervisor and workers) to this file instead of the"
+        " console (a Windows service has none; empty: the console)",
+        metavar="PATH",
+    )
     name: str = setting("default", "the pool's name, which picks its default control address", check=check_name)
     control: str | None = setting(
         None, "the control address itself: a socket path on POSIX, \\\\.\\pipe\\NAME on Windows", metavar="ADDRESS"

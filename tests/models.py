@@ -137,6 +137,16 @@ class RowSumModel(Model):
         return {"OUTPUT0": np.asarray(inputs["INPUT0"]).sum(axis=1, keepdims=True)}
 
 
+class SleepyModel(RowSumModel):
+    """A RowSumModel taking 5 s a call: a request surely in flight for a while (heartbeats say so
+    every second) where no gate can be opened (a Windows service's environment is the service
+    manager's, not the test's, and Wine's ignores the registry's Environment value)."""
+
+    def predict(self, inputs):
+        time.sleep(5)
+        return super().predict(inputs)
+
+
 class HeldModel(RowSumModel):
     """A RowSumModel whose predict waits until ``release`` is set (a minute at most), for
     in-process tests: ``entered`` is set once a predict is waiting, ``calls`` counts them."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -89,3 +90,17 @@ def configure(log_format: str, level: str, who: str, **fields: Any) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def to_file(path: str) -> None:
+    """This process's standard output and error appended to ``path``, and so its children's,
+    which inherit them (on Windows the C runtime's ``dup2`` sets the process's standard handles,
+    which ``subprocess`` gives a child)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for std in (1, 2):
+            os.dup2(fd, std)
+    finally:
+        os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
