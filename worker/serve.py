@@ -21,6 +21,7 @@ from ipc.messages import Configure, Error, Ready, Stop
 from . import http
 from .api import InferenceApp, ServingState
 from .api.batching import delays
+from .api.tracing import Tracing, tracing_for
 from .link import Counts, HandshakeError, PoolStoppingError, SupervisorLink
 from .models import Model, ModelError, load_models
 
@@ -99,7 +100,13 @@ async def run_worker(address: str, slot: int, generation: int) -> Outcome:
         except OSError as exc:  # the supervisor's folder is gone: it is stopping
             logger.error("cannot open the in-flight record %s: %s", configure.inflight, exc)
             return Outcome(1)
-        return await Worker(link, sock, configure.settings, record, grpc_sock).run()
+        tracing = tracing_for(configure.settings.otel_endpoint, slot)
+        try:
+            return await Worker(link, sock, configure.settings, record, grpc_sock, tracing).run()
+        finally:
+            if tracing is not None:  # the last spans leave (bounded), off the loop
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(tracing.close)
 
 
 class Worker:
@@ -117,8 +124,11 @@ class Worker:
         settings: WorkerSettings,
         record: inflight.Record | None = None,
         grpc_sock: socket.socket | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.link = link
+        #: Traces of its inference requests, when asked for (``--otel-endpoint``).
+        self.tracing = tracing
         #: The pool's gRPC socket, when it serves gRPC (``worker.rpc``).
         self.grpc_sock = grpc_sock
         #: Where this worker notes what it has in flight, for its supervisor to read should it die.
@@ -221,6 +231,7 @@ class Worker:
             batch_delays=self.batch_delays,
             gone=set(settings.model_versions) - {f"{model.name}/{model.version}" for model in models},
             inflight=self.inflight,
+            tracing=self.tracing,
         )
         self.app = app
         self.link.changed_counters = lambda: app.counters(app.changes.take())

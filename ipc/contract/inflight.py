@@ -20,7 +20,8 @@ import dataclasses
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 MAGIC = b"INFL"
 HEADER = struct.Struct("<4sH")
@@ -89,6 +90,16 @@ class Record:
         if index is not None:
             self._map[HEADER.size + index * ENTRY.size] = FREE
             self._free.append(index)
+
+    @contextlib.contextmanager
+    def noted(self, model: str, version: str, request_id: str, size: int) -> Iterator[Callable[[], Any]]:
+        """A request noted for the block (:meth:`begin` to :meth:`end`); what it yields marks the
+        request as inside its model's call (:meth:`calling`)."""
+        index = self.begin(model, version, request_id, size)
+        try:
+            yield lambda: self.calling(index)
+        finally:
+            self.end(index)
 
     def close(self) -> None:
         self._map.close()

@@ -221,6 +221,19 @@ GRPC: tuple[Requirement, ...] = (
     Requirement("grpcio", "1.85", "2", module="grpc"),
     Requirement("protobuf", "6.31", "7", module="google.protobuf"),
 )
+#: --otel-endpoint's: OpenTelemetry's API and SDK, and its OTLP/HTTP exporter (worker.api.tracing).
+OTEL: tuple[Requirement, ...] = (
+    Requirement("opentelemetry-api", "1.30", "2", module="opentelemetry.trace"),
+    Requirement("opentelemetry-sdk", "1.30", "2", module="opentelemetry.sdk"),
+    Requirement("opentelemetry-exporter-otlp-proto-http", "1.30", "2", module="opentelemetry.exporter.otlp.proto.http"),
+)
+
+
+def check_otel_endpoint(text: str) -> None:
+    if text:
+        if not text.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL (an OTLP/HTTP collector's), not {text!r}")
+        check_installed("otel", OTEL)
 
 
 def check_http_server(name: str) -> None:
@@ -316,6 +329,13 @@ class WorkerSettings:
         "the HTTP server: hypercorn, or uvicorn (faster; the uvicorn extra: pip install '.[uvicorn]')",
         metavar="SERVER",
         check=check_http_server,
+    )
+    otel_endpoint: str = setting(
+        "",
+        "trace inference requests with OpenTelemetry, sent over OTLP/HTTP to this collector URL (as"
+        " OTEL_EXPORTER_OTLP_ENDPOINT; off when empty; the otel extra: pip install '.[otel]')",
+        metavar="URL",
+        check=check_otel_endpoint,
     )
     #: How often the worker's event loop reports in; the supervisor derives it from its timeout.
     heartbeat_interval: float = setting(1.0, "seconds between heartbeats", minimum=0.01, internal=True)

@@ -13,7 +13,7 @@ import sys
 import tomllib
 import zipfile
 
-from ipc.contract.settings import GRPC, HTTP_SERVERS
+from ipc.contract.settings import GRPC, HTTP_SERVERS, OTEL
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -41,8 +41,8 @@ def test_the_wheel_holds_every_module(tmp_path):
 
 
 def test_the_extras_admit_the_versions_the_start_check_does():
-    """pyproject's extra and the check a pool runs at start (HTTP_SERVERS, GRPC) bound the same versions."""
+    """pyproject's extra and the check a pool runs at start (HTTP_SERVERS, GRPC, OTEL) bound the same versions."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    for server, needs in {**HTTP_SERVERS, "grpc": GRPC}.items():
+    for server, needs in {**HTTP_SERVERS, "grpc": GRPC, "otel": OTEL}.items():
         declared = {entry.partition(";")[0].strip() for entry in extras.get(server, [])}
         assert declared == {str(need) for need in needs}, server

@@ -16,7 +16,7 @@ site_dir=$env_dir/site
 export WINEPREFIX=$env_dir/prefix WINEDEBUG=-all
 
 # numpy 2.x Windows wheels abort under Wine 8 (ucrtbase.crealf); 1.26.4 works on CPython 3.12.
-wheels=(anyio hypercorn msgpack "numpy==1.26.4" orjson prometheus-client uvicorn httptools "grpcio<2" "protobuf<7" onnxruntime onnx scikit-learn skops pytest pytest-timeout hypothesis)
+wheels=(anyio hypercorn msgpack "numpy==1.26.4" orjson prometheus-client uvicorn httptools "grpcio<2" "protobuf<7" "opentelemetry-sdk<2" "opentelemetry-exporter-otlp-proto-http<2" onnxruntime onnx scikit-learn skops pytest pytest-timeout hypothesis)
 
 winpath() { printf 'Z:%s' "${1//\//\\}"; }
 

@@ -13,6 +13,7 @@ with Triton's binary tensor, model configuration and statistics extensions.
 - ``stats``: per-model counters in the shape of Triton's statistics extension.
 - ``metrics``: the worker's counters for the pool's Prometheus metrics.
 - ``counters``: which of those counters changed since the supervisor was last sent them.
+- ``tracing``: OpenTelemetry spans of inference requests, when asked for.
 - ``openapi``: the OpenAPI document of what the worker serves.
 - ``jsonio``: JSON in and out, with orjson.
 - ``errors``: the one exception an endpoint raises for a request it refuses.

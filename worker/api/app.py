@@ -7,8 +7,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import Any
 
 import anyio
@@ -27,6 +27,7 @@ from .metrics import Metrics
 from .state import ServingState
 from .stats import ModelStats, as_triton, highest
 from .tensors import REQUEST_OVERHEAD
+from .tracing import UNTRACED, Tracing
 
 logger = logging.getLogger("worker.api")
 access = logging.getLogger("worker.access")
@@ -65,6 +66,7 @@ class InferenceApp:
         batch_delays: Mapping[str, float] | None = None,
         gone: Collection[str] = (),
         inflight: Record | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         #: Every version of every model, and by name the default: its highest version.
         self.versions = {(model.name, model.version): model for model in models}
@@ -106,6 +108,8 @@ class InferenceApp:
         #: Model versions (NAME/VERSION) the pool quarantined, and why: answered 503.
         self.quarantined: dict[str, str] = {}
         self.metrics = Metrics(list(self.models), self.changes)
+        #: Inference requests traced, when asked for (``--otel-endpoint``): None, nothing done.
+        self.tracing = tracing
 
     def own_stats(self, keys: Collection[str] | None = None) -> dict[str, Any]:
         """This worker's statistics of the model versions ``keys`` (NAME/VERSION), else of all."""
@@ -326,18 +330,21 @@ class InferenceApp:
         stats = self.stats[model.key]
         header_length = headers.get(tensors.HEADER_LENGTH)
         batcher = self.batchers.get(model.key)
+        trace = self.tracing.begin(model, wire, headers, arrived) if self.tracing is not None else UNTRACED
         try:
-            with self._noted(model, headers) as calling:
+            with trace, self._noted(model, headers) as calling:
                 async with body as data:
+                    trace.read = time.perf_counter_ns()
                     if wire is None:
                         answer = await anyio.to_thread.run_sync(inference.predict_v1, model, data, calling)
                     elif batcher is not None and size(data) <= SMALL_BODY:
-                        answer = await batcher.infer(data, header_length, calling, wire)
+                        answer = await batcher.infer(data, header_length, calling, wire, trace.span)
                     else:
                         # Decoding, the model and encoding in one hop off the event loop: a large body
                         # must not stall health checks and the other requests this worker serves.
                         work = inference.infer
                         answer = await anyio.to_thread.run_sync(work, model, data, header_length, calling, wire)
+                trace.answer = answer
         except HTTPError:
             stats.record_failure(time.perf_counter_ns() - arrived)
             raise
@@ -351,21 +358,14 @@ class InferenceApp:
         self.metrics.inferred(model.name, answer.batch, queue_ns)
         return answer
 
-    @contextmanager
-    def _noted(self, model: Model, headers: Mapping[str, str]) -> Iterator[inference.Calling]:
+    def _noted(self, model: Model, headers: Mapping[str, str]) -> AbstractContextManager[inference.Calling]:
         """Note the request in the in-flight record while it is served; what marks it as inside
         its model's call."""
-        record = self._inflight
-        if record is None:
-            yield nullcontext
-            return
+        if self._inflight is None:
+            return nullcontext(nullcontext)
         request_id = headers.get("x-request-id") or f"#{next(self._numbers)}"
         length = headers.get("content-length", "")
-        entry = record.begin(model.name, model.version, request_id, int(length) if length.isdigit() else 0)
-        try:
-            yield lambda: record.calling(entry)
-        finally:
-            record.end(entry)
+        return self._inflight.noted(model.name, model.version, request_id, int(length) if length.isdigit() else 0)
 
     def flush_batches(self) -> None:
         """The worker drains: run every waiting batch now, and later ones without waiting."""

@@ -70,10 +70,11 @@ class Batcher:
         self._flushing = False
 
     async def infer(
-        self, body: Any, header_length: str | None, calling: Calling = nullcontext, wire: Wire = REST
+        self, body: Any, header_length: str | None, calling: Calling = nullcontext, wire: Wire = REST, trace: Any = None
     ) -> Answer:
-        """``body``'s answer, from a batch of requests of either transport (each its own wire)."""
-        job, done = Job(body, header_length, calling, wire), anyio.Event()
+        """``body``'s answer, from a batch of requests of either transport (each its own wire);
+        ``trace``: its span, when traced, for the others of its model call to link to."""
+        job, done = Job(body, header_length, calling, wire, trace=trace), anyio.Event()
         self._pending.append((job, done))
         self._changed.set()
         if len(self._pending) == 1:

@@ -34,6 +34,12 @@ class Timings:
     decode: int = 0
     infer: int = 0
     encode: int = 0
+    #: When the model's call began (perf_counter_ns; 0: right after the decode), and the rows it
+    #: computed: this request's, or with those it was joined with (:mod:`.batching`).
+    called: int = 0
+    rows_called: int = 0
+    #: The traces of the other requests its model call served (:mod:`.tracing`; empty untraced).
+    joined: tuple[Any, ...] = ()
 
 
 @dataclasses.dataclass
@@ -57,6 +63,9 @@ class Wire(Protocol):
     """One transport's requests in and answers out, around the one core that validates them
     (:func:`tensors.decode_request`) and encodes each output (:func:`outputs.output`)."""
 
+    #: Its name where requests are told apart by transport (traces): ``rest``, ``grpc``.
+    protocol: str
+
     def decode(self, model: Model, body: Any, header_length: str | None) -> tensors.InferRequest:
         """``body`` as the transport carries it, decoded and checked against ``model``."""
         ...
@@ -70,6 +79,8 @@ class Wire(Protocol):
 
 class _Rest:
     """The HTTP API's: JSON with Triton's binary tensor extension."""
+
+    protocol = "rest"
 
     def decode(self, model: Model, body: Any, header_length: str | None) -> tensors.InferRequest:
         return tensors.decode_infer(model, body, header_length)
@@ -116,6 +127,8 @@ class Job:
     executions: int = 0
     timings: Timings = dataclasses.field(default_factory=Timings)
     outcome: Answer | HTTPError | None = None
+    #: Its span, when traced (:mod:`.tracing`): the others of its model call link to it.
+    trace: Any = None
 
 
 def infer_batch(model: Model, jobs: list[Job]) -> None:
@@ -181,8 +194,11 @@ def _run(model: Model, call: list[Job]) -> None:
             return
     else:
         took = time.perf_counter_ns() - begun
+        traced = len(call) > 1 and any(job.trace is not None for job in call)
         for i, job in enumerate(call):
-            job.timings.infer = took
+            job.timings.infer, job.timings.called, job.timings.rows_called = took, begun, sum(sizes)
+            if traced:
+                job.timings.joined = tuple(other.trace for other in call if other is not job and other.trace)
             job.results = parts[i]
             job.rows, job.executions = sizes[i], 1 if i == 0 else 0
         return

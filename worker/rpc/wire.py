@@ -42,6 +42,8 @@ class GrpcWire:
     """:class:`worker.api.inference.Wire` for ``ModelInfer``: a parsed request in, a serialized
     response out."""
 
+    protocol = "grpc"
+
     def decode(self, model: Model, body: Any, header_length: str | None) -> tensors.InferRequest:
         raw = body.raw_input_contents
         if raw and len(raw) != len(body.inputs):
