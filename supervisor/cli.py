@@ -1,5 +1,6 @@
-"""The ``supervisor`` command: ``start`` and ``config`` here, and a sub-command for each control
-command (``stop``, ``status``, ``reload``, ``scale``, ``ping``: ``supervisor.commands``).
+"""The ``supervisor`` command: ``start``, ``config`` and ``service`` (Windows: ``supervisor.winservice``)
+here, and a sub-command for each control command (``stop``, ``status``, ``reload``, ``scale``,
+``ping``: ``supervisor.commands``).
 
 Exit codes: 0 success; 1 an error the message explains (port in use, no supervisor running,
 a worker that failed to start, a reload whose new worker could not start); 2 bad usage or a bad
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 import anyio
@@ -121,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--json", action="store_true", help="print JSON")
     _add_settings(config)
 
+    service = commands.add_parser(
+        "service",
+        help="register the pool as a Windows service, remove it, start or stop it",
+        description="Windows: register a pool (its settings in a TOML file) with the service control manager, "
+        "which starts it at boot and stops it with the drain of `supervisor stop`; remove it; start or stop it "
+        "and wait until it has (README: Windows service).",
+        epilog=_examples(
+            "supervisor service install --name inference-pool --config C:\\pool\\pool.toml",
+            "supervisor service start --name inference-pool",
+            "supervisor status --control \\\\.\\pipe\\inference-supervisor-service-inference-pool",
+            "supervisor service stop --name inference-pool",
+            "supervisor service remove --name inference-pool",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    service.add_argument("action", choices=["install", "remove", "start", "stop"])
+    service.add_argument("--name", required=True, help="the service's name")
+    service.add_argument("--config", metavar="FILE", help="install: the pool's settings, a TOML file")
+
     for command in COMMANDS:
         sub = commands.add_parser(
             command.name,
@@ -142,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return _start(args)
         if args.command == "config":
             return _config(args)
+        if args.command == "service":
+            return _service_command(args)
         found = settings.resolve_only(("name", "control"), {"name": args.name, "control": args.control})
         address = found["control"] or default_address(found["name"])
         return _control(BY_NAME[args.command], args, address)
@@ -227,6 +250,39 @@ def _service(name: str, resolved: settings.Settings) -> int:
 
     service = Service(name, supervisor)
     return service.run()
+
+
+def _service_command(args: argparse.Namespace) -> int:
+    """``supervisor service ACTION --name NAME``: the service control manager asked, one line each."""
+    if sys.platform != "win32":
+        return fail("supervisor service: Windows services run on Windows only (systemd: deploy/systemd)", exits.USAGE)
+    from . import winservice
+
+    logged = bool(args.config and settings.resolve({}, args.config, {}).pool.log_file)  # a bad file: said now
+    manager = winservice.Manager()
+    try:
+        if args.action == "install":
+            manager.install(args.name, args.config)
+            print(f"service {args.name} installed; its pool's control: {winservice.control_address(args.name)}")
+            if not logged:
+                print("note: a service has no console: set log_file in --config FILE, or its lines are lost")
+            return exits.OK
+        if args.action == "remove":
+            manager.remove(args.name)
+            print(f"service {args.name} removed")
+            return exits.OK
+        getattr(manager, args.action)(args.name)
+        goal = winservice.RUNNING if args.action == "start" else winservice.STOPPED
+        state = winservice.START_PENDING if args.action == "start" else winservice.STOP_PENDING
+        while state not in (goal, winservice.STOPPED):
+            time.sleep(0.25)  # the manager has no wait for a state: sc and the Services panel poll too
+            state = manager.state(args.name)
+    except winservice.ServiceError as exc:
+        return fail(str(exc))
+    if state != goal:
+        return fail(f"service {args.name} stopped while starting: `sc query {args.name}` says with what code")
+    print(f"service {args.name} {'running' if goal == winservice.RUNNING else 'stopped'}")
+    return exits.OK
 
 
 def _address(resolved: settings.Settings) -> str:

@@ -177,3 +177,113 @@ class Service:
             self.report(status(after, starting_ms, stopping_ms))
 
         return tell
+
+
+# --- registering the service: `supervisor service install|remove|start|stop` ----------------------
+
+SC_MANAGER_CONNECT, SC_MANAGER_CREATE_SERVICE = 0x1, 0x2
+SERVICE_QUERY_STATUS, SERVICE_START, SERVICE_STOP, DELETE = 0x4, 0x10, 0x20, 0x10000
+SERVICE_ALL_ACCESS, SERVICE_AUTO_START, SERVICE_ERROR_NORMAL = 0xF01FF, 0x2, 0x1
+
+
+class ServiceError(Exception):
+    """A service manager's refusal, in its own words."""
+
+
+def control_address(name: str) -> str:
+    """The control pipe of the service ``name``'s pool: its own, not derived from the account it
+    runs as (LocalSystem's default name would not be the operator's)."""
+    return rf"\\.\pipe\inference-supervisor-service-{name}"
+
+
+def command_line(name: str, config: str | None) -> str:
+    """What the service manager runs: this interpreter, serving as the service ``name``."""
+    import os
+    import subprocess
+    import sys
+
+    arguments = [sys.executable, "-m", "supervisor", "start", "--windows-service", name]
+    arguments += ["--control", control_address(name)]
+    if config:
+        arguments += ["--config", os.path.abspath(config)]
+    return subprocess.list2cmdline(arguments)
+
+
+class Manager:
+    """The service control manager, through advapi32: the four things the command line asks."""
+
+    def __init__(self) -> None:
+        from ctypes import wintypes
+
+        self._advapi = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+        handle = wintypes.HANDLE
+        for function, arguments in {
+            "OpenSCManagerW": [wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD],
+            "OpenServiceW": [handle, wintypes.LPCWSTR, wintypes.DWORD],
+            "CreateServiceW": [handle, wintypes.LPCWSTR, wintypes.LPCWSTR, *[wintypes.DWORD] * 4,
+                               wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.LPVOID, wintypes.LPCWSTR,
+                               wintypes.LPCWSTR, wintypes.LPCWSTR],
+        }.items():  # fmt: skip
+            getattr(self._advapi, function).argtypes = arguments
+            getattr(self._advapi, function).restype = handle
+        self._advapi.QueryServiceStatus.argtypes = [handle, ctypes.POINTER(_SERVICE_STATUS)]
+        # Handles are pointers: without argtypes ctypes would pass them as 32-bit ints.
+        for function in ("DeleteService", "CloseServiceHandle"):
+            getattr(self._advapi, function).argtypes = [handle]
+        self._advapi.StartServiceW.argtypes = [handle, wintypes.DWORD, wintypes.LPVOID]
+        self._advapi.ControlService.argtypes = [handle, wintypes.DWORD, ctypes.POINTER(_SERVICE_STATUS)]
+
+    def _check(self, result: Any, doing: str) -> Any:
+        if not result:
+            error = ctypes.get_last_error()  # type: ignore[attr-defined,unused-ignore]
+            words = ctypes.FormatError(error).strip().rstrip(".")  # type: ignore[attr-defined,unused-ignore]
+            raise ServiceError(f"{doing}: {words} (error {error})")
+        return result
+
+    def _open(self, name: str, access: int, doing: str) -> Any:
+        manager = self._check(self._advapi.OpenSCManagerW(None, None, SC_MANAGER_CONNECT), doing)
+        try:
+            return self._check(self._advapi.OpenServiceW(manager, name, access), doing)
+        finally:
+            self._advapi.CloseServiceHandle(manager)
+
+    def install(self, name: str, config: str | None) -> None:
+        doing = f"cannot install service {name!r}"
+        manager = self._check(self._advapi.OpenSCManagerW(None, None, SC_MANAGER_CREATE_SERVICE), doing)
+        try:
+            service = self._check(
+                self._advapi.CreateServiceW(
+                    manager, name, f"Inference supervisor ({name})", SERVICE_ALL_ACCESS, SERVICE_WIN32_OWN_PROCESS,
+                    SERVICE_AUTO_START, SERVICE_ERROR_NORMAL, command_line(name, config), None, None, None, None, None,
+                ),
+                doing,
+            )  # fmt: skip
+            self._advapi.CloseServiceHandle(service)
+        finally:
+            self._advapi.CloseServiceHandle(manager)
+
+    def _on(self, name: str, access: int, verb: str, call: Callable[[Any], Any]) -> None:
+        """``call`` on the service ``name`` opened for ``access``; a refusal says it could not ``verb``."""
+        doing = f"cannot {verb} service {name!r}"
+        service = self._open(name, access, doing)
+        try:
+            self._check(call(service), doing)
+        finally:
+            self._advapi.CloseServiceHandle(service)
+
+    def remove(self, name: str) -> None:
+        self._on(name, DELETE, "remove", self._advapi.DeleteService)
+
+    def start(self, name: str) -> None:
+        self._on(name, SERVICE_START, "start", lambda service: self._advapi.StartServiceW(service, 0, None))
+
+    def stop(self, name: str) -> None:
+        """Ask for the stop (the pool drains as ``supervisor stop`` drains); the state follows."""
+        raw = _SERVICE_STATUS()
+        self._on(name, SERVICE_STOP, "stop", lambda service: self._advapi.ControlService(service, CONTROL_STOP, raw))
+
+    def state(self, name: str) -> int:
+        """The service's state now (STOPPED, START_PENDING, STOP_PENDING, RUNNING...)."""
+        raw = _SERVICE_STATUS()
+        self._on(name, SERVICE_QUERY_STATUS, "query", lambda service: self._advapi.QueryServiceStatus(service, raw))
+        return int(raw.state)

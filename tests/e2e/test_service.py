@@ -151,3 +151,40 @@ def test_a_service_whose_pool_cannot_serve_stops_with_its_exit_code(service):
     assert pool.query() == {"STATE": "1", "WIN32_EXIT_CODE": "1066", "SERVICE_EXIT_CODE": "1"}
     with open(pool.log, encoding="utf-8") as f:
         assert "weights are missing" in f.read()
+
+
+def test_supervisor_service_installs_starts_stops_and_removes_a_pool(platform, tmp_path):
+    """The command line's way: a TOML file holds the settings, ``supervisor service`` does the rest."""
+    if not platform.windows:
+        pytest.skip("a Windows service: the Windows suite runs it, under Wine's service control manager")
+    name = f"is-cli-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "pool.log"
+    config = tmp_path / "pool.toml"
+    config.write_text(f"workers = 1\nbind = \"127.0.0.1:0\"\nlog_file = '{platform.path(str(log))}'\n")
+    control = rf"\\.\pipe\inference-supervisor-service-{name}"
+
+    def supervisor(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [*platform.python, "-m", "supervisor", *args]
+        return subprocess.run(command, cwd=ROOT, env=platform.env({}), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=DEADLINE * 2)  # fmt: skip
+
+    installed = supervisor("service", "install", "--name", name, "--config", platform.path(str(config)))
+    try:
+        assert installed.returncode == 0 and control in installed.stdout, installed.stdout + installed.stderr
+        again = supervisor("service", "install", "--name", name)
+        assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1, again.stderr  # it exists
+        started = supervisor("service", "start", "--name", name)
+        assert started.returncode == 0 and "running" in started.stdout, started.stdout + started.stderr
+        url = wait_until(lambda: served_at(str(log)), what="the pool ready, in its log")
+        assert http("POST", f"{url}/v2/models/mlp/infer", BODY)[0] == 200
+        status = supervisor("status", "--control", control)
+        assert status.returncode == 0 and "ready" in status.stdout, status.stdout + status.stderr
+        stopped = supervisor("service", "stop", "--name", name)
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert "supervisor INFO stopped" in log.read_text()
+    finally:
+        supervisor("service", "stop", "--name", name)
+        removed = supervisor("service", "remove", "--name", name)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    gone = supervisor("service", "start", "--name", name)
+    assert gone.returncode == 1 and "does not exist" in gone.stderr.lower(), gone.stderr
